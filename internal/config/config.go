@@ -1,0 +1,260 @@
+// Package config holds the one TOML file both mxdetour daemons read
+// (/etc/mxdetour/mxdetour.toml): its schema, its defaults (Default is the
+// only source of them) and its validation.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// DefaultPath is where both daemons look for their configuration when no
+// -config flag is given. A missing file there means "run on Default()".
+const DefaultPath = "/etc/mxdetour/mxdetour.toml"
+
+// Config is the whole file. Each daemon reads the sections it needs.
+type Config struct {
+	Log        Log                 `toml:"log"`
+	DNS        DNS                 `toml:"dns"`
+	Domains    Domains             `toml:"domains"`
+	Policyd    Policyd             `toml:"policyd"`
+	Transports Transports          `toml:"transports"`
+	Self       Self                `toml:"self"`
+	DNSBL      DNSBL               `toml:"dnsbl"`
+	Providers  map[string]Provider `toml:"providers"`
+	Rules      []Rule              `toml:"rules"`
+	Learn      Learn               `toml:"learn"`
+	Milter     Milter              `toml:"milter"`
+	Metrics    Metrics             `toml:"metrics"`
+}
+
+// Duration is a time.Duration written in TOML as a string ("30s", "5m").
+type Duration struct{ time.Duration }
+
+// Log configures the zap logger both daemons build at start.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // console or json
+}
+
+// DNS configures internal/lookup.
+type DNS struct {
+	Servers        []string `toml:"servers"` // host:port; empty = nameservers of /etc/resolv.conf
+	Timeout        Duration `toml:"timeout"` // per query attempt
+	Attempts       int      `toml:"attempts"`
+	CacheSize      int      `toml:"cache_size"`       // entries
+	MinTTL         Duration `toml:"min_ttl"`          // positive answers are kept at least this long
+	MaxTTL         Duration `toml:"max_ttl"`          // ... and at most this long
+	NegativeMaxTTL Duration `toml:"negative_max_ttl"` // cap on NXDOMAIN/NODATA (RFC 2308)
+	ErrorTTL       Duration `toml:"error_ttl"`        // SERVFAIL and timeouts
+	StaleTTL       Duration `toml:"stale_ttl"`        // how long an expired answer may be served while upstream fails (RFC 8767)
+	ASNZone        string   `toml:"asn_zone"`         // origin-ASN TXT service for IPv4
+	ASN6Zone       string   `toml:"asn6_zone"`        // ... and for IPv6
+}
+
+// Domains lists domains both daemons treat specially.
+type Domains struct {
+	Reserved []string `toml:"reserved"` // added to the built-in RFC 2606/6761 names
+	Local    []string `toml:"local"`    // our own domains: never routed by policyd
+}
+
+// Policyd configures mxdetour-policyd's listeners and decisions.
+type Policyd struct {
+	PolicyListen    string   `toml:"policy_listen"`    // host:port or unix:/path; "" disables
+	SocketmapListen string   `toml:"socketmap_listen"` // host:port or unix:/path; "" disables
+	SocketMode      string   `toml:"socket_mode"`      // octal mode of unix sockets
+	DecisionTimeout Duration `toml:"decision_timeout"` // every answer comes within this
+	IdleTimeout     Duration `toml:"idle_timeout"`     // close a client connection idle this long
+	MaxRequestSize  int      `toml:"max_request_size"` // bytes
+	MaxConnections  int      `toml:"max_connections"`
+	NullMX          string   `toml:"null_mx"`        // "direct" or "reject" (socketmap error:5.1.10)
+	OnDNSFailure    string   `toml:"on_dns_failure"` // "direct" or "temp" (socketmap TEMP)
+}
+
+// Transports maps route names to Postfix transport:nexthop values.
+type Transports struct {
+	Relay string `toml:"relay"` // e.g. "relay:[mx03.example.net]:587"; empty = dry run
+	IPv4  string `toml:"ipv4"`  // e.g. "smtp-ipv4:"; empty = use the relay instead
+}
+
+// Self names our own outbound addresses, checked against DNS blocklists.
+type Self struct {
+	IPv4          []netip.Addr `toml:"ipv4"` // empty = the host's global-scope addresses
+	IPv6          []netip.Addr `toml:"ipv6"`
+	CheckInterval Duration     `toml:"check_interval"`
+}
+
+// DNSBL configures how blocklist answers are read (RFC 5782).
+type DNSBL struct {
+	ErrorCodes     []netip.Prefix            `toml:"error_codes"`      // answers that are errors, never listings, for every zone
+	ZoneErrorCodes map[string][]netip.Prefix `toml:"zone_error_codes"` // zone -> more error codes
+}
+
+// Provider is a mail provider recognised by MX host name or network.
+type Provider struct {
+	Enabled    bool     `toml:"enabled"`
+	MXSuffixes []string `toml:"mx_suffixes"` // matched on label boundaries
+	ASNs       []uint32 `toml:"asns"`
+	Zones      []string `toml:"zones"` // blocklists this provider is known to use
+	Route      string   `toml:"route"` // "always", "when-listed" or "never"
+}
+
+// Rule is a static routing rule; rules are tried in file order.
+type Rule struct {
+	Domain  string `toml:"domain"`  // the domain and its subdomains
+	Address string `toml:"address"` // or one recipient address
+	Route   string `toml:"route"`   // "direct", "relay", "ipv4"
+}
+
+// Learn configures learning blocks from Postfix's delivery log.
+type Learn struct {
+	Enabled        bool     `toml:"enabled"`
+	LogFile        string   `toml:"log_file"`
+	StateFile      string   `toml:"state_file"`
+	BlockTTL       Duration `toml:"block_ttl"`
+	Patterns       []string `toml:"patterns"`        // extra regular expressions that mean "our IP is blocked"
+	IgnorePatterns []string `toml:"ignore_patterns"` // regular expressions that never mean it
+	Requeue        bool     `toml:"requeue"`         // postsuper -r the deferred messages a block named
+	Postsuper      string   `toml:"postsuper"`
+	PostfixConfig  string   `toml:"postfix_config"` // -c DIR for postsuper; "" = Postfix's default
+}
+
+// Milter configures mxdetour-milter.
+type Milter struct {
+	Listen          string         `toml:"listen"`
+	SocketMode      string         `toml:"socket_mode"`
+	OnError         string         `toml:"on_error"` // "accept" or "tempfail"
+	TrustedNetworks []netip.Prefix `toml:"trusted_networks"`
+	MaxMessageSize  int64          `toml:"max_message_size"` // bytes; at least Postfix's message_size_limit
+	RejectReserved  bool           `toml:"reject_reserved"`
+	DKIM            DKIM           `toml:"dkim"`
+	Geo             Geo            `toml:"geo"`
+}
+
+// DKIM configures signing (RFC 6376, RFC 8463).
+type DKIM struct {
+	SignAuthenticated  bool      `toml:"sign_authenticated"`
+	SignTrusted        bool      `toml:"sign_trusted"`
+	Canonicalization   string    `toml:"canonicalization"` // header/body: relaxed/relaxed
+	Headers            []string  `toml:"headers"`          // signed once if present
+	OversignHeaders    []string  `toml:"oversign_headers"` // signed once more than present
+	AllowGroupReadable bool      `toml:"allow_group_readable_keys"`
+	Keys               []DKIMKey `toml:"keys"`
+}
+
+// DKIMKey is one row of the key table.
+type DKIMKey struct {
+	Domain     string `toml:"domain"`
+	Selector   string `toml:"selector"`
+	KeyFile    string `toml:"key_file"`
+	Subdomains bool   `toml:"subdomains"` // also sign for subdomains of Domain
+}
+
+// Geo configures the country block.
+type Geo struct {
+	BlockCountries []string       `toml:"block_countries"` // ISO 3166 alpha-2
+	Allow          []netip.Prefix `toml:"allow"`
+	Source         string         `toml:"source"` // "", "mmdb", "delegated", "dns"
+	MMDBFile       string         `toml:"mmdb_file"`
+	DelegatedFiles []string       `toml:"delegated_files"`
+	DNSZone        string         `toml:"dns_zone"`  // TXT "ASN | prefix | CC | ..." for IPv4
+	DNS6Zone       string         `toml:"dns6_zone"` // ... and IPv6
+}
+
+// Metrics configures the Prometheus endpoint (off when Listen is empty).
+type Metrics struct {
+	PolicydListen string `toml:"policyd_listen"`
+	MilterListen  string `toml:"milter_listen"`
+}
+
+func d(s string) Duration {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return Duration{v}
+}
+
+// Default returns the configuration used for every key the file leaves out.
+// It is the only place defaults are written.
+func Default() *Config {
+	return &Config{
+		Log: Log{Level: "info", Format: "console"},
+		DNS: DNS{
+			Timeout:        d("2s"),
+			Attempts:       2,
+			CacheSize:      100000,
+			MinTTL:         d("30s"),
+			MaxTTL:         d("24h"),
+			NegativeMaxTTL: d("1h"),
+			ErrorTTL:       d("5s"),
+			StaleTTL:       d("1h"),
+			ASNZone:        "origin.asn.cymru.com",
+			ASN6Zone:       "origin6.asn.cymru.com",
+		},
+		Policyd: Policyd{
+			PolicyListen:    "127.0.0.1:10040",
+			SocketmapListen: "127.0.0.1:10041",
+			SocketMode:      "0660",
+			DecisionTimeout: d("500ms"),
+			IdleTimeout:     d("330s"),
+			MaxRequestSize:  64 << 10,
+			MaxConnections:  1000,
+			NullMX:          "direct",
+			OnDNSFailure:    "direct",
+		},
+		Self: Self{CheckInterval: d("5m")},
+		DNSBL: DNSBL{
+			ErrorCodes: []netip.Prefix{netip.MustParsePrefix("127.255.255.0/24")},
+		},
+		Providers: map[string]Provider{
+			"google": {
+				Enabled:    true,
+				MXSuffixes: []string{"google.com", "googlemail.com"},
+				ASNs:       []uint32{15169},
+				Zones:      []string{"zen.spamhaus.org"},
+				Route:      "always",
+			},
+			"microsoft": {
+				Enabled: true,
+				MXSuffixes: []string{"outlook.com", "protection.outlook.com", "hotmail.com", "mx.microsoft",
+					"protection.office365.us", "protection.partner.outlook.cn"},
+				ASNs:  []uint32{8075},
+				Zones: []string{"zen.spamhaus.org"},
+				Route: "always",
+			},
+		},
+		Learn: Learn{
+			Enabled:   true,
+			LogFile:   "/var/log/mail.log",
+			StateFile: "/var/lib/mxdetour/state.json",
+			BlockTTL:  d("24h"),
+			Postsuper: "/usr/sbin/postsuper",
+		},
+		Milter: Milter{
+			Listen:          "127.0.0.1:10042",
+			SocketMode:      "0660",
+			OnError:         "accept",
+			TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+			MaxMessageSize:  256 << 20,
+			RejectReserved:  true,
+			DKIM: DKIM{
+				SignAuthenticated: true,
+				SignTrusted:       true,
+				Canonicalization:  "relaxed/relaxed",
+				// RFC 6376 section 5.4.1.
+				Headers: []string{"From", "Reply-To", "Subject", "Date", "To", "Cc", "Resent-Date",
+					"Resent-From", "Resent-To", "Resent-Cc", "In-Reply-To", "References", "List-Id",
+					"List-Help", "List-Unsubscribe", "List-Subscribe", "List-Post", "List-Owner",
+					"List-Archive", "Message-ID", "MIME-Version", "Content-Type",
+					"Content-Transfer-Encoding", "Sender"},
+				OversignHeaders: []string{"From", "To", "Cc", "Subject", "Date", "Reply-To", "Message-ID",
+					"MIME-Version", "Content-Type", "Content-Transfer-Encoding"},
+			},
+			Geo: Geo{
+				DNSZone:  "origin.asn.cymru.com",
+				DNS6Zone: "origin6.asn.cymru.com",
+			},
+		},
+	}
+}
