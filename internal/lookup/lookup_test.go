@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,5 +322,6 @@ func BenchmarkMemoryBound(b *testing.B) {
 			b.Fatalf("%d entries", n)
 		}
 		b.ReportMetric(float64(lookup.HeapInUse())/(1<<20), "heapMiB")
+		runtime.KeepAlive(c)
 	}
 }
