@@ -1,0 +1,171 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+var prefixCmp = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
+
+func TestExampleIsDefault(t *testing.T) {
+	data, err := os.ReadFile("../../contrib/mxdetour.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse("mxdetour.toml", data)
+	if err != nil {
+		t.Fatalf("contrib/mxdetour.toml: %v", err)
+	}
+	if diff := cmp.Diff(Default(), got, addrCmp, prefixCmp); diff != "" {
+		t.Errorf("contrib/mxdetour.toml differs from Default() (-default +file):\n%s", diff)
+	}
+	empty, err := Parse("empty.toml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Default(), empty, addrCmp, prefixCmp); diff != "" {
+		t.Errorf("an empty file differs from Default():\n%s", diff)
+	}
+	if err := Default().Validate(); err != nil {
+		t.Errorf("Default() does not validate: %v", err)
+	}
+}
+
+func TestErrorMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"unknown key", "[dns]\ntimeout = \"1s\"\ntimout = \"2s\"\n",
+			"x.toml:3: dns.timout: unknown key"},
+		{"unknown section", "\n[polcyd]\nfoo = 1\n",
+			"x.toml:2: polcyd: unknown key"},
+		{"bad duration", "[dns]\ntimeout = \"5 minutes\"\n",
+			`x.toml:2: dns.timeout: not a duration (write it like "30s", "5m" or "24h")`},
+		{"bad address", "[self]\nipv4 = [\"300.1.1.1\"]\n",
+			`x.toml:2: self.ipv4: ParseAddr("300.1.1.1"): IPv4 field has value >255`},
+		{"bad network", "[milter]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
+			`x.toml:2: milter.trusted_networks: netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`},
+		{"wrong type", "[dns]\nattempts = \"two\"\n",
+			"x.toml:2: dns.attempts: expected a whole number"},
+		{"bad route", "[[rules]]\ndomain = \"a.example\"\nroute = \"relai\"\n",
+			`x.toml:3: rules[0].route: "relai" is not one of "direct", "relay", "ipv4"`},
+		{"second rule", "[[rules]]\ndomain = \"a.example\"\nroute = \"relay\"\n\n[[rules]]\nroute = \"relay\"\n",
+			"x.toml:5: rules[1]: needs exactly one of domain or address"},
+		{"bad listen", "[policyd]\npolicy_listen = \"localhost\"\n",
+			`x.toml:2: policyd.policy_listen: "localhost" is neither host:port nor unix:/path`},
+		{"provider route", "[providers.google]\nroute = \"sometimes\"\n",
+			`x.toml:2: providers.google.route: "sometimes" is not one of "always", "when-listed", "never"`},
+		{"dkim key row", "[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\n",
+			"x.toml:1: milter.dkim.keys[0].key_file: must be set"},
+		{"syntax", "[dns]\ntimeout = \n",
+			"x.toml:2: syntax error: expected value but found '\\n' instead"},
+		{"several at once", "[log]\nlevel = \"loud\"\n[dns]\ntimeout = \"x\"\nbogus = 1\n",
+			"x.toml:2: log.level: \"loud\" is not one of \"debug\", \"info\", \"warn\", \"error\"\n" +
+				"x.toml:4: dns.timeout: not a duration (write it like \"30s\", \"5m\" or \"24h\")\n" +
+				"x.toml:5: dns.bogus: unknown key"},
+		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
+			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.toml", []byte(tc.in))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			got := sortedLines(err.Error())
+			if diff := cmp.Diff(sortedLines(tc.want), got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// sortedLines compares multi-error messages independent of map order.
+func sortedLines(s string) []string {
+	l := strings.Split(s, "\n")
+	for i := range l {
+		for j := i + 1; j < len(l); j++ {
+			if l[j] < l[i] {
+				l[i], l[j] = l[j], l[i]
+			}
+		}
+	}
+	return l
+}
+
+func TestProviderOverride(t *testing.T) {
+	c, err := Parse("x.toml", []byte(`
+[providers.google]
+route = "when-listed"
+
+[providers.microsoft]
+enabled = false
+
+[providers.yahoo]
+mx_suffixes = ["yahoodns.net"]
+route = "when-listed"
+zones = ["zen.spamhaus.org"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Providers["google"]
+	if g.Route != "when-listed" || !g.Enabled || len(g.MXSuffixes) != 2 || g.ASNs[0] != 15169 {
+		t.Errorf("google override lost its defaults: %+v", g)
+	}
+	if c.Providers["microsoft"].Enabled {
+		t.Error("microsoft not disabled")
+	}
+	if y := c.Providers["yahoo"]; !y.Enabled || y.MXSuffixes[0] != "yahoodns.net" {
+		t.Errorf("yahoo: %+v", y)
+	}
+}
+
+func TestNormalisation(t *testing.T) {
+	c, err := Parse("x.toml", []byte(`
+[dns]
+servers = ["127.0.0.53", "[::1]:5353"]
+[domains]
+local = ["Example.ORG."]
+[milter.geo]
+block_countries = ["ru", "Cn"]
+source = "dns"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.DNS.Servers, c.Domains.Local, c.Milter.Geo.BlockCountries}
+	want := []any{[]string{"127.0.0.53:53", "[::1]:5353"}, []string{"example.org"}, []string{"RU", "CN"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	data, _ := os.ReadFile("../../contrib/mxdetour.toml")
+	f.Add(data)
+	f.Add([]byte("[[rules]]\ndomain=\"x\"\nroute=\"relay\"\n[providers.a]\nasns=[1]"))
+	f.Add([]byte("[dns]\ntimeout=1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse("fuzz.toml", b)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil {
+			var es Errors
+			if !errorsAs(err, &es) || len(es) == 0 {
+				t.Fatalf("error is not Errors: %v", err)
+			}
+		}
+	})
+}
+
+func errorsAs(err error, es *Errors) bool {
+	e, ok := err.(Errors)
+	*es = e
+	return ok
+}

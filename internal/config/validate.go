@@ -1,0 +1,240 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Validate checks the meaning of every value; Parse calls it. Problems are
+// reported together.
+func (c *Config) Validate() error {
+	p := &parser{file: "configuration"}
+	if errs := c.validate(p); len(errs) > 0 {
+		return Errors(errs)
+	}
+	return nil
+}
+
+func (c *Config) validate(p *parser) Errors {
+	before := len(p.errs)
+	oneOf(p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(p, "log.format", c.Log.Format, "console", "json")
+
+	for i, s := range c.DNS.Servers {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			host, port = s, "53"
+		}
+		if net.ParseIP(host) == nil {
+			p.add("dns.servers", "%q is not an IP address (with an optional :port)", s)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.add("dns.servers", "%q has a bad port", s)
+		} else {
+			c.DNS.Servers[i] = net.JoinHostPort(host, port)
+		}
+	}
+	positive(p, "dns.timeout", c.DNS.Timeout)
+	positive(p, "dns.min_ttl", c.DNS.MinTTL)
+	positive(p, "dns.max_ttl", c.DNS.MaxTTL)
+	positive(p, "dns.negative_max_ttl", c.DNS.NegativeMaxTTL)
+	positive(p, "dns.error_ttl", c.DNS.ErrorTTL)
+	if c.DNS.StaleTTL.Duration < 0 {
+		p.add("dns.stale_ttl", "must not be negative")
+	}
+	if c.DNS.MinTTL.Duration > c.DNS.MaxTTL.Duration {
+		p.add("dns.min_ttl", "is larger than dns.max_ttl (%s)", c.DNS.MaxTTL.Duration)
+	}
+	atLeast(p, "dns.attempts", c.DNS.Attempts, 1)
+	atLeast(p, "dns.cache_size", c.DNS.CacheSize, 1)
+
+	c.Domains.Reserved = domains(c.Domains.Reserved)
+	c.Domains.Local = domains(c.Domains.Local)
+
+	listenAddr(p, "policyd.policy_listen", c.Policyd.PolicyListen, true)
+	listenAddr(p, "policyd.socketmap_listen", c.Policyd.SocketmapListen, true)
+	socketMode(p, "policyd.socket_mode", c.Policyd.SocketMode)
+	positive(p, "policyd.decision_timeout", c.Policyd.DecisionTimeout)
+	positive(p, "policyd.idle_timeout", c.Policyd.IdleTimeout)
+	atLeast(p, "policyd.max_request_size", c.Policyd.MaxRequestSize, 1024)
+	atLeast(p, "policyd.max_connections", c.Policyd.MaxConnections, 1)
+	oneOf(p, "policyd.null_mx", c.Policyd.NullMX, "direct", "reject")
+	oneOf(p, "policyd.on_dns_failure", c.Policyd.OnDNSFailure, "direct", "temp")
+
+	transport(p, "transports.relay", c.Transports.Relay)
+	transport(p, "transports.ipv4", c.Transports.IPv4)
+
+	positive(p, "self.check_interval", c.Self.CheckInterval)
+	for i, a := range c.Self.IPv4 {
+		if !a.Unmap().Is4() {
+			p.add("self.ipv4", "%s is not an IPv4 address", a)
+		}
+		c.Self.IPv4[i] = a.Unmap()
+	}
+	for _, a := range c.Self.IPv6 {
+		if !a.Is6() || a.Is4In6() {
+			p.add("self.ipv6", "%s is not an IPv6 address", a)
+		}
+	}
+
+	for name, pr := range c.Providers {
+		key := "providers." + name
+		oneOf(p, key+".route", pr.Route, "always", "when-listed", "never")
+		if pr.Enabled && len(pr.MXSuffixes) == 0 && len(pr.ASNs) == 0 {
+			p.add(key, "names neither mx_suffixes nor asns: it can never match")
+		}
+		pr.MXSuffixes = domains(pr.MXSuffixes)
+		pr.Zones = domains(pr.Zones)
+		c.Providers[name] = pr
+	}
+	for i, r := range c.Rules {
+		key := fmt.Sprintf("rules[%d]", i)
+		if (r.Domain == "") == (r.Address == "") {
+			p.add(key, "needs exactly one of domain or address")
+		}
+		oneOf(p, key+".route", r.Route, "direct", "relay", "ipv4")
+		c.Rules[i].Domain = strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+	}
+
+	if c.Learn.Enabled {
+		if !filepath.IsAbs(c.Learn.LogFile) {
+			p.add("learn.log_file", "must be an absolute path")
+		}
+		if !filepath.IsAbs(c.Learn.StateFile) {
+			p.add("learn.state_file", "must be an absolute path")
+		}
+	}
+	positive(p, "learn.block_ttl", c.Learn.BlockTTL)
+	if c.Learn.Requeue && strings.TrimSpace(c.Learn.Postsuper) == "" {
+		p.add("learn.postsuper", "is needed when learn.requeue is true")
+	}
+
+	listenAddr(p, "milter.listen", c.Milter.Listen, false)
+	socketMode(p, "milter.socket_mode", c.Milter.SocketMode)
+	oneOf(p, "milter.on_error", c.Milter.OnError, "accept", "tempfail")
+	if c.Milter.MaxMessageSize < 1<<20 {
+		p.add("milter.max_message_size", "must be at least 1048576 bytes (and at least Postfix's message_size_limit)")
+	}
+	canon(p, c.Milter.DKIM.Canonicalization)
+	for i, k := range c.Milter.DKIM.Keys {
+		key := fmt.Sprintf("milter.dkim.keys[%d]", i)
+		for _, f := range []struct{ name, v string }{{"domain", k.Domain}, {"selector", k.Selector}, {"key_file", k.KeyFile}} {
+			if f.v == "" {
+				p.add(key+"."+f.name, "must be set")
+			}
+		}
+		c.Milter.DKIM.Keys[i].Domain = strings.ToLower(strings.TrimSuffix(k.Domain, "."))
+	}
+	g := &c.Milter.Geo
+	for i, cc := range g.BlockCountries {
+		if len(cc) != 2 || strings.ToUpper(cc) < "AA" || strings.ToUpper(cc) > "ZZ" {
+			p.add("milter.geo.block_countries", "%q is not a two-letter country code", cc)
+		}
+		g.BlockCountries[i] = strings.ToUpper(cc)
+	}
+	switch g.Source {
+	case "":
+		if len(g.BlockCountries) > 0 {
+			p.add("milter.geo.source", "must be set (\"mmdb\", \"delegated\" or \"dns\") when block_countries is")
+		}
+	case "mmdb":
+		if g.MMDBFile == "" {
+			p.add("milter.geo.mmdb_file", "must be set when source is \"mmdb\"")
+		}
+	case "delegated":
+		if len(g.DelegatedFiles) == 0 {
+			p.add("milter.geo.delegated_files", "must list at least one file when source is \"delegated\"")
+		}
+	case "dns":
+		if g.DNSZone == "" {
+			p.add("milter.geo.dns_zone", "must be set when source is \"dns\"")
+		}
+	default:
+		oneOf(p, "milter.geo.source", g.Source, "mmdb", "delegated", "dns")
+	}
+	listenAddr(p, "metrics.policyd_listen", c.Metrics.PolicydListen, true)
+	listenAddr(p, "metrics.milter_listen", c.Metrics.MilterListen, true)
+	return p.errs[before:]
+}
+
+func oneOf(p *parser, key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	p.add(key, "%q is not one of %s", v, quoteList(allowed))
+}
+
+func quoteList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+func positive(p *parser, key string, d Duration) {
+	if d.Duration <= 0 {
+		p.add(key, "must be a positive duration")
+	}
+}
+
+func atLeast(p *parser, key string, v, min int) {
+	if v < min {
+		p.add(key, "must be at least %d", min)
+	}
+}
+
+// listenAddr accepts "host:port" with a numeric port or "unix:/absolute/path".
+func listenAddr(p *parser, key, v string, emptyOK bool) {
+	if v == "" {
+		if !emptyOK {
+			p.add(key, "must be set")
+		}
+		return
+	}
+	if path, ok := strings.CutPrefix(v, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			p.add(key, "%q: a unix socket needs an absolute path (unix:/run/mxdetour/x.sock)", v)
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		p.add(key, "%q is neither host:port nor unix:/path", v)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add(key, "%q has a bad port", v)
+	}
+}
+
+func socketMode(p *parser, key, v string) {
+	if m, err := strconv.ParseUint(v, 8, 32); err != nil || m > 0o777 {
+		p.add(key, "%q is not an octal file mode such as \"0660\"", v)
+	}
+}
+
+func transport(p *parser, key, v string) {
+	if v != "" && (!strings.Contains(v, ":") || strings.ContainsAny(v, " \t\n")) {
+		p.add(key, "%q is not a Postfix transport:nexthop (such as \"relay:[mx03.example.net]:587\")", v)
+	}
+}
+
+func canon(p *parser, v string) {
+	h, b, ok := strings.Cut(v, "/")
+	valid := func(s string) bool { return s == "simple" || s == "relaxed" }
+	if !ok || !valid(h) || !valid(b) {
+		p.add("milter.dkim.canonicalization", "%q is not header/body canonicalization such as \"relaxed/relaxed\"", v)
+	}
+}
+
+func domains(l []string) []string {
+	for i, d := range l {
+		l[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+	}
+	return l
+}
