@@ -1,0 +1,114 @@
+package provider
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+)
+
+func defaults(r lookup.Resolver) *Classifier {
+	return New(config.Default().Providers, "origin.asn.mxd", "origin6.asn.mxd", r)
+}
+
+func TestByHost(t *testing.T) {
+	c := defaults(nil)
+	for host, want := range map[string]string{
+		"gmail-smtp-in.l.google.com":              "google",
+		"alt4.gmail-smtp-in.l.google.com.":        "google",
+		"aspmx.l.google.com":                      "google",
+		"smtp.google.com":                         "google",
+		"aspmx2.googlemail.com":                   "google",
+		"google.com":                              "google",
+		"contoso-com.mail.protection.outlook.com": "microsoft",
+		"contoso-com.p-v1.mx.microsoft":           "microsoft",
+		"hotmail-com.olc.protection.outlook.com":  "microsoft",
+		"eur.olc.protection.outlook.com":          "microsoft",
+		"fakegoogle.com":                          "",
+		"google.com.evil.example":                 "",
+		"mx.notoutlook.com":                       "",
+		"mx.example.net":                          "",
+		"":                                        "",
+		"com":                                     "",
+	} {
+		got := ""
+		if p := c.ByHost(host); p != nil {
+			got = p.Name
+		}
+		if got != want {
+			t.Errorf("ByHost(%q) = %q, want %q", host, got, want)
+		}
+	}
+	if c.ByName("google") == nil || c.ByName("nope") != nil || len(c.Providers()) != 2 {
+		t.Error("ByName/Providers")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	v6 := netip.MustParseAddr("2001:db8::25")
+	srv := dnstest.New(t, dnstest.Zone{
+		"mx.vanity.mxd":                             {A: []string{"192.0.2.10"}},
+		"10.2.0.192.origin.asn.mxd":                 {TXT: [][]string{{"15169 | 192.0.2.0/24 | US | arin"}}},
+		"mx6.vanity.mxd":                            {AAAA: []string{v6.String()}},
+		lookup.ReverseName(v6) + ".origin6.asn.mxd": {TXT: [][]string{{"8075 | 2001:db8::/32 | US | arin"}}},
+		"mx.plain.mxd":                              {A: []string{"198.51.100.1"}},
+		"1.100.51.198.origin.asn.mxd":               {TXT: [][]string{{"64500 | 198.51.100.0/24 | ZZ | test"}}},
+		"mx.broken.mxd":                             {A: []string{"198.51.100.2"}},
+	})
+	srv.SetFault("2.100.51.198.origin.asn.mxd", dnstest.ServFail)
+	cfg := config.Default().DNS
+	cfg.Servers = []string{srv.Addr()}
+	r, err := lookup.New(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := defaults(r)
+	ctx := context.Background()
+	type want struct {
+		provider string
+		method   Method
+		err      bool
+	}
+	for name, tc := range map[string]struct {
+		mx   []lookup.MX
+		want want
+	}{
+		"host":          {[]lookup.MX{{"mx.other.mxd", 5}, {"alt1.aspmx.l.google.com", 10}}, want{"google", ByHost, false}},
+		"asn v4":        {[]lookup.MX{{"mx.vanity.mxd", 10}}, want{"google", ByASN, false}},
+		"asn v6 only":   {[]lookup.MX{{"mx6.vanity.mxd", 10}}, want{"microsoft", ByASN, false}},
+		"other network": {[]lookup.MX{{"mx.plain.mxd", 10}}, want{"", "", false}},
+		"asn servfail":  {[]lookup.MX{{"mx.broken.mxd", 10}}, want{"", "", true}},
+		"no address":    {[]lookup.MX{{"mx.gone.mxd", 10}}, want{"", "", false}},
+		"null mx":       {[]lookup.MX{{"", 0}}, want{"", "", false}},
+	} {
+		m := c.Classify(ctx, tc.mx)
+		got := want{method: m.Method, err: m.Err != nil}
+		if m.Provider != nil {
+			got.provider = m.Provider.Name
+		}
+		if got != tc.want {
+			t.Errorf("%s: got %+v, want %+v (err %v)", name, got, tc.want, m.Err)
+		}
+	}
+	// A host match needs no DNS at all.
+	c.Classify(ctx, []lookup.MX{{"gmail-smtp-in.l.google.com", 5}})
+	if n := srv.Queries("gmail-smtp-in.l.google.com", dns.TypeA); n != 0 {
+		t.Errorf("host match sent %d A queries, want 0", n)
+	}
+}
+
+func BenchmarkByHost(b *testing.B) {
+	c := defaults(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.ByHost("alt1.gmail-smtp-in.l.google.com") == nil || c.ByHost("mx1.customer-domain.example") != nil {
+			b.Fatal("wrong")
+		}
+	}
+}
