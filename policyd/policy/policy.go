@@ -1,0 +1,175 @@
+// Package policy speaks Postfix's policy delegation protocol
+// (SMTPD_POLICY_README): a request is name=value lines ended by an empty
+// line, the answer one "action=..." line and an empty line, many requests
+// in turn on one persistent connection.
+//
+// On a malformed request the server logs it and closes the connection
+// without answering, as the protocol document asks; Postfix then applies
+// its default_action (DUNNO in our snippet).
+package policy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/connserver"
+)
+
+// Request holds the attributes mxdetour uses; the others are skipped.
+type Request struct {
+	Request       string // must be "smtpd_access_policy"
+	ProtocolState string // CONNECT, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE, ...
+	QueueID       string // empty at the first RCPT of a message
+	Instance      string // the same for a whole transaction
+	Sender        string
+	Recipient     string
+	ClientAddress string
+	SASLUsername  string
+}
+
+// ErrTooLarge is returned for a request over the size limit.
+var ErrTooLarge = errors.New("policy request too large")
+
+// ReadRequest reads one request into req (reset first). max bounds its
+// size in bytes. It returns io.EOF when the client closed between requests.
+func ReadRequest(r *bufio.Reader, req *Request, max int) error {
+	*req = Request{}
+	n := 0
+	for lines := 0; ; lines++ {
+		line, err := r.ReadSlice('\n')
+		n += len(line)
+		if n > max {
+			return ErrTooLarge
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return ErrTooLarge
+			}
+			if errors.Is(err, io.EOF) && lines == 0 && len(line) == 0 {
+				return io.EOF
+			}
+			return fmt.Errorf("policy request cut short: %w", err)
+		}
+		line = line[:len(line)-1]
+		if len(line) == 0 {
+			if lines == 0 {
+				return errors.New("policy request is empty")
+			}
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte{'='})
+		if !ok || len(name) == 0 {
+			return fmt.Errorf("policy request line %q has no name=value", truncate(line))
+		}
+		if bytes.IndexByte(line, 0) >= 0 {
+			return errors.New("policy request contains NUL")
+		}
+		req.set(name, value)
+	}
+	if req.Request != "smtpd_access_policy" {
+		return fmt.Errorf("policy request=%q, want smtpd_access_policy", req.Request)
+	}
+	return nil
+}
+
+// set stores the attributes we use; only those allocate.
+func (req *Request) set(name, value []byte) {
+	switch string(name) {
+	case "request":
+		req.Request = string(value)
+	case "protocol_state":
+		req.ProtocolState = string(value)
+	case "queue_id":
+		req.QueueID = string(value)
+	case "instance":
+		req.Instance = string(value)
+	case "sender":
+		req.Sender = string(value)
+	case "recipient":
+		req.Recipient = string(value)
+	case "client_address":
+		req.ClientAddress = string(value)
+	case "sasl_username":
+		req.SASLUsername = string(value)
+	}
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 60 {
+		return b[:60]
+	}
+	return b
+}
+
+// Handler decides one request; it returns the action ("DUNNO", "FILTER
+// relay:[x]:587", ...).
+type Handler interface {
+	Policy(ctx context.Context, r *Request) string
+}
+
+// Options bound what clients may do.
+type Options struct {
+	IdleTimeout    time.Duration
+	MaxRequestSize int
+	MaxConnections int
+}
+
+// Server serves the protocol.
+type Server struct {
+	*connserver.Server
+	h   Handler
+	max int
+}
+
+// NewServer returns a server answering with h.
+func NewServer(h Handler, o Options, log *zap.Logger) *Server {
+	if o.MaxRequestSize <= 0 {
+		o.MaxRequestSize = 64 << 10
+	}
+	s := &Server{h: h, max: o.MaxRequestSize}
+	s.Server = connserver.New(connserver.Options{IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections}, s.session, log)
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.Server.Serve(ln) }
+
+func (s *Server) session(c *connserver.Conn) {
+	var req Request
+	for c.Await() {
+		if err := ReadRequest(c.R, &req, s.max); err != nil {
+			if !errors.Is(err, io.EOF) {
+				c.Malformed("policy", err)
+			}
+			return
+		}
+		action := s.answer(&req, c)
+		c.W.WriteString("action=")
+		c.W.WriteString(action)
+		c.W.WriteString("\n\n")
+		err := c.W.Flush()
+		c.Done()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// answer runs the handler; a panic in it answers DUNNO.
+func (s *Server) answer(req *Request, c *connserver.Conn) (action string) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.Recover(p)
+			action = "DUNNO"
+		}
+	}()
+	return s.h.Policy(context.Background(), req)
+}

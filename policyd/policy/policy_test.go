@@ -1,0 +1,230 @@
+package policy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap/zaptest"
+)
+
+const rcptRequest = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n" +
+	"sender=a@b.example\nrecipient=alice@gmail.com\nclient_address=192.0.2.1\ninstance=1.2.3\n" +
+	"sasl_username=\nccert_subject=\nunknown_future_attr=x=y\n\n"
+
+func TestReadRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     Request
+		err      bool
+	}{
+		{"rcpt", rcptRequest, Request{Request: "smtpd_access_policy", ProtocolState: "RCPT", Sender: "a@b.example",
+			Recipient: "alice@gmail.com", ClientAddress: "192.0.2.1", Instance: "1.2.3"}, false},
+		{"no name=value", "request=smtpd_access_policy\ngarbage\n\n", Request{}, true},
+		{"empty name", "=x\n\n", Request{}, true},
+		{"wrong request", "request=other\n\n", Request{}, true},
+		{"empty request", "\n", Request{}, true},
+		{"NUL", "request=smtpd_access_policy\nsender=a\x00b\n\n", Request{}, true},
+		{"cut short", "request=smtpd_access_policy\nsender=a", Request{}, true},
+		{"oversize", "request=smtpd_access_policy\nx=" + strings.Repeat("y", 5000) + "\n\n", Request{}, true},
+	} {
+		var got Request
+		err := ReadRequest(bufio.NewReader(strings.NewReader(tc.in)), &got, 4096)
+		if (err != nil) != tc.err {
+			t.Errorf("%s: error %v, want error %v", tc.name, err, tc.err)
+			continue
+		}
+		if !tc.err {
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+			}
+		}
+	}
+	var r Request
+	if err := ReadRequest(bufio.NewReader(strings.NewReader("")), &r, 100); err != io.EOF {
+		t.Errorf("clean close: %v, want io.EOF", err)
+	}
+}
+
+type echo struct{ panicOn string }
+
+func (e echo) Policy(_ context.Context, r *Request) string {
+	if r.Recipient == e.panicOn {
+		panic("boom")
+	}
+	return "FILTER relay:[" + r.Recipient + "]"
+}
+
+func start(t *testing.T, o Options) (string, *Server) {
+	t.Helper()
+	s := NewServer(echo{panicOn: "panic@x"}, o, zaptest.NewLogger(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return ln.Addr().String(), s
+}
+
+func ask(t *testing.T, c net.Conn, r *bufio.Reader, rcpt string) string {
+	t.Helper()
+	fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=%s\n\n", rcpt)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "ERR " + err.Error()
+	}
+	blank, _ := r.ReadString('\n')
+	if blank != "\n" {
+		t.Errorf("reply not ended by an empty line: %q", blank)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func TestServerPersistentAndConcurrent(t *testing.T) {
+	addr, s := start(t, Options{})
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for j := range 20 {
+				rcpt := fmt.Sprintf("u%d-%d@x", i, j)
+				if got := ask(t, c, r, rcpt); got != "action=FILTER relay:["+rcpt+"]" {
+					t.Errorf("got %q", got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.Stats().Requests.Load(); n != 4000 {
+		t.Errorf("%d requests counted, want 4000", n)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, "connection goroutines to end")
+}
+
+func TestServerMalformedAndPanic(t *testing.T) {
+	addr, s := start(t, Options{MaxRequestSize: 1024})
+	for _, bad := range []string{"garbage\n\n", "request=smtpd_access_policy\nx=" + strings.Repeat("y", 2000) + "\n\n", "\x00\x01\x02\n\n"} {
+		c, _ := net.Dial("tcp", addr)
+		fmt.Fprint(c, bad)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+			t.Errorf("malformed %q: got reply %q, %v; want the connection closed without one", bad[:8], b, err)
+		}
+		c.Close()
+	}
+	if s.Stats().Malformed.Load() != 3 {
+		t.Errorf("malformed counted %d", s.Stats().Malformed.Load())
+	}
+	c, _ := net.Dial("tcp", addr)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if got := ask(t, c, r, "panic@x"); got != "action=DUNNO" {
+		t.Errorf("panicking handler: %q, want action=DUNNO", got)
+	}
+	if got := ask(t, c, r, "after@x"); got != "action=FILTER relay:[after@x]" {
+		t.Errorf("after a panic the connection is still served: %q", got)
+	}
+}
+
+func TestServerIdleAndLimit(t *testing.T) {
+	addr, _ := start(t, Options{IdleTimeout: 100 * time.Millisecond, MaxConnections: 2})
+	c1, _ := net.Dial("tcp", addr)
+	defer c1.Close()
+	c2, _ := net.Dial("tcp", addr)
+	defer c2.Close()
+	time.Sleep(20 * time.Millisecond)
+	c3, _ := net.Dial("tcp", addr)
+	c3.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := c3.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("third connection over the limit: %v, want closed", err)
+	}
+	c1.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c1.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection: %v, want closed by the server", err)
+	}
+}
+
+func TestShutdownDrains(t *testing.T) {
+	block := make(chan struct{})
+	s := NewServer(handlerFunc(func(r *Request) string { <-block; return "DUNNO" }), Options{}, zaptest.NewLogger(t))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	idle, _ := net.Dial("tcp", ln.Addr().String())
+	defer idle.Close()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	defer c.Close()
+	fmt.Fprint(c, "request=smtpd_access_policy\nrecipient=x@y\n\n")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	close(block)
+	r := bufio.NewReader(c)
+	if line, _ := r.ReadString('\n'); line != "action=DUNNO\n" {
+		t.Errorf("in-flight request got %q, want its answer", line)
+	}
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	idle.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection after shutdown: %v", err)
+	}
+}
+
+type handlerFunc func(*Request) string
+
+func (f handlerFunc) Policy(_ context.Context, r *Request) string { return f(r) }
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("timed out waiting for %s", what)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func FuzzReadRequest(f *testing.F) {
+	f.Add([]byte(rcptRequest))
+	f.Add([]byte("request=smtpd_access_policy\n\n"))
+	f.Add([]byte("=\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := bufio.NewReaderSize(strings.NewReader(string(b)), 16)
+		var req Request
+		for range 4 {
+			if err := ReadRequest(r, &req, 1024); err != nil {
+				return
+			}
+			if req.Request != "smtpd_access_policy" {
+				t.Fatalf("accepted request=%q", req.Request)
+			}
+		}
+	})
+}
