@@ -1,0 +1,259 @@
+// Package learn follows Postfix's delivery log and learns which
+// destinations refuse our sending IP (Gmail's IP-reputation rejects,
+// Microsoft's S3140/S3150, "blocked using zen.spamhaus.org", Yahoo's
+// TSS04 ...), so that mxdetour-policyd routes their recipients through the
+// relay until the block expires. Learned blocks and the log position are
+// kept in a state file that survives restarts.
+//
+// Requeueing (learn.requeue = true) runs `postsuper -r QUEUEID` for the
+// deferred messages a block line named, so their next attempt is resolved
+// again through the socketmap transport_maps and takes the relay.
+// postsuper must run as root (or Postfix's mail_owner): with the shipped
+// unit, which runs as user mxdetour, grant it through sudo, e.g. in
+// /etc/sudoers.d/mxdetour
+//
+//	mxdetour ALL=(root) NOPASSWD: /usr/sbin/postsuper -r *
+//
+// and set learn.postsuper = "/usr/bin/sudo -n /usr/sbin/postsuper" (the
+// unit's NoNewPrivileges=yes must then be relaxed for sudo to work).
+package learn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nxadm/tail"
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/domain"
+)
+
+// Options configure a Learner.
+type Options struct {
+	LogFile       string
+	BlockTTL      time.Duration
+	Requeue       bool
+	Postsuper     string // command, possibly with arguments ("/usr/bin/sudo -n /usr/sbin/postsuper")
+	PostfixConfig string // postsuper -c DIR
+	// RequeueDelay waits before requeueing: Postfix's queue manager keeps
+	// the last resolved route of an address for 30 seconds, so a message
+	// requeued sooner would take the old route again. Default 35 s.
+	RequeueDelay time.Duration
+	ProviderOf   func(mxHost string) string
+	SkipHosts    []string // our own relay's host names: its refusals say nothing of our IP
+	SaveEvery    time.Duration
+}
+
+// Learner turns delivery log lines into learned blocks.
+type Learner struct {
+	o     Options
+	c     *Classifier
+	s     *Store
+	log   *zap.Logger
+	now   func() time.Time
+	mu    sync.Mutex
+	dirty bool
+	done  map[string]bool // queue ids already requeued
+	wg    sync.WaitGroup
+}
+
+// NewLearner returns a Learner writing into s.
+func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
+	if o.RequeueDelay == 0 {
+		o.RequeueDelay = 35 * time.Second
+	}
+	if o.SaveEvery <= 0 {
+		o.SaveEvery = 10 * time.Second
+	}
+	if o.ProviderOf == nil {
+		o.ProviderOf = func(string) string { return "" }
+	}
+	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]bool{}}
+}
+
+// Handle learns from one log line.
+func (l *Learner) Handle(line string, now time.Time) {
+	d, ok := ParseLine(line)
+	if !ok || d.Recipient == "" {
+		return
+	}
+	for _, h := range l.o.SkipHosts {
+		if strings.EqualFold(h, d.RelayHost) {
+			return
+		}
+	}
+	v := l.c.Classify(d)
+	if !v.Block {
+		if d.Status == "deferred" || d.Status == "bounced" {
+			l.log.Debug("delivery failure is not a block of our IP", zap.String("queue_id", d.QueueID),
+				zap.String("recipient", d.Recipient), zap.String("why", v.Why))
+		}
+		return
+	}
+	dom, err := domain.FromAddress(d.Recipient)
+	if err != nil {
+		return
+	}
+	when := d.Time
+	if when.IsZero() || when.After(now) {
+		when = now
+	}
+	expires := when.Add(l.o.BlockTTL)
+	if !now.Before(expires) {
+		return // an old line: that block is over
+	}
+	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost), Kind: v.Kind,
+		Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
+	isNew := l.s.Add(b)
+	l.mu.Lock()
+	l.dirty = true
+	l.mu.Unlock()
+	if isNew {
+		l.log.Warn("learned: destination refuses our IP; routing it via the relay",
+			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider),
+			zap.String("kind", v.Kind), zap.Time("until", expires), zap.String("reply", short(d.Reply)),
+			zap.String("queue_id", d.QueueID))
+	}
+	if l.o.Requeue && d.Status == "deferred" && now.Sub(when) < time.Hour {
+		l.requeueLater(d.QueueID)
+	}
+}
+
+func short(s string) string {
+	if len(s) > 300 {
+		return s[:300] + "..."
+	}
+	return s
+}
+
+var queueIDRE = regexp.MustCompile(`^[0-9A-Za-z]+$`)
+
+// requeueLater runs postsuper -r for id once, after RequeueDelay.
+func (l *Learner) requeueLater(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done[id] || !queueIDRE.MatchString(id) {
+		return
+	}
+	l.done[id] = true
+	l.wg.Add(1)
+	time.AfterFunc(l.o.RequeueDelay, func() {
+		defer l.wg.Done()
+		l.requeue(id)
+	})
+}
+
+func (l *Learner) requeue(id string) {
+	argv := strings.Fields(l.o.Postsuper)
+	if len(argv) == 0 {
+		return
+	}
+	if l.o.PostfixConfig != "" {
+		argv = append(argv, "-c", l.o.PostfixConfig)
+	}
+	argv = append(argv, "-r", id)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		l.log.Error("requeue failed", zap.String("queue_id", id), zap.Strings("command", argv),
+			zap.Error(err), zap.String("output", strings.TrimSpace(string(out))))
+		return
+	}
+	l.log.Info("requeued a deferred message so that it takes the relay", zap.String("queue_id", id))
+}
+
+// Run follows the log file from the stored position until ctx ends,
+// across rotation (rename and create, copytruncate), and saves the state
+// now and then and at the end.
+func (l *Learner) Run(ctx context.Context) error {
+	loc := l.startAt()
+	t, err := tail.TailFile(l.o.LogFile, tail.Config{
+		Location: loc, ReOpen: true, Follow: true, Poll: true, CompleteLines: true,
+		MustExist: false, Logger: tail.DiscardingLogger,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(l.o.LogFile); err != nil {
+		l.log.Warn("delivery log not found yet; waiting for it", zap.String("file", l.o.LogFile), zap.Error(err))
+	}
+	save := time.NewTicker(l.o.SaveEvery)
+	defer save.Stop()
+	defer func() {
+		_ = t.Stop()
+		t.Cleanup()
+		l.saveIfDirty()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-save.C:
+			l.saveIfDirty()
+		case line, ok := <-t.Lines:
+			if !ok {
+				if err := t.Err(); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				return nil
+			}
+			if line.Err != nil {
+				l.log.Warn("reading the delivery log", zap.Error(line.Err))
+				continue
+			}
+			l.Handle(line.Text, l.now())
+			l.s.SetOffset(Offset{Path: l.o.LogFile, Inode: inode(l.o.LogFile), Pos: line.SeekInfo.Offset})
+			l.mu.Lock()
+			l.dirty = true
+			l.mu.Unlock()
+		}
+	}
+}
+
+// startAt resumes at the stored position when it is still the same file
+// and not past its end; otherwise from the beginning (lines older than the
+// block lifetime are skipped by Handle).
+func (l *Learner) startAt() *tail.SeekInfo {
+	o := l.s.Offset()
+	fi, err := os.Stat(l.o.LogFile)
+	if err != nil || o.Path != l.o.LogFile || o.Inode != inode(l.o.LogFile) || o.Pos > fi.Size() {
+		return nil
+	}
+	return &tail.SeekInfo{Offset: o.Pos, Whence: io.SeekStart}
+}
+
+func (l *Learner) saveIfDirty() {
+	l.mu.Lock()
+	dirty := l.dirty
+	l.dirty = false
+	l.mu.Unlock()
+	if !dirty {
+		return
+	}
+	if err := l.s.Save(); err != nil {
+		l.log.Error("saving learned blocks", zap.Error(err))
+	}
+}
+
+// Wait waits for scheduled requeues (tests, shutdown).
+func (l *Learner) Wait() { l.wg.Wait() }
+
+func inode(path string) uint64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
