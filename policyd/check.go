@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/policyd/respond"
+	"github.com/mxdetour/mxdetour/policyd/route"
+)
+
+// checkResult is one argument's decision as `check -json` prints it.
+type checkResult struct {
+	Input     string      `json:"input"`
+	Domain    string      `json:"domain"`
+	Route     route.Route `json:"route"`
+	Transport string      `json:"transport,omitempty"`
+	Reason    string      `json:"reason"`
+	Provider  string      `json:"provider,omitempty"`
+	Method    string      `json:"method,omitempty"`
+	MX        []lookup.MX `json:"mx,omitempty"`
+	Policy    string      `json:"policy"`
+	Socketmap string      `json:"socketmap"`
+	DryRun    bool        `json:"dry_run,omitempty"`
+	Why       []string    `json:"why"`
+}
+
+// checkCommand prints, per address or domain, the decision, the answer each
+// protocol would give and why. It exits 0 when every argument was decided.
+func checkCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mxdetour-policyd check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...")
+		return exitConfig
+	}
+	cfg, _, err := config.LoadDefault(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	d, err := parts(cfg, zap.NewNop())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailure
+	}
+	// A person is waiting, not Postfix: give DNS its full time.
+	wait := time.Duration(cfg.DNS.Attempts+1)*cfg.DNS.Timeout.Duration + time.Second
+	if d.monitor != nil {
+		ctx, cancel := ctxTimeout(wait)
+		d.monitor.CheckNow(ctx)
+		cancel()
+	}
+	var results []checkResult
+	code := 0
+	for _, arg := range fs.Args() {
+		addr := arg
+		if !strings.Contains(arg, "@") {
+			addr = "postmaster@" + arg
+		}
+		ctx, cancel := ctxTimeout(wait)
+		dec := d.engine.Decide(ctx, addr)
+		cancel()
+		if dec.Reason == route.ReasonNoDomain {
+			code = exitFailure
+		}
+		results = append(results, describe(arg, dec))
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(results)
+		return code
+	}
+	for _, r := range results {
+		printResult(stdout, r)
+	}
+	return code
+}
+
+func describe(input string, d route.Decision) checkResult {
+	why := d.Detail
+	if why == nil {
+		why = []string{}
+	}
+	return checkResult{
+		Input: input, Domain: d.Domain, Route: d.Route, Transport: d.Transport,
+		Reason: string(d.Reason), Provider: d.Provider, Method: d.Method, MX: d.MX,
+		Policy:    "action=" + respond.PolicyAction(d),
+		Socketmap: respond.SocketmapReply(d).String(),
+		DryRun:    d.DryRun, Why: why,
+	}
+}
+
+func printResult(w io.Writer, r checkResult) {
+	fmt.Fprintf(w, "%s\n", r.Input)
+	fmt.Fprintf(w, "  domain:    %s\n", r.Domain)
+	route := string(r.Route)
+	if r.Transport != "" {
+		route += " (" + r.Transport + ")"
+	}
+	if r.DryRun {
+		route += " [dry run: answered as direct]"
+	}
+	fmt.Fprintf(w, "  route:     %s\n", route)
+	fmt.Fprintf(w, "  reason:    %s\n", r.Reason)
+	if r.Provider != "" {
+		fmt.Fprintf(w, "  provider:  %s (%s)\n", r.Provider, r.Method)
+	}
+	fmt.Fprintf(w, "  policy:    %s\n", r.Policy)
+	fmt.Fprintf(w, "  socketmap: %s\n", r.Socketmap)
+	for _, y := range r.Why {
+		fmt.Fprintf(w, "  why:       %s\n", y)
+	}
+}

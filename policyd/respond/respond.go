@@ -1,0 +1,137 @@
+// Package respond turns route decisions into what Postfix reads: a policy
+// delegation action (SMTPD_POLICY_README) or a socketmap reply
+// (socketmap_table(5)), within the decision deadline, with one log line per
+// decision.
+//
+// Postfix has no fail-open for a socketmap: a TEMP reply, a timeout or a
+// dead daemon makes it answer 451 4.3.0 at RCPT and defer queued mail. So
+// every answer here comes within the deadline, and "direct" (NOTFOUND,
+// DUNNO) is the answer whenever we are unsure. TEMP is given only when the
+// configuration asks for it.
+package respond
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/policyd/policy"
+	"github.com/mxdetour/mxdetour/policyd/route"
+	"github.com/mxdetour/mxdetour/policyd/socketmap"
+)
+
+// Responder answers both protocols from one engine.
+type Responder struct {
+	engine  *route.Engine
+	timeout atomic.Int64 // decision deadline, nanoseconds
+	log     *zap.Logger
+	stats   Stats
+}
+
+// Stats counts decisions since start.
+type Stats struct {
+	Decisions, Routed, Rejected, Deadline, DNSFailures, DryRun atomic.Uint64
+}
+
+// New returns a Responder deciding with e within timeout per request.
+func New(e *route.Engine, timeout time.Duration, log *zap.Logger) *Responder {
+	r := &Responder{engine: e, log: log}
+	r.SetTimeout(timeout)
+	return r
+}
+
+// SetTimeout changes the decision deadline (SIGHUP).
+func (r *Responder) SetTimeout(d time.Duration) { r.timeout.Store(int64(d)) }
+
+// Stats returns the counters.
+func (r *Responder) Stats() *Stats { return &r.stats }
+
+// Policy answers a policy delegation request. Only RCPT-stage requests with
+// a recipient are decided; everything else is DUNNO. A reserved domain is
+// DUNNO too: the milter rejects it at RCPT with a proper text.
+func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
+	if req.ProtocolState != "RCPT" || req.Recipient == "" {
+		return "DUNNO"
+	}
+	d := r.decide(ctx, "policy", req.QueueID, req.Recipient)
+	return PolicyAction(d)
+}
+
+// Lookup answers a socketmap request. The key is the address exactly as
+// Postfix has it (any case); the wildcard key "*" that trivial-rewrite asks
+// for, and keys that are no mail address, are NOTFOUND.
+func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Reply {
+	if key == "*" || !hasAt(key) {
+		return socketmap.NotFound()
+	}
+	d := r.decide(ctx, "socketmap", "", key)
+	return SocketmapReply(d)
+}
+
+func (r *Responder) decide(ctx context.Context, proto, queueID, rcpt string) route.Decision {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.timeout.Load()))
+	d := r.engine.Decide(ctx, rcpt)
+	cancel()
+	r.count(d)
+	r.log.Info("decision",
+		zap.String("proto", proto),
+		zap.String("queue_id", queueID),
+		zap.String("recipient", rcpt),
+		zap.String("route", string(d.Route)),
+		zap.String("provider", d.Provider),
+		zap.String("reason", string(d.Reason)),
+		zap.Bool("cache_hit", d.Cached),
+		zap.Bool("dry_run", d.DryRun),
+	)
+	return d
+}
+
+func (r *Responder) count(d route.Decision) {
+	r.stats.Decisions.Add(1)
+	switch {
+	case d.Route == route.Reject:
+		r.stats.Rejected.Add(1)
+	case d.DryRun:
+		r.stats.DryRun.Add(1)
+	case d.Transport != "":
+		r.stats.Routed.Add(1)
+	}
+	switch d.Reason {
+	case route.ReasonDeadline:
+		r.stats.Deadline.Add(1)
+	case route.ReasonDNSFailure:
+		r.stats.DNSFailures.Add(1)
+	}
+}
+
+// PolicyAction is the policy delegation answer for d: FILTER for a routed
+// recipient, DUNNO otherwise (reserved and null-MX domains included: the
+// policy service cannot bounce one recipient of a message).
+func PolicyAction(d route.Decision) string {
+	if (d.Route == route.Relay || d.Route == route.IPv4) && d.Transport != "" {
+		return "FILTER " + d.Transport
+	}
+	return "DUNNO"
+}
+
+// SocketmapReply is the transport_maps answer for d.
+func SocketmapReply(d route.Decision) socketmap.Reply {
+	switch {
+	case d.Temporary:
+		return socketmap.Temp("DNS lookup failed for " + d.Domain)
+	case d.Transport != "":
+		return socketmap.OK(d.Transport)
+	}
+	return socketmap.NotFound()
+}
+
+func hasAt(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '@' {
+			return true
+		}
+	}
+	return false
+}

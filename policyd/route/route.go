@@ -1,0 +1,369 @@
+// Package route makes mxdetour-policyd's one decision: for a recipient, send
+// direct, force IPv4, or go through the relay — and say why.
+//
+// The order is DESIGN.md's, first match wins:
+//
+//  0. a reserved domain (RFC 2606/6761), or a null MX (RFC 7505) when so
+//     configured: Postfix's error transport bounces at once;
+//  1. a static rule from the config;
+//  2. a block learned from the delivery log, for the domain or one of its MX hosts;
+//  3. the provider of the MX (host name, else the network of the MX address):
+//     route "always" → relay; "when-listed" → relay while one of our addresses
+//     is listed on one of the provider's zones, or the ipv4 transport when only
+//     IPv6 is listed;
+//  4. otherwise direct.
+//
+// Decisions are not cached here: each one is made from cached lookups, so it
+// lives exactly as long as the shortest TTL of the records that made it, and
+// a new listing or learned block applies to the very next request.
+package route
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/dnsbl"
+	"github.com/mxdetour/mxdetour/internal/domain"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/provider"
+	"github.com/mxdetour/mxdetour/policyd/learn"
+)
+
+// Route is where a recipient's mail goes.
+type Route string
+
+const (
+	Direct Route = "direct" // Postfix's default: MX lookup, both address families
+	IPv4   Route = "ipv4"   // the ipv4 transport: direct, but over IPv4 only
+	Relay  Route = "relay"  // the relay transport (mx03)
+	Reject Route = "reject" // Postfix's error transport: bounce at once
+)
+
+// Reason says which step decided. It is a short token for logs and metrics;
+// Decision.Detail carries the words for a person.
+type Reason string
+
+const (
+	ReasonNoDomain     Reason = "no-domain"
+	ReasonLocal        Reason = "local-domain"
+	ReasonReserved     Reason = "reserved-domain"
+	ReasonRule         Reason = "rule"
+	ReasonLearned      Reason = "learned-block"
+	ReasonProvider     Reason = "provider"
+	ReasonListed       Reason = "listed"
+	ReasonListedIPv6   Reason = "listed-ipv6-only"
+	ReasonNotListed    Reason = "provider-not-listed"
+	ReasonNoProvider   Reason = "no-provider"
+	ReasonNullMX       Reason = "null-mx"
+	ReasonNXDomain     Reason = "nxdomain"
+	ReasonDNSFailure   Reason = "dns-failure"
+	ReasonDeadline     Reason = "deadline"
+	ReasonProviderNone Reason = "provider-route-never"
+)
+
+// Decision is the outcome for one recipient.
+type Decision struct {
+	Domain    string
+	Route     Route
+	Transport string // Postfix "transport:nexthop" for Relay and IPv4; "error:..." for Reject
+	Reason    Reason
+	Provider  string // "" when none was recognised
+	Method    string // how the provider was recognised: "mx-host" or "asn"
+	MX        []lookup.MX
+	Listings  []dnsbl.Result // listings of ours that mattered
+	Block     *learn.Block   // the learned block that decided, if any
+	Detail    []string       // why, for a person (check, debug logs)
+	Cached    bool           // every lookup was answered from the cache
+	DryRun    bool           // a route was chosen but no transport is configured for it
+	Temporary bool           // DNS failed and the config asks Postfix to retry (socketmap TEMP)
+}
+
+// Listings tells whether our own sending addresses are listed; dnsbl.Monitor
+// implements it.
+type Listings interface {
+	Listing(zones []string) dnsbl.Listing
+}
+
+// Blocks holds blocks learned from the delivery log; learn.Store implements it.
+type Blocks interface {
+	Lookup(domain string, mxHosts []string, now time.Time) (learn.Block, bool)
+}
+
+// Engine decides. It is safe for concurrent use; Swap replaces its
+// configuration atomically (SIGHUP).
+type Engine struct {
+	r        lookup.Resolver
+	listings Listings
+	blocks   Blocks
+	now      func() time.Time
+	st       atomic.Pointer[state]
+}
+
+// state is everything a reload replaces.
+type state struct {
+	cfg        *config.Config
+	classifier *provider.Classifier
+	rules      []rule
+	relay      string
+	ipv4       string
+}
+
+type rule struct {
+	domain, address string
+	route           Route
+}
+
+// New returns an engine deciding with cfg. listings and blocks may be nil
+// (no self-listing checks, no learning).
+func New(cfg *config.Config, r lookup.Resolver, listings Listings, blocks Blocks) *Engine {
+	e := &Engine{r: r, listings: listings, blocks: blocks, now: time.Now}
+	e.Swap(cfg)
+	return e
+}
+
+// Swap makes cfg the configuration of every later decision.
+func (e *Engine) Swap(cfg *config.Config) {
+	st := &state{
+		cfg:        cfg,
+		classifier: provider.New(cfg.Providers, cfg.DNS.ASNZone, cfg.DNS.ASN6Zone, e.r),
+		relay:      cfg.Transports.Relay,
+		ipv4:       cfg.Transports.IPv4,
+	}
+	for _, r := range cfg.Rules {
+		st.rules = append(st.rules, rule{
+			domain:  strings.ToLower(strings.TrimSuffix(r.Domain, ".")),
+			address: strings.ToLower(r.Address),
+			route:   Route(r.Route),
+		})
+	}
+	e.st.Store(st)
+}
+
+// Classifier returns the provider classifier of the current configuration.
+func (e *Engine) Classifier() *provider.Classifier { return e.st.Load().classifier }
+
+// DryRun reports whether no relay is configured, so that every decision is
+// only logged and Postfix is always told "direct".
+func (e *Engine) DryRun() bool { return e.st.Load().relay == "" }
+
+// Decide returns the route for one recipient address. It returns when ctx
+// ends at the latest (the decision deadline); a DNS answer that comes later
+// still fills the cache for the next request.
+func (e *Engine) Decide(ctx context.Context, recipient string) Decision {
+	st := e.st.Load()
+	dom, err := domain.FromAddress(recipient)
+	if err != nil {
+		return Decision{Route: Direct, Reason: ReasonNoDomain, Detail: []string{err.Error()}}
+	}
+	d := Decision{Domain: dom, Cached: true}
+	switch {
+	case domain.Reserved(dom, st.cfg.Domains.Reserved):
+		return st.reject(d, ReasonReserved, fmt.Sprintf("error:5.1.2 %s is a reserved domain (RFC 2606) and does not receive mail", dom))
+	case domain.Within(dom, st.cfg.Domains.Local):
+		d.Route, d.Reason = Direct, ReasonLocal
+		d.Detail = append(d.Detail, "one of our local domains: never routed")
+		return d
+	}
+	if r, ok := st.matchRule(recipient, dom); ok {
+		d.Reason = ReasonRule
+		d.Detail = append(d.Detail, r.describe())
+		return st.route(d, r.route)
+	}
+	return e.decideByMX(ctx, st, d)
+}
+
+func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision {
+	res := e.r.MX(ctx, d.Domain)
+	d.Cached = res.Cached
+	switch res.Status {
+	case lookup.NXDomain:
+		d.Route, d.Reason = Direct, ReasonNXDomain
+		d.Detail = append(d.Detail, "the domain does not exist (NXDOMAIN); Postfix will bounce")
+		return d
+	case lookup.TempFail:
+		return st.dnsFailure(d, res.Err)
+	case lookup.NoData:
+		// RFC 5321 section 5.1: no MX means the domain itself is the mail host.
+		d.MX = []lookup.MX{{Host: d.Domain}}
+		d.Detail = append(d.Detail, "no MX records: the domain's own address is its mail host")
+	default:
+		d.MX = res.MX
+	}
+	if isNullMX(d.MX) {
+		d.Reason = ReasonNullMX
+		d.Detail = append(d.Detail, "null MX (RFC 7505): the domain accepts no mail")
+		if st.cfg.Policyd.NullMX == "reject" {
+			return st.reject(d, ReasonNullMX, fmt.Sprintf("error:5.1.10 %s does not accept mail (null MX, RFC 7505)", d.Domain))
+		}
+		d.Route = Direct
+		return d
+	}
+	d.Detail = append(d.Detail, "MX "+mxList(d.MX))
+
+	if e.blocks != nil {
+		hosts := make([]string, len(d.MX))
+		for i, m := range d.MX {
+			hosts[i] = m.Host
+		}
+		if b, ok := e.blocks.Lookup(d.Domain, hosts, e.now()); ok {
+			d.Reason, d.Block = ReasonLearned, &b
+			d.Provider = b.Provider
+			d.Detail = append(d.Detail, fmt.Sprintf("learned block (%s) from %s, until %s: %s",
+				b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply))
+			return st.route(d, Relay)
+		}
+	}
+
+	m := st.classifier.Classify(ctx, d.MX)
+	if m.Err != nil {
+		d.Detail = append(d.Detail, "network of the MX address unknown: "+m.Err.Error())
+		if ctx.Err() != nil {
+			d.Cached = false
+		}
+	}
+	if m.Provider == nil {
+		d.Route, d.Reason = Direct, ReasonNoProvider
+		if ctx.Err() != nil {
+			d.Reason = ReasonDeadline
+		}
+		return d
+	}
+	p := m.Provider
+	d.Provider, d.Method = p.Name, string(m.Method)
+	switch m.Method {
+	case provider.ByASN:
+		d.Detail = append(d.Detail, fmt.Sprintf("provider %s: address %s of MX %s is in AS%d", p.Name, m.Addr, m.Host, m.ASN))
+	default:
+		d.Detail = append(d.Detail, fmt.Sprintf("provider %s: MX host %s", p.Name, m.Host))
+	}
+	switch p.Route {
+	case provider.Always:
+		d.Reason = ReasonProvider
+		d.Detail = append(d.Detail, "provider route: always relay")
+		return st.route(d, Relay)
+	case provider.WhenListed:
+		return e.whenListed(st, d, p)
+	default:
+		d.Route, d.Reason = Direct, ReasonProviderNone
+		return d
+	}
+}
+
+// whenListed applies a provider's "when-listed" route: relay while one of
+// our addresses is listed on a zone the provider uses; IPv4 only when just
+// our IPv6 addresses are.
+func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decision {
+	if e.listings == nil || len(p.Zones) == 0 {
+		d.Route, d.Reason = Direct, ReasonNotListed
+		d.Detail = append(d.Detail, "provider route: when listed; no blocklist checks configured")
+		return d
+	}
+	l := e.listings.Listing(p.Zones)
+	d.Listings = l.Hits
+	for _, h := range l.Hits {
+		d.Detail = append(d.Detail, fmt.Sprintf("our address %s is listed on %s %s", h.Addr, h.Zone, h.Reason))
+	}
+	switch {
+	case l.V4Listed:
+		d.Reason = ReasonListed
+		return st.route(d, Relay)
+	case l.V6Listed:
+		d.Reason = ReasonListedIPv6
+		return st.route(d, IPv4)
+	}
+	d.Route, d.Reason = Direct, ReasonNotListed
+	d.Detail = append(d.Detail, "provider route: when listed; none of our addresses is listed on "+strings.Join(p.Zones, ", "))
+	return d
+}
+
+// route fills in the transport for r, falling back from IPv4 to the relay
+// and from the relay to a dry run when they are not configured.
+func (st *state) route(d Decision, r Route) Decision {
+	d.Route = r
+	switch r {
+	case IPv4:
+		if st.ipv4 != "" {
+			d.Transport = st.ipv4
+			return d
+		}
+		d.Route = Relay
+		d.Detail = append(d.Detail, "no ipv4 transport configured: using the relay")
+		fallthrough
+	case Relay:
+		if st.relay == "" {
+			d.DryRun = true
+			d.Detail = append(d.Detail, "dry run: no relay transport configured, Postfix is told to go direct")
+			return d
+		}
+		d.Transport = st.relay
+	}
+	return d
+}
+
+func (st *state) reject(d Decision, why Reason, transport string) Decision {
+	d.Route, d.Reason, d.Transport = Reject, why, transport
+	return d
+}
+
+// dnsFailure decides when the MX lookup failed or the deadline passed:
+// direct (Postfix retries its own lookups as it always does) unless the
+// config asks for a temporary failure.
+func (st *state) dnsFailure(d Decision, err error) Decision {
+	d.Route, d.Reason, d.Cached = Direct, ReasonDNSFailure, false
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		d.Reason = ReasonDeadline
+	}
+	if err != nil {
+		d.Detail = append(d.Detail, "MX lookup failed: "+err.Error())
+	}
+	if st.cfg.Policyd.OnDNSFailure == "temp" {
+		d.Temporary = true
+	}
+	return d
+}
+
+func (st *state) matchRule(recipient, dom string) (rule, bool) {
+	var addr string
+	for _, r := range st.rules {
+		if r.address != "" {
+			if addr == "" {
+				addr = strings.ToLower(strings.Trim(strings.TrimSpace(recipient), "<>"))
+			}
+			if addr == r.address {
+				return r, true
+			}
+			continue
+		}
+		if domain.IsSubdomain(dom, r.domain) {
+			return r, true
+		}
+	}
+	return rule{}, false
+}
+
+func (r rule) describe() string {
+	if r.address != "" {
+		return fmt.Sprintf("rule: address %s → %s", r.address, r.route)
+	}
+	return fmt.Sprintf("rule: domain %s → %s", r.domain, r.route)
+}
+
+func isNullMX(mx []lookup.MX) bool {
+	return len(mx) == 1 && (mx[0].Host == "" || mx[0].Host == ".")
+}
+
+func mxList(mx []lookup.MX) string {
+	var b strings.Builder
+	for i, m := range mx {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d %s", m.Pref, m.Host)
+	}
+	return b.String()
+}

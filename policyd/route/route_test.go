@@ -1,0 +1,287 @@
+package route
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/dnsbl"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/learn"
+)
+
+const relay = "relay:[mx03.example.net]:587"
+
+func mx(hosts ...string) dnstest.Records {
+	r := dnstest.Records{}
+	for i, h := range hosts {
+		r.MX = append(r.MX, lookup.MX{Host: h, Pref: uint16(10 * (i + 1))})
+	}
+	return r
+}
+
+// testZone holds the domains of the decision table. Names under .test are
+// reserved and would be rejected, so the made-up TLD .mxd is used.
+func testZone() dnstest.Zone {
+	return dnstest.Zone{
+		"gmail.mxd":                    mx("gmail-smtp-in.l.google.com", "alt1.gmail-smtp-in.l.google.com", "alt2.gmail-smtp-in.l.google.com"),
+		"workspace.mxd":                mx("aspmx.l.google.com", "alt1.aspmx.l.google.com"),
+		"workspace2.mxd":               mx("smtp.google.com"),
+		"m365.mxd":                     mx("m365-mxd.mail.protection.outlook.com"),
+		"m365dane.mxd":                 mx("m365dane-mxd.p-v1.mx.microsoft"),
+		"hotmail.mxd":                  mx("hotmail-com.olc.protection.outlook.com"),
+		"vanity.mxd":                   mx("mx.vanity.mxd"),
+		"mx.vanity.mxd":                {A: []string{"192.0.2.10"}},
+		"10.2.0.192.origin.asn.mxd":    {TXT: [][]string{{"15169 | 192.0.2.0/24 | US | arin | 2000-03-30"}}},
+		"plain.mxd":                    mx("mx1.plain.mxd"),
+		"mx1.plain.mxd":                {A: []string{"198.51.100.20"}},
+		"20.100.51.198.origin.asn.mxd": {TXT: [][]string{{"64500 | 198.51.100.0/24 | ZZ | test | 2000-01-01"}}},
+		"implicit.mxd":                 {A: []string{"198.51.100.21"}},
+		"nullmx.mxd":                   {MX: []lookup.MX{{Host: ".", Pref: 0}}},
+		"servfail.mxd":                 mx("mx.servfail.mxd"),
+		"hang.mxd":                     mx("gmail-smtp-in.l.google.com"),
+		"xn--bcher-kva.mxd":            mx("aspmx.l.google.com"),
+		"fakegoogle.mxd":               mx("mx.fakegoogle.com"),
+		"evil.mxd":                     mx("google.com.evil.example"),
+		"rule.mxd":                     mx("mx1.plain.mxd"),
+		"sub.ruled.mxd":                mx("mx1.plain.mxd"),
+		"local.mxd":                    mx("gmail-smtp-in.l.google.com"),
+		"learned.mxd":                  mx("mx1.plain.mxd"),
+		"sharedmx.mxd":                 mx("mx.shared-host.mxd"),
+	}
+}
+
+func newEngine(t testing.TB, mutate func(*config.Config), listings Listings, blocks Blocks) (*Engine, *dnstest.Server) {
+	t.Helper()
+	srv := dnstest.New(t, testZone())
+	srv.SetFault("servfail.mxd", dnstest.ServFail)
+	srv.SetFault("hang.mxd", dnstest.Timeout)
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{srv.Addr()}
+	cfg.DNS.Timeout = config.Duration{Duration: time.Second}
+	cfg.DNS.Attempts = 1
+	cfg.DNS.ASNZone, cfg.DNS.ASN6Zone = "origin.asn.mxd", "origin6.asn.mxd"
+	cfg.Transports.Relay = relay
+	cfg.Domains.Local = []string{"local.mxd"}
+	cfg.Rules = []config.Rule{
+		{Address: "vip@gmail.mxd", Route: "direct"},
+		{Domain: "rule.mxd", Route: "relay"},
+		{Domain: "ruled.mxd", Route: "relay"},
+	}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	r, err := lookup.New(cfg.DNS, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(cfg, r, listings, blocks), srv
+}
+
+// short is what a decision test compares.
+type short struct {
+	Domain, Transport, Provider, Method string
+	Route                               Route
+	Reason                              Reason
+}
+
+func shorten(d Decision) short {
+	return short{Domain: d.Domain, Route: d.Route, Transport: d.Transport, Reason: d.Reason, Provider: d.Provider, Method: d.Method}
+}
+
+func TestDecide(t *testing.T) {
+	e, _ := newEngine(t, nil, nil, nil)
+	for _, tc := range []struct {
+		rcpt string
+		want short
+	}{
+		{"alice@gmail.mxd", short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"bob@workspace.mxd", short{"workspace.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"bob@workspace2.mxd", short{"workspace2.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"carol@m365.mxd", short{"m365.mxd", relay, "microsoft", "mx-host", Relay, ReasonProvider}},
+		{"carol@m365dane.mxd", short{"m365dane.mxd", relay, "microsoft", "mx-host", Relay, ReasonProvider}},
+		{"dave@hotmail.mxd", short{"hotmail.mxd", relay, "microsoft", "mx-host", Relay, ReasonProvider}},
+		{"erin@vanity.mxd", short{"vanity.mxd", relay, "google", "asn", Relay, ReasonProvider}},
+		{"frank@plain.mxd", short{"plain.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"grace@implicit.mxd", short{"implicit.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"heidi@nullmx.mxd", short{"nullmx.mxd", "", "", "", Direct, ReasonNullMX}},
+		{"ivan@nxdomain.mxd", short{"nxdomain.mxd", "", "", "", Direct, ReasonNXDomain}},
+		{"judy@servfail.mxd", short{"servfail.mxd", "", "", "", Direct, ReasonDNSFailure}},
+		{"mallory@hang.mxd", short{"hang.mxd", "", "", "", Direct, ReasonDeadline}},
+		{"niaj@bücher.mxd", short{"xn--bcher-kva.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"Olivia@GMAIL.MXD.", short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"<peggy@Gmail.Mxd>", short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
+		{"rupert@fakegoogle.mxd", short{"fakegoogle.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"sybil@evil.mxd", short{"evil.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"vip@gmail.mxd", short{"gmail.mxd", "", "", "", Direct, ReasonRule}},
+		{"trent@rule.mxd", short{"rule.mxd", relay, "", "", Relay, ReasonRule}},
+		{"trent@sub.ruled.mxd", short{"sub.ruled.mxd", relay, "", "", Relay, ReasonRule}},
+		{"victor@local.mxd", short{"local.mxd", "", "", "", Direct, ReasonLocal}},
+		{"walter@Example.COM", short{"example.com", "error:5.1.2 example.com is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
+		{"walter@mail.example.org", short{"mail.example.org", "error:5.1.2 mail.example.org is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
+		{"nodomain", short{"", "", "", "", Direct, ReasonNoDomain}},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		got := shorten(e.Decide(ctx, tc.rcpt))
+		cancel()
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("Decide(%q) (-want +got):\n%s", tc.rcpt, diff)
+		}
+	}
+}
+
+func TestDecideOptions(t *testing.T) {
+	t.Run("dry run", func(t *testing.T) {
+		e, _ := newEngine(t, func(c *config.Config) { c.Transports.Relay = "" }, nil, nil)
+		d := e.Decide(context.Background(), "a@gmail.mxd")
+		if d.Route != Relay || !d.DryRun || d.Transport != "" || !e.DryRun() {
+			t.Errorf("dry run: got route %s dry %v transport %q", d.Route, d.DryRun, d.Transport)
+		}
+	})
+	t.Run("null MX rejected", func(t *testing.T) {
+		e, _ := newEngine(t, func(c *config.Config) { c.Policyd.NullMX = "reject" }, nil, nil)
+		d := e.Decide(context.Background(), "a@nullmx.mxd")
+		want := short{"nullmx.mxd", "error:5.1.10 nullmx.mxd does not accept mail (null MX, RFC 7505)", "", "", Reject, ReasonNullMX}
+		if diff := cmp.Diff(want, shorten(d)); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+	t.Run("DNS failure as TEMP", func(t *testing.T) {
+		e, _ := newEngine(t, func(c *config.Config) { c.Policyd.OnDNSFailure = "temp" }, nil, nil)
+		if d := e.Decide(context.Background(), "a@servfail.mxd"); !d.Temporary || d.Route != Direct {
+			t.Errorf("got temporary %v route %s", d.Temporary, d.Route)
+		}
+	})
+	t.Run("provider route never", func(t *testing.T) {
+		e, _ := newEngine(t, func(c *config.Config) {
+			p := c.Providers["google"]
+			p.Route = "never"
+			c.Providers["google"] = p
+		}, nil, nil)
+		if d := e.Decide(context.Background(), "a@gmail.mxd"); d.Route != Direct || d.Provider != "google" {
+			t.Errorf("got route %s provider %q", d.Route, d.Provider)
+		}
+	})
+	t.Run("deadline fills the cache for the next request", func(t *testing.T) {
+		e, srv := newEngine(t, nil, nil, nil)
+		srv.SetDelay("gmail.mxd", 150*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		d := e.Decide(ctx, "a@gmail.mxd")
+		cancel()
+		if d.Reason != ReasonDeadline || d.Route != Direct {
+			t.Fatalf("first decision: reason %s route %s, want deadline/direct", d.Reason, d.Route)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			d = e.Decide(ctx, "a@gmail.mxd")
+			cancel()
+			if (d.Route == Relay && d.Cached) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if d.Route != Relay || !d.Cached {
+			t.Errorf("later decision: route %s cached %v, want relay from the cache", d.Route, d.Cached)
+		}
+		if n := srv.Queries("gmail.mxd", 15); n != 1 {
+			t.Errorf("%d upstream MX queries, want 1", n)
+		}
+	})
+}
+
+func TestDecideLearned(t *testing.T) {
+	store, err := learn.OpenStore(filepath.Join(t.TempDir(), "state.json"), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	store.Add(learn.Block{Domain: "learned.mxd", MXHost: "mx.learned.mxd", Kind: "dnsbl:zen.spamhaus.org", Reply: "554 5.7.1 blocked using zen.spamhaus.org", Learned: now, Expires: now.Add(time.Hour)})
+	store.Add(learn.Block{Domain: "other.mxd", MXHost: "mx.shared-host.mxd", Kind: "generic-blocklist", Learned: now, Expires: now.Add(time.Hour)})
+	e, _ := newEngine(t, nil, nil, store)
+	for rcpt, want := range map[string]Reason{
+		"a@learned.mxd":  ReasonLearned, // the domain itself
+		"b@sharedmx.mxd": ReasonLearned, // another domain on the blocked MX host
+		"c@plain.mxd":    ReasonNoProvider,
+	} {
+		d := e.Decide(context.Background(), rcpt)
+		if d.Reason != want {
+			t.Errorf("%s: reason %s, want %s", rcpt, d.Reason, want)
+		}
+		if want == ReasonLearned && (d.Transport != relay || d.Block == nil) {
+			t.Errorf("%s: transport %q block %v", rcpt, d.Transport, d.Block)
+		}
+	}
+}
+
+// TestDecideWhenListed runs a real dnsbl.Monitor over blocklist zones in
+// dnstest: 127.0.0.2 listed, anything else not.
+func TestDecideWhenListed(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("2001:db8::99")
+	for _, tc := range []struct {
+		name           string
+		listV4, listV6 bool
+		ipv4Transport  string
+		wantRoute      Route
+		wantTransport  string
+		wantReason     Reason
+	}{
+		{"clean", false, false, "smtp-ipv4:", Direct, "", ReasonNotListed},
+		{"IPv4 listed", true, false, "smtp-ipv4:", Relay, relay, ReasonListed},
+		{"both listed", true, true, "smtp-ipv4:", Relay, relay, ReasonListed},
+		{"only IPv6 listed", false, true, "smtp-ipv4:", IPv4, "smtp-ipv4:", ReasonListedIPv6},
+		{"only IPv6 listed, no ipv4 transport", false, true, "", Relay, relay, ReasonListedIPv6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srvAddr string
+			e, srv := newEngine(t, func(c *config.Config) {
+				p := c.Providers["google"]
+				p.Route, p.Zones = "when-listed", []string{"bl.mxd"}
+				c.Providers["google"] = p
+				c.Transports.IPv4 = tc.ipv4Transport
+			}, nil, nil)
+			srvAddr = srv.Addr()
+			if tc.listV4 {
+				srv.Set(lookup.ReverseName(v4)+".bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}, TXT: [][]string{{"listed for testing"}}})
+			}
+			if tc.listV6 {
+				srv.Set(lookup.ReverseName(v6)+".bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}})
+			}
+			cfg := config.Default().DNS
+			cfg.Servers = []string{srvAddr}
+			r, err := lookup.New(cfg, zaptest.NewLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mon := dnsbl.NewMonitor(r, dnsbl.MonitorConfig{IPv4: []netip.Addr{v4}, IPv6: []netip.Addr{v6}, Zones: []string{"bl.mxd"},
+				ErrorCodes: config.Default().DNSBL.ErrorCodes, Interval: time.Hour}, zaptest.NewLogger(t))
+			mon.CheckNow(context.Background())
+			e.listings = mon
+			d := e.Decide(context.Background(), "a@gmail.mxd")
+			got := []any{d.Route, d.Transport, d.Reason}
+			if diff := cmp.Diff([]any{tc.wantRoute, tc.wantTransport, tc.wantReason}, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func BenchmarkDecideCached(b *testing.B) {
+	e, _ := newEngine(b, nil, nil, nil)
+	ctx := context.Background()
+	e.Decide(ctx, "warm@gmail.mxd")
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.Decide(ctx, "someone@gmail.mxd"); d.Route != Relay {
+			b.Fatal(d.Route)
+		}
+	}
+}
