@@ -1,0 +1,213 @@
+package dkim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/domain"
+)
+
+// Options are the signing choices of the configuration.
+type Options struct {
+	HeaderCanon, BodyCanon string
+	Headers, Oversign      []string
+}
+
+// OptionsFrom reads them from the [milter.dkim] section.
+func OptionsFrom(c config.DKIM) Options {
+	h, b, _ := strings.Cut(c.Canonicalization, "/")
+	return Options{HeaderCanon: h, BodyCanon: b, Headers: c.Headers, Oversign: c.OversignHeaders}
+}
+
+// HeaderKeys returns the h= list for a message whose header field names
+// are present: each configured name once per occurrence, and each name to
+// oversign once more than it occurs (RFC 6376 section 8.15), so that a
+// field added later breaks the signature. From is always signed.
+func HeaderKeys(present []string, o Options) []string {
+	count := map[string]int{}
+	for _, n := range present {
+		count[strings.ToLower(n)]++
+	}
+	var keys []string
+	seen := map[string]bool{}
+	add := func(name string, extra int) {
+		l := strings.ToLower(name)
+		if seen[l] {
+			return
+		}
+		n := count[l] + extra
+		if n == 0 {
+			return
+		}
+		seen[l] = true
+		for range n {
+			keys = append(keys, name)
+		}
+	}
+	over := map[string]bool{}
+	for _, n := range o.Oversign {
+		over[strings.ToLower(n)] = true
+	}
+	add("From", 1)
+	for _, n := range o.Headers {
+		if over[strings.ToLower(n)] {
+			add(n, 1)
+		} else {
+			add(n, 0)
+		}
+	}
+	for _, n := range o.Oversign {
+		add(n, 1)
+	}
+	return keys
+}
+
+// Signing is a signature in progress: the header was written at start,
+// the body is written as it arrives, Finish returns the signatures. The
+// body is never held in memory, so messages of any size are signed.
+type Signing struct {
+	keys    []*Key
+	signers []*dkim.Signer
+	w       io.Writer
+	closed  bool
+}
+
+// Start begins signing a message whose header block is header (fields
+// ending in CRLF or LF, without the blank line) and whose header field
+// names are present, with every key of keys.
+func Start(header []byte, present []string, keys []*Key, o Options, signingDomain string) (*Signing, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no key")
+	}
+	s := &Signing{keys: keys}
+	hk := HeaderKeys(present, o)
+	ws := make([]io.Writer, 0, len(keys))
+	for _, k := range keys {
+		sg, err := dkim.NewSigner(&dkim.SignOptions{
+			Domain: signingDomain, Selector: k.Selector, Signer: k.Signer,
+			HeaderCanonicalization: dkim.Canonicalization(o.HeaderCanon),
+			BodyCanonicalization:   dkim.Canonicalization(o.BodyCanon),
+			HeaderKeys:             hk,
+		})
+		if err != nil {
+			s.Abort()
+			return nil, fmt.Errorf("dkim %s/%s: %w", signingDomain, k.Selector, err)
+		}
+		s.signers = append(s.signers, sg)
+		ws = append(ws, sg)
+	}
+	s.w = io.MultiWriter(ws...)
+	if _, err := s.w.Write(header); err != nil {
+		s.Abort()
+		return nil, err
+	}
+	if _, err := s.w.Write([]byte("\r\n")); err != nil {
+		s.Abort()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Write feeds body bytes.
+func (s *Signing) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+// Finish returns one DKIM-Signature header value per key (with its leading
+// space, folded with CRLF and a tab), in key order.
+func (s *Signing) Finish() ([]string, error) {
+	s.closed = true
+	var errs []error
+	for _, sg := range s.signers {
+		if err := sg.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	out := make([]string, len(s.signers))
+	for i, sg := range s.signers {
+		_, v, _ := strings.Cut(sg.Signature(), ":")
+		out[i] = strings.TrimSuffix(v, "\r\n")
+	}
+	return out, nil
+}
+
+// Abort releases the signers (go-msgauth runs a goroutine per signer).
+func (s *Signing) Abort() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for _, sg := range s.signers {
+		_ = sg.Close()
+	}
+}
+
+// Sign signs a whole message read from msg (header, blank line, body).
+func Sign(msg io.Reader, keys []*Key, o Options, signingDomain string) ([]string, error) {
+	data, err := io.ReadAll(msg)
+	if err != nil {
+		return nil, err
+	}
+	header, body := splitMessage(data)
+	s, err := Start(header, fieldNames(header), keys, o, signingDomain)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Write(body); err != nil {
+		s.Abort()
+		return nil, err
+	}
+	return s.Finish()
+}
+
+func splitMessage(data []byte) (header, body []byte) {
+	for _, sep := range [][]byte{[]byte("\r\n\r\n"), []byte("\n\n")} {
+		if i := bytes.Index(data, sep); i >= 0 {
+			return data[:i+len(sep)/2], data[i+len(sep):]
+		}
+	}
+	return data, nil
+}
+
+func fieldNames(header []byte) []string {
+	var names []string
+	for _, l := range bytes.Split(header, []byte("\n")) {
+		if len(l) == 0 || l[0] == ' ' || l[0] == '\t' {
+			continue
+		}
+		if n, _, ok := bytes.Cut(l, []byte(":")); ok {
+			names = append(names, string(bytes.TrimSpace(n)))
+		}
+	}
+	return names
+}
+
+// FromDomain returns the normalised domain of the address in the values
+// of the From header fields. Zero or several From fields, or several
+// addresses in one, are errors: such a message is not signed (RFC 6376
+// section 5.4, RFC 5322 section 3.6).
+func FromDomain(fromValues []string) (string, error) {
+	switch len(fromValues) {
+	case 0:
+		return "", errors.New("no From header")
+	case 1:
+	default:
+		return "", fmt.Errorf("%d From headers", len(fromValues))
+	}
+	list, err := mail.ParseAddressList(strings.TrimSpace(fromValues[0]))
+	if err != nil {
+		return "", fmt.Errorf("From header %q: %w", fromValues[0], err)
+	}
+	if len(list) != 1 {
+		return "", fmt.Errorf("From header has %d addresses", len(list))
+	}
+	return domain.FromAddress(list[0].Address)
+}
