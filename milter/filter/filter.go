@@ -1,0 +1,323 @@
+// Package filter holds the milter stages of mxdetour-milter, on the
+// low-level API of github.com/d--j/go-milter (Sendmail milter protocol 6):
+//
+//   - MAIL FROM: clients in a blocked country are refused (550 5.7.1);
+//     authenticated clients, trusted networks and the allow list are exempt;
+//   - RCPT TO: recipients in reserved domains (RFC 2606/6761 and the
+//     configured ones) are refused (550 5.1.2), the others go on;
+//   - end of headers, body, end of message: authenticated or trusted
+//     mail with a key for its From domain is DKIM-signed as it streams by,
+//     and the signatures are inserted at the top of the header.
+//
+// The low-level API is used rather than mailfilter so that the country
+// rule can answer at MAIL FROM, {daemon_addr} tells Postfix's non-SMTP
+// submissions apart, and the body is signed as it streams instead of
+// being buffered. Every stage fails open: an internal error or a panic
+// accepts the message unsigned (or tempfails it, if so configured), is
+// logged and counted.
+package filter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/d--j/go-milter"
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/domain"
+	"github.com/mxdetour/mxdetour/internal/geo"
+	"github.com/mxdetour/mxdetour/milter/dkim"
+)
+
+// State is what a reload replaces, all at once.
+type State struct {
+	Cfg  *config.Config
+	Keys *dkim.Table
+	Opts dkim.Options
+	Geo  *geo.Blocker
+}
+
+// Stats count since start.
+type Stats struct {
+	Messages, Signed, NotSigned, RejectedReserved, RejectedCountry, Errors, Panics atomic.Uint64
+}
+
+// Filter creates one milter per Postfix connection.
+type Filter struct {
+	st    atomic.Pointer[State]
+	log   *zap.Logger
+	stats Stats
+}
+
+// New returns a filter working with st.
+func New(st *State, log *zap.Logger) *Filter {
+	f := &Filter{log: log}
+	f.st.Store(st)
+	return f
+}
+
+// Swap makes st the state of every later message (SIGHUP).
+func (f *Filter) Swap(st *State) { f.st.Store(st) }
+
+// Stats returns the counters.
+func (f *Filter) Stats() *Stats { return &f.stats }
+
+// ServerOptions are the go-milter server options for this filter.
+func (f *Filter) ServerOptions() []milter.Option {
+	return []milter.Option{
+		milter.WithMilter(func() milter.Milter { return &session{f: f} }),
+		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader),
+		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown | milter.OptNoHelo),
+		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroDaemonAddr, milter.MacroMTAFQDN}),
+		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroAuthType, milter.MacroQueueId}),
+		milter.WithMacroRequest(milter.StageData, []milter.MacroName{milter.MacroQueueId}),
+		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
+	}
+}
+
+// session is one Postfix connection; a message is reset at each MAIL FROM.
+type session struct {
+	f        *Filter
+	addr     netip.Addr
+	nonSMTPD bool // Postfix's sendmail/pickup path: it cannot take RCPT rejects
+
+	// the current message
+	st       *State
+	auth     string
+	trusted  bool
+	header   bytes.Buffer
+	names    []string
+	from     []string
+	signing  *dkim.Signing
+	keys     []*dkim.Key
+	sdomain  string
+	why      string // why not signed
+	rejected []string
+	started  time.Time
+}
+
+func (s *session) NewConnection(milter.Modifier) error { return nil }
+
+func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("connect", &resp)
+	s.addr, _ = netip.ParseAddr(strings.TrimPrefix(addr, "IPv6:"))
+	s.addr = s.addr.Unmap()
+	// smtpd always sends {daemon_addr} (Postfix 3.2+); cleanup, which runs
+	// non_smtpd_milters for sendmail and pickup, does not.
+	s.nonSMTPD = m.Get(milter.MacroDaemonAddr) == ""
+	return milter.RespContinue, nil
+}
+
+func (s *session) Helo(string, milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("mail", &resp)
+	s.reset()
+	s.st = s.f.st.Load()
+	s.started = time.Now()
+	s.f.stats.Messages.Add(1)
+	s.auth = m.Get(milter.MacroAuthAuthen)
+	s.trusted = inAny(s.addr, s.st.Cfg.Milter.TrustedNetworks)
+	if s.auth != "" || s.trusted || !s.st.Geo.Active() {
+		return milter.RespContinue, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	blocked, cc, gerr := s.st.Geo.Check(ctx, s.addr)
+	if gerr != nil {
+		s.f.log.Warn("country lookup failed; accepting", zap.Stringer("client", s.addr), zap.Error(gerr))
+		return milter.RespContinue, nil
+	}
+	if !blocked {
+		return milter.RespContinue, nil
+	}
+	s.f.stats.RejectedCountry.Add(1)
+	s.f.log.Info("rejected: client in a blocked country", zap.Stringer("client", s.addr), zap.String("country", cc),
+		zap.String("from", from))
+	return milter.RejectWithCodeAndReason(550, fmt.Sprintf("5.7.1 Client host rejected: mail from your country (%s) is not accepted here", cc))
+}
+
+func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("rcpt", &resp)
+	if s.st == nil || !s.st.Cfg.Milter.RejectReserved || s.nonSMTPD {
+		return milter.RespContinue, nil
+	}
+	d, err := domain.FromAddress(rcpt)
+	if err != nil || !domain.Reserved(d, s.st.Cfg.Domains.Reserved) {
+		return milter.RespContinue, nil
+	}
+	s.f.stats.RejectedReserved.Add(1)
+	s.rejected = append(s.rejected, rcpt)
+	addr := milter.RemoveAngle(rcpt)
+	return milter.RejectWithCodeAndReason(550, fmt.Sprintf("5.1.2 <%s>: Recipient address rejected: %s is a reserved domain and does not receive mail", addr, d))
+}
+
+func (s *session) Data(milter.Modifier) (*milter.Response, error) { return milter.RespContinue, nil }
+
+func (s *session) Header(name, value string, _ milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("header", &resp)
+	s.header.WriteString(name)
+	s.header.WriteByte(':')
+	s.header.WriteString(strings.ReplaceAll(value, "\n", "\r\n"))
+	s.header.WriteString("\r\n")
+	s.names = append(s.names, name)
+	if strings.EqualFold(name, "From") {
+		s.from = append(s.from, value)
+	}
+	return milter.RespContinue, nil
+}
+
+// Headers decides whether to sign, and starts signing.
+func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("headers", &resp)
+	if s.st == nil {
+		return milter.RespContinue, nil
+	}
+	ds := s.st.Cfg.Milter.DKIM
+	switch {
+	case s.st.Keys.Len() == 0:
+		s.why = "no DKIM keys configured"
+	case !(s.auth != "" && ds.SignAuthenticated) && !(s.trusted && ds.SignTrusted):
+		s.why = "client neither authenticated nor in trusted_networks"
+	}
+	if s.why == "" {
+		d, ferr := dkim.FromDomain(s.from)
+		switch {
+		case ferr != nil:
+			s.why = ferr.Error()
+		default:
+			s.keys = s.st.Keys.For(d)
+			if len(s.keys) == 0 {
+				s.why = "no key for " + d
+			}
+		}
+	}
+	if s.why == "" {
+		s.sdomain = s.keys[0].Domain
+		s.signing, err = dkim.Start(s.header.Bytes(), s.names, s.keys, s.st.Opts, s.sdomain)
+		if err != nil {
+			return s.fail("starting DKIM signature", err), nil
+		}
+	}
+	return milter.RespContinue, nil
+}
+
+func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("body", &resp)
+	if s.signing == nil {
+		if m.Protocol()&milter.OptSkip != 0 {
+			return milter.RespSkip, nil
+		}
+		return milter.RespContinue, nil
+	}
+	if _, err := s.signing.Write(chunk); err != nil {
+		return s.fail("signing the body", err), nil
+	}
+	return milter.RespContinue, nil
+}
+
+func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recover("end of message", &resp)
+	queueID := m.Get(milter.MacroQueueId)
+	if s.signing == nil {
+		s.f.stats.NotSigned.Add(1)
+		s.logMessage(queueID, nil)
+		return milter.RespAccept, nil
+	}
+	sigs, err := s.signing.Finish()
+	s.signing = nil
+	if err != nil {
+		return s.fail("finishing DKIM signatures", err), nil
+	}
+	// Insert the last first, each at the top: they end up in key order,
+	// right below Postfix's own Received header.
+	for i := len(sigs) - 1; i >= 0; i-- {
+		if err := m.InsertHeader(1, "DKIM-Signature", strings.ReplaceAll(sigs[i], "\r\n", "\n")); err != nil {
+			return s.fail("inserting the signature", err), nil
+		}
+	}
+	s.f.stats.Signed.Add(1)
+	s.logMessage(queueID, s.keys)
+	return milter.RespAccept, nil
+}
+
+func (s *session) logMessage(queueID string, signedWith []*dkim.Key) {
+	f := []zap.Field{zap.String("queue_id", queueID), zap.Stringer("client", s.addr), zap.String("auth", s.auth)}
+	if len(signedWith) > 0 {
+		var sel []string
+		for _, k := range signedWith {
+			sel = append(sel, k.Selector+" ("+k.Algorithm+")")
+		}
+		f = append(f, zap.String("signed_d", s.sdomain), zap.Strings("signed_s", sel))
+	} else {
+		f = append(f, zap.String("not_signed", s.why))
+	}
+	if len(s.rejected) > 0 {
+		f = append(f, zap.Strings("rejected_reserved", s.rejected))
+	}
+	f = append(f, zap.Duration("took", time.Since(s.started)))
+	s.f.log.Info("message", f...)
+}
+
+// fail handles our own failure: accept unsigned (or tempfail, if the
+// configuration says so), loudly.
+func (s *session) fail(what string, err error) *milter.Response {
+	s.f.stats.Errors.Add(1)
+	if s.signing != nil {
+		s.signing.Abort()
+		s.signing = nil
+	}
+	s.why = what + " failed"
+	if s.st != nil && s.st.Cfg.Milter.OnError == "tempfail" {
+		s.f.log.Error(what+" failed; tempfailing the message", zap.Error(err))
+		return milter.RespTempFail
+	}
+	s.f.log.Error(what+" failed; accepting the message unsigned", zap.Error(err))
+	return milter.RespAccept
+}
+
+// recover turns a panic in a stage into fail's answer.
+func (s *session) recover(stage string, resp **milter.Response) {
+	if p := recover(); p != nil {
+		s.f.stats.Panics.Add(1)
+		s.f.log.Error("panic in milter stage", zap.String("stage", stage), zap.Any("panic", p), zap.Stack("stack"))
+		*resp = s.fail(stage, fmt.Errorf("panic: %v", p))
+	}
+}
+
+func (s *session) Abort(milter.Modifier) error {
+	s.reset()
+	return nil
+}
+
+func (s *session) Unknown(string, milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+func (s *session) Cleanup(milter.Modifier) { s.reset() }
+
+func (s *session) reset() {
+	if s.signing != nil {
+		s.signing.Abort()
+	}
+	s.st, s.auth, s.trusted, s.signing, s.keys, s.sdomain, s.why = nil, "", false, nil, nil, "", ""
+	s.header.Reset()
+	s.names, s.from, s.rejected = s.names[:0], s.from[:0], nil
+}
+
+func inAny(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
