@@ -222,9 +222,9 @@ func checkDeps(cfg *config.Config) error {
 	return nil
 }
 
-// nexthopHosts returns the host names of a transport's nexthops
-// ("relay:[mx03.example.net]:587" -> mx03.example.net): refusals from our
-// own relay say nothing about our direct IP.
+// nexthopHosts returns the hosts of a transport's nexthops
+// ("relay:[mx03.example.net]:587" -> "mx03.example.net:587"): refusals
+// from our own relay say nothing about our direct IP.
 func nexthopHosts(transport string) []string {
 	_, next, ok := strings.Cut(transport, ":")
 	if !ok {
@@ -233,9 +233,7 @@ func nexthopHosts(transport string) []string {
 	var hosts []string
 	for _, h := range strings.FieldsFunc(next, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if i := strings.IndexByte(h, ']'); strings.HasPrefix(h, "[") && i > 0 {
-			h = h[1:i]
-		} else if j := strings.LastIndexByte(h, ':'); j > 0 {
-			h = h[:j]
+			h = h[1:i] + h[i+1:] // [host]:port -> host:port
 		}
 		if h != "" {
 			hosts = append(hosts, strings.ToLower(h))

@@ -75,8 +75,8 @@ func TestStatuses(t *testing.T) {
 		res  lookup.Result
 		want got
 	}{
-		"mx sorted":  {c.MX(ctx, "MX.mxd."), got{Status: lookup.Answer, MX: []lookup.MX{{"a.mxd", 10}, {"c.mxd", 10}, {"b.mxd", 20}}}},
-		"null mx":    {c.MX(ctx, "null.mxd"), got{Status: lookup.Answer, MX: []lookup.MX{{"", 0}}}},
+		"mx sorted":  {c.MX(ctx, "MX.mxd."), got{Status: lookup.Answer, MX: []lookup.MX{{Host: "a.mxd", Pref: 10}, {Host: "c.mxd", Pref: 10}, {Host: "b.mxd", Pref: 20}}}},
+		"null mx":    {c.MX(ctx, "null.mxd"), got{Status: lookup.Answer, MX: []lookup.MX{{Host: "", Pref: 0}}}},
 		"a":          {c.A(ctx, "host.mxd"), got{Status: lookup.Answer, Addrs: []netip.Addr{a("192.0.2.1")}}},
 		"aaaa":       {c.AAAA(ctx, "host.mxd"), got{Status: lookup.Answer, Addrs: []netip.Addr{a("2001:db8::1")}}},
 		"cname":      {c.A(ctx, "alias.mxd"), got{Status: lookup.Answer, Addrs: []netip.Addr{a("192.0.2.1")}}},

@@ -79,13 +79,13 @@ func TestClassify(t *testing.T) {
 		mx   []lookup.MX
 		want want
 	}{
-		"host":          {[]lookup.MX{{"mx.other.mxd", 5}, {"alt1.aspmx.l.google.com", 10}}, want{"google", ByHost, false}},
-		"asn v4":        {[]lookup.MX{{"mx.vanity.mxd", 10}}, want{"google", ByASN, false}},
-		"asn v6 only":   {[]lookup.MX{{"mx6.vanity.mxd", 10}}, want{"microsoft", ByASN, false}},
-		"other network": {[]lookup.MX{{"mx.plain.mxd", 10}}, want{"", "", false}},
-		"asn servfail":  {[]lookup.MX{{"mx.broken.mxd", 10}}, want{"", "", true}},
-		"no address":    {[]lookup.MX{{"mx.gone.mxd", 10}}, want{"", "", false}},
-		"null mx":       {[]lookup.MX{{"", 0}}, want{"", "", false}},
+		"host":          {[]lookup.MX{{Host: "mx.other.mxd", Pref: 5}, {Host: "alt1.aspmx.l.google.com", Pref: 10}}, want{"google", ByHost, false}},
+		"asn v4":        {[]lookup.MX{{Host: "mx.vanity.mxd", Pref: 10}}, want{"google", ByASN, false}},
+		"asn v6 only":   {[]lookup.MX{{Host: "mx6.vanity.mxd", Pref: 10}}, want{"microsoft", ByASN, false}},
+		"other network": {[]lookup.MX{{Host: "mx.plain.mxd", Pref: 10}}, want{"", "", false}},
+		"asn servfail":  {[]lookup.MX{{Host: "mx.broken.mxd", Pref: 10}}, want{"", "", true}},
+		"no address":    {[]lookup.MX{{Host: "mx.gone.mxd", Pref: 10}}, want{"", "", false}},
+		"null mx":       {[]lookup.MX{{Host: "", Pref: 0}}, want{"", "", false}},
 	} {
 		m := c.Classify(ctx, tc.mx)
 		got := want{method: m.Method, err: m.Err != nil}
@@ -97,7 +97,7 @@ func TestClassify(t *testing.T) {
 		}
 	}
 	// A host match needs no DNS at all.
-	c.Classify(ctx, []lookup.MX{{"gmail-smtp-in.l.google.com", 5}})
+	c.Classify(ctx, []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}})
 	if n := srv.Queries("gmail-smtp-in.l.google.com", dns.TypeA); n != 0 {
 		t.Errorf("host match sent %d A queries, want 0", n)
 	}

@@ -197,17 +197,17 @@ func fieldNames(header []byte) []string {
 func FromDomain(fromValues []string) (string, error) {
 	switch len(fromValues) {
 	case 0:
-		return "", errors.New("no From header")
+		return "", errors.New("no From header field")
 	case 1:
 	default:
-		return "", fmt.Errorf("%d From headers", len(fromValues))
+		return "", fmt.Errorf("message has %d From header fields", len(fromValues))
 	}
 	list, err := mail.ParseAddressList(strings.TrimSpace(fromValues[0]))
 	if err != nil {
-		return "", fmt.Errorf("From header %q: %w", fromValues[0], err)
+		return "", fmt.Errorf("unparsable From header %q: %w", fromValues[0], err)
 	}
 	if len(list) != 1 {
-		return "", fmt.Errorf("From header has %d addresses", len(list))
+		return "", fmt.Errorf("the From header has %d addresses", len(list))
 	}
 	return domain.FromAddress(list[0].Address)
 }

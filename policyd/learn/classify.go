@@ -76,7 +76,7 @@ func NewClassifier(extra, ignore []string) (*Classifier, error) {
 // remote reply can be blocks.
 func (c *Classifier) Classify(d Delivery) Verdict {
 	switch d.Status {
-	case "deferred", "bounced", "expired", "":
+	case "deferred", "bounced", "expired", "SOFTBOUNCE", "":
 	default:
 		return Verdict{Why: "status " + d.Status}
 	}

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,7 +49,7 @@ type Options struct {
 	// requeued sooner would take the old route again. Default 35 s.
 	RequeueDelay time.Duration
 	ProviderOf   func(mxHost string) string
-	SkipHosts    []string // our own relay's host names: its refusals say nothing of our IP
+	SkipHosts    []string // our own relay, "host" or "host:port": its refusals say nothing of our IP
 	SaveEvery    time.Duration
 }
 
@@ -86,13 +87,14 @@ func (l *Learner) Handle(line string, now time.Time) {
 		return
 	}
 	for _, h := range l.o.SkipHosts {
-		if strings.EqualFold(h, d.RelayHost) {
+		host, port, hasPort := strings.Cut(h, ":")
+		if strings.EqualFold(host, d.RelayHost) && (!hasPort || port == strconv.Itoa(d.RelayPort)) {
 			return
 		}
 	}
 	v := l.c.Classify(d)
 	if !v.Block {
-		if d.Status == "deferred" || d.Status == "bounced" {
+		if d.Status != "sent" {
 			l.log.Debug("delivery failure is not a block of our IP", zap.String("queue_id", d.QueueID),
 				zap.String("recipient", d.Recipient), zap.String("why", v.Why))
 		}
@@ -122,7 +124,8 @@ func (l *Learner) Handle(line string, now time.Time) {
 			zap.String("kind", v.Kind), zap.Time("until", expires), zap.String("reply", short(d.Reply)),
 			zap.String("queue_id", d.QueueID))
 	}
-	if l.o.Requeue && d.Status == "deferred" && now.Sub(when) < time.Hour {
+	// SOFTBOUNCE is a 5xx turned into a deferral by soft_bounce = yes.
+	if l.o.Requeue && (d.Status == "deferred" || d.Status == "SOFTBOUNCE") && now.Sub(when) < time.Hour {
 		l.requeueLater(d.QueueID)
 	}
 }

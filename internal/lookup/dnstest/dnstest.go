@@ -256,7 +256,7 @@ func (s *Server) answer(m *dns.Msg, name string, qtype uint16) {
 			}
 		case dns.TypeTXT:
 			for _, t := range r.TXT {
-				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: t})
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: split255(t)})
 			}
 		case dns.TypePTR:
 			for _, p := range r.PTR {
@@ -286,4 +286,18 @@ func (s *Server) soa(name string) dns.RR {
 		Ns:  "ns.dnstest.", Mbox: "hostmaster.dnstest.", Serial: 1, Refresh: 3600, Retry: 600,
 		Expire: 86400, Minttl: s.negTTL,
 	}
+}
+
+// split255 cuts strings longer than a DNS character-string may be (255
+// bytes), as a zone file author would.
+func split255(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for len(s) > 255 {
+			out = append(out, s[:255])
+			s = s[255:]
+		}
+		out = append(out, s)
+	}
+	return out
 }
