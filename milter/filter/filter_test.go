@@ -1,0 +1,301 @@
+package filter
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/d--j/go-milter"
+	msgdkim "github.com/emersion/go-msgauth/dkim"
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/geo"
+	"github.com/mxdetour/mxdetour/milter/dkim"
+)
+
+var (
+	keyOnce   sync.Once
+	rsaK, edK crypto.Signer
+	keyDir    string
+	rsaF, edF string
+)
+
+// keys writes an RSA and an Ed25519 key (mode 0600) once per test binary.
+func keys(t *testing.T) []config.DKIMKey {
+	keyOnce.Do(func() {
+		var err error
+		keyDir, _ = os.MkdirTemp("", "filter-keys-")
+		rsaK, _ = dkim.GenerateKey("rsa", 2048)
+		edK, _ = dkim.GenerateKey("ed25519", 0)
+		rsaF, edF = filepath.Join(keyDir, "rsa.key"), filepath.Join(keyDir, "ed.key")
+		if err = dkim.WriteKeyFile(rsaF, rsaK); err == nil {
+			err = dkim.WriteKeyFile(edF, edK)
+		}
+		if err != nil {
+			panic(err)
+		}
+	})
+	return []config.DKIMKey{{Domain: "example.org", Selector: "rsa", KeyFile: rsaF}, {Domain: "example.org", Selector: "ed", KeyFile: edF}}
+}
+
+func countryDB(t *testing.T) string {
+	tree, _ := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
+	_, n, _ := net.ParseCIDR("203.0.113.0/24")
+	tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}})
+	p := filepath.Join(t.TempDir(), "c.mmdb")
+	f, _ := os.Create(p)
+	tree.WriteTo(f)
+	f.Close()
+	return p
+}
+
+func state(t *testing.T, mutate func(*config.Config)) *State {
+	cfg := config.Default()
+	cfg.Milter.DKIM.Keys = keys(t)
+	cfg.Milter.Geo = config.Geo{BlockCountries: []string{"RU"}, Source: "mmdb", MMDBFile: countryDB(t),
+		Allow: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	tbl, _, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := geo.Open(cfg.Milter.Geo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo)}
+}
+
+func serve(t *testing.T, f *Filter) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := milter.NewServer(f.ServerOptions()...)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// transaction is one message as Postfix's smtpd would send it.
+type transaction struct {
+	client, auth string
+	smtpd        bool
+	rcpts        []string
+	header       [][2]string
+	body         string
+}
+
+type outcome struct {
+	mail  *milter.Action
+	rcpt  map[string]*milter.Action
+	mods  []milter.ModifyAction
+	final *milter.Action
+}
+
+func run(t *testing.T, addr string, txs ...transaction) []outcome {
+	macros := milter.NewMacroBag()
+	if txs[0].smtpd {
+		macros.Set(milter.MacroDaemonAddr, "127.0.0.1")
+	}
+	s, err := milter.NewClient("tcp", addr).Session(macros)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Conn("client.example", milter.FamilyInet, 25, txs[0].client); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Helo("client.example"); err != nil {
+		t.Fatal(err)
+	}
+	var outs []outcome
+	for _, tx := range txs { // several messages in one SMTP session
+		o := outcome{rcpt: map[string]*milter.Action{}}
+		macros.Set(milter.MacroAuthAuthen, tx.auth)
+		o.mail, err = s.Mail("<sender@example.org>", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.mail.StopProcessing() {
+			outs = append(outs, o)
+			continue
+		}
+		for _, r := range tx.rcpts {
+			if o.rcpt[r], err = s.Rcpt("<"+r+">", ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.DataStart()
+		for _, h := range tx.header {
+			s.HeaderField(h[0], h[1], nil)
+		}
+		s.HeaderEnd()
+		o.mods, o.final, err = s.BodyReadFrom(strings.NewReader(tx.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, o)
+	}
+	return outs
+}
+
+var hdr = [][2]string{{"From", " Alice <alice@example.org>"}, {"To", " bob@partner.mxd"}, {"Subject", " a folded\n\tsubject"}, {"Date", " Mon, 24 Nov 2026 10:00:00 +0000"}}
+
+// rebuild applies the InsertHeader actions to the message, as Postfix does.
+func rebuild(mods []milter.ModifyAction, header [][2]string, body string) []byte {
+	var b bytes.Buffer
+	for _, m := range mods {
+		if m.Type == milter.ActionInsertHeader {
+			b.WriteString(m.HeaderName + ":" + strings.ReplaceAll(m.HeaderValue, "\n", "\r\n") + "\r\n")
+		}
+	}
+	for _, h := range header {
+		b.WriteString(h[0] + ":" + strings.ReplaceAll(h[1], "\n", "\r\n") + "\r\n")
+	}
+	b.WriteString("\r\n" + body)
+	return b.Bytes()
+}
+
+func verify(t *testing.T, msg []byte) []*msgdkim.Verification {
+	txt := map[string]string{"rsa._domainkey.example.org": dkim.TXTRecord(rsaK.Public()), "ed._domainkey.example.org": dkim.TXTRecord(edK.Public())}
+	vs, err := msgdkim.VerifyWithOptions(bytes.NewReader(msg), &msgdkim.VerifyOptions{LookupTXT: func(d string) ([]string, error) {
+		if v, ok := txt[d]; ok {
+			return []string{v}, nil
+		}
+		return nil, errors.New("nxdomain")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func inserted(mods []milter.ModifyAction) int {
+	n := 0
+	for _, m := range mods {
+		if m.Type == milter.ActionInsertHeader && m.HeaderName == "DKIM-Signature" && m.HeaderIndex == 1 {
+			n++
+		}
+	}
+	return n
+}
+
+func TestSigning(t *testing.T) {
+	f := New(state(t, nil), zaptest.NewLogger(t))
+	addr := serve(t, f)
+	body := "Hello\r\nCaf\xc3\xa9\r\n" + strings.Repeat("x", 300000) + "\r\n"
+	for _, tc := range []struct {
+		name   string
+		tx     transaction
+		signed bool
+	}{
+		{"authenticated from outside", transaction{client: "198.51.100.7", auth: "alice", smtpd: true}, true},
+		{"trusted network", transaction{client: "127.0.0.1", smtpd: true}, true},
+		{"outside, unauthenticated", transaction{client: "198.51.100.8", smtpd: true}, false},
+	} {
+		tc.tx.rcpts, tc.tx.header, tc.tx.body = []string{"bob@partner.mxd"}, hdr, body
+		o := run(t, addr, tc.tx)[0]
+		if o.final.Type != milter.ActionAccept {
+			t.Errorf("%s: final action %v", tc.name, o.final)
+		}
+		n := inserted(o.mods)
+		if !tc.signed {
+			if n != 0 {
+				t.Errorf("%s: %d signatures, want none", tc.name, n)
+			}
+			continue
+		}
+		if n != 2 {
+			t.Fatalf("%s: %d signatures inserted at index 1, want 2 (RSA and Ed25519)", tc.name, n)
+		}
+		vs := verify(t, rebuild(o.mods, hdr, body))
+		if len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+			t.Errorf("%s: verification %v %v", tc.name, vs[0].Err, vs[1].Err)
+		}
+	}
+	if f.Stats().Signed.Load() != 2 || f.Stats().NotSigned.Load() != 1 {
+		t.Errorf("stats signed %d not signed %d", f.Stats().Signed.Load(), f.Stats().NotSigned.Load())
+	}
+}
+
+func TestTwoMessagesOneSession(t *testing.T) {
+	addr := serve(t, New(state(t, nil), zaptest.NewLogger(t)))
+	tx := transaction{client: "198.51.100.7", smtpd: true, rcpts: []string{"bob@partner.mxd"}, header: hdr, body: "one\r\n"}
+	tx2 := tx
+	tx2.auth = "alice"
+	outs := run(t, addr, tx, tx2, tx)
+	got := []int{inserted(outs[0].mods), inserted(outs[1].mods), inserted(outs[2].mods)}
+	if got[0] != 0 || got[1] != 2 || got[2] != 0 {
+		t.Errorf("signatures per message %v, want [0 2 0]: authentication is per message", got)
+	}
+}
+
+func TestRejects(t *testing.T) {
+	addr := serve(t, New(state(t, nil), zaptest.NewLogger(t)))
+	o := run(t, addr, transaction{client: "198.51.100.7", smtpd: true, rcpts: []string{"a@Example.COM", "b@partner.mxd", "c@x.test"}, header: hdr, body: "x\r\n"})[0]
+	if a := o.rcpt["a@Example.COM"]; a.Type != milter.ActionRejectWithCode || a.SMTPReply != "550 5.1.2 <a@Example.COM>: Recipient address rejected: example.com is a reserved domain and does not receive mail" {
+		t.Errorf("reserved recipient: %+v", a)
+	}
+	if a := o.rcpt["b@partner.mxd"]; a.Type != milter.ActionContinue {
+		t.Errorf("other recipient: %+v", a)
+	}
+	// Postfix's non-SMTP path (no {daemon_addr}) cannot take RCPT rejects.
+	o = run(t, addr, transaction{client: "127.0.0.1", rcpts: []string{"a@example.com"}, header: hdr, body: "x\r\n"})[0]
+	if a := o.rcpt["a@example.com"]; a.Type != milter.ActionContinue {
+		t.Errorf("non-smtpd reserved recipient: %+v", a)
+	}
+	for client, want := range map[string]string{"203.0.113.9": "reject", "203.0.113.200": "continue", "198.51.100.7": "continue"} {
+		o = run(t, addr, transaction{client: client, smtpd: true, rcpts: []string{"b@partner.mxd"}, header: hdr, body: "x\r\n"})[0]
+		got := "continue"
+		if o.mail.Type == milter.ActionRejectWithCode {
+			got = "reject"
+			if o.mail.SMTPReply != "550 5.7.1 Client host rejected: mail from your country (RU) is not accepted here" {
+				t.Errorf("reply %q", o.mail.SMTPReply)
+			}
+		}
+		if got != want {
+			t.Errorf("client %s: %s, want %s", client, got, want)
+		}
+	}
+	o = run(t, addr, transaction{client: "203.0.113.9", auth: "roaming", smtpd: true, rcpts: []string{"b@partner.mxd"}, header: hdr, body: "x\r\n"})[0]
+	if o.mail.Type != milter.ActionContinue {
+		t.Errorf("authenticated client from a blocked country: %+v", o.mail)
+	}
+}
+
+func TestNotSigned(t *testing.T) {
+	addr := serve(t, New(state(t, nil), zaptest.NewLogger(t)))
+	for name, h := range map[string][][2]string{
+		"no From":      {{"Subject", " x"}},
+		"two From":     {{"From", " a@example.org"}, {"From", " b@example.org"}},
+		"foreign From": {{"From", " a@example.net"}},
+	} {
+		o := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"b@partner.mxd"}, header: h, body: "x\r\n"})[0]
+		if n := inserted(o.mods); n != 0 || o.final.Type != milter.ActionAccept {
+			t.Errorf("%s: %d signatures, final %v", name, n, o.final)
+		}
+	}
+}
+
+func TestSwapKeepsWorking(t *testing.T) {
+	f := New(state(t, nil), zaptest.NewLogger(t))
+	addr := serve(t, f)
+	f.Swap(state(t, func(c *config.Config) { c.Milter.DKIM.Keys = c.Milter.DKIM.Keys[:1] }))
+	o := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"b@partner.mxd"}, header: hdr, body: "x\r\n"})[0]
+	if n := inserted(o.mods); n != 1 {
+		t.Errorf("after swap to one key: %d signatures", n)
+	}
+}
