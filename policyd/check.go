@@ -71,7 +71,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 			addr = "postmaster@" + arg
 		}
 		ctx, cancel := ctxTimeout(wait)
-		dec := d.engine.Decide(ctx, addr)
+		dec := d.engine.Explain(ctx, addr)
 		cancel()
 		if dec.Reason == route.ReasonNoDomain {
 			code = exitFailure

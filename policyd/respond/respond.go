@@ -70,21 +70,25 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 	return SocketmapReply(d)
 }
 
-func (r *Responder) decide(ctx context.Context, proto, queueID, rcpt string) route.Decision {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.timeout.Load()))
-	d := r.engine.Decide(ctx, rcpt)
-	cancel()
+// decide decides within the deadline. The caller's ctx carries no
+// deadline of its own (the servers pass Background); ours is lazy.
+func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route.Decision {
+	dl := newDeadline(time.Duration(r.timeout.Load()))
+	d := r.engine.Decide(dl, rcpt)
+	dl.stop()
 	r.count(d)
-	r.log.Info("decision",
-		zap.String("proto", proto),
-		zap.String("queue_id", queueID),
-		zap.String("recipient", rcpt),
-		zap.String("route", string(d.Route)),
-		zap.String("provider", d.Provider),
-		zap.String("reason", string(d.Reason)),
-		zap.Bool("cache_hit", d.Cached),
-		zap.Bool("dry_run", d.DryRun),
-	)
+	if ce := r.log.Check(zap.InfoLevel, "decision"); ce != nil {
+		ce.Write(
+			zap.String("proto", proto),
+			zap.String("queue_id", queueID),
+			zap.String("recipient", rcpt),
+			zap.String("route", string(d.Route)),
+			zap.String("provider", d.Provider),
+			zap.String("reason", string(d.Reason)),
+			zap.Bool("cache_hit", d.Cached),
+			zap.Bool("dry_run", d.DryRun),
+		)
+	}
 	return d
 }
 

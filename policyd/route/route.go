@@ -81,6 +81,15 @@ type Decision struct {
 	Cached    bool           // every lookup was answered from the cache
 	DryRun    bool           // a route was chosen but no transport is configured for it
 	Temporary bool           // DNS failed and the config asks Postfix to retry (socketmap TEMP)
+
+	explain bool // fill Detail (check, debug); off on the hot path
+}
+
+// why adds a line for a person to Detail, when explaining.
+func (d *Decision) why(format string, args ...any) {
+	if d.explain {
+		d.Detail = append(d.Detail, fmt.Sprintf(format, args...))
+	}
 }
 
 // Listings tells whether our own sending addresses are listed; dnsbl.Monitor
@@ -155,23 +164,32 @@ func (e *Engine) DryRun() bool { return e.st.Load().relay == "" }
 // ends at the latest (the decision deadline); a DNS answer that comes later
 // still fills the cache for the next request.
 func (e *Engine) Decide(ctx context.Context, recipient string) Decision {
+	return e.decide(ctx, recipient, false)
+}
+
+// Explain is Decide with Detail filled in, for `check` and debug logs.
+func (e *Engine) Explain(ctx context.Context, recipient string) Decision {
+	return e.decide(ctx, recipient, true)
+}
+
+func (e *Engine) decide(ctx context.Context, recipient string, explain bool) Decision {
 	st := e.st.Load()
 	dom, err := domain.FromAddress(recipient)
 	if err != nil {
 		return Decision{Route: Direct, Reason: ReasonNoDomain, Detail: []string{err.Error()}}
 	}
-	d := Decision{Domain: dom, Cached: true}
+	d := Decision{Domain: dom, Cached: true, explain: explain}
 	switch {
 	case domain.Reserved(dom, st.cfg.Domains.Reserved):
 		return st.reject(d, ReasonReserved, fmt.Sprintf("error:5.1.2 %s is a reserved domain (RFC 2606) and does not receive mail", dom))
 	case domain.Within(dom, st.cfg.Domains.Local):
 		d.Route, d.Reason = Direct, ReasonLocal
-		d.Detail = append(d.Detail, "one of our local domains: never routed")
+		d.why("one of our local domains: never routed")
 		return d
 	}
 	if r, ok := st.matchRule(recipient, dom); ok {
 		d.Reason = ReasonRule
-		d.Detail = append(d.Detail, r.describe())
+		d.why("%s", r.describe())
 		return st.route(d, r.route)
 	}
 	return e.decideByMX(ctx, st, d)
@@ -183,45 +201,48 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 	switch res.Status {
 	case lookup.NXDomain:
 		d.Route, d.Reason = Direct, ReasonNXDomain
-		d.Detail = append(d.Detail, "the domain does not exist (NXDOMAIN); Postfix will bounce")
+		d.why("the domain does not exist (NXDOMAIN); Postfix will bounce")
 		return d
 	case lookup.TempFail:
 		return st.dnsFailure(d, res.Err)
 	case lookup.NoData:
 		// RFC 5321 section 5.1: no MX means the domain itself is the mail host.
 		d.MX = []lookup.MX{{Host: d.Domain}}
-		d.Detail = append(d.Detail, "no MX records: the domain's own address is its mail host")
+		d.why("no MX records: the domain's own address is its mail host")
 	default:
 		d.MX = res.MX
 	}
 	if isNullMX(d.MX) {
 		d.Reason = ReasonNullMX
-		d.Detail = append(d.Detail, "null MX (RFC 7505): the domain accepts no mail")
+		d.why("null MX (RFC 7505): the domain accepts no mail")
 		if st.cfg.Policyd.NullMX == "reject" {
 			return st.reject(d, ReasonNullMX, fmt.Sprintf("error:5.1.10 %s does not accept mail (null MX, RFC 7505)", d.Domain))
 		}
 		d.Route = Direct
 		return d
 	}
-	d.Detail = append(d.Detail, "MX "+mxList(d.MX))
+	if d.explain {
+		d.why("MX %s", mxList(d.MX))
+	}
 
 	if e.blocks != nil {
-		hosts := make([]string, len(d.MX))
-		for i, m := range d.MX {
-			hosts[i] = m.Host
+		var buf [8]string
+		hosts := buf[:0]
+		for _, m := range d.MX {
+			hosts = append(hosts, m.Host)
 		}
 		if b, ok := e.blocks.Lookup(d.Domain, hosts, e.now()); ok {
 			d.Reason, d.Block = ReasonLearned, &b
 			d.Provider = b.Provider
-			d.Detail = append(d.Detail, fmt.Sprintf("learned block (%s) from %s, until %s: %s",
-				b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply))
+			d.why("learned block (%s) from %s, until %s: %s",
+				b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
 			return st.route(d, Relay)
 		}
 	}
 
 	m := st.classifier.Classify(ctx, d.MX)
 	if m.Err != nil {
-		d.Detail = append(d.Detail, "network of the MX address unknown: "+m.Err.Error())
+		d.why("%s", "network of the MX address unknown: "+m.Err.Error())
 		if ctx.Err() != nil {
 			d.Cached = false
 		}
@@ -237,14 +258,14 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 	d.Provider, d.Method = p.Name, string(m.Method)
 	switch m.Method {
 	case provider.ByASN:
-		d.Detail = append(d.Detail, fmt.Sprintf("provider %s: address %s of MX %s is in AS%d", p.Name, m.Addr, m.Host, m.ASN))
+		d.why("provider %s: address %s of MX %s is in AS%d", p.Name, m.Addr, m.Host, m.ASN)
 	default:
-		d.Detail = append(d.Detail, fmt.Sprintf("provider %s: MX host %s", p.Name, m.Host))
+		d.why("provider %s: MX host %s", p.Name, m.Host)
 	}
 	switch p.Route {
 	case provider.Always:
 		d.Reason = ReasonProvider
-		d.Detail = append(d.Detail, "provider route: always relay")
+		d.why("provider route: always relay")
 		return st.route(d, Relay)
 	case provider.WhenListed:
 		return e.whenListed(st, d, p)
@@ -260,13 +281,13 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decision {
 	if e.listings == nil || len(p.Zones) == 0 {
 		d.Route, d.Reason = Direct, ReasonNotListed
-		d.Detail = append(d.Detail, "provider route: when listed; no blocklist checks configured")
+		d.why("provider route: when listed; no blocklist checks configured")
 		return d
 	}
 	l := e.listings.Listing(p.Zones)
 	d.Listings = l.Hits
 	for _, h := range l.Hits {
-		d.Detail = append(d.Detail, fmt.Sprintf("our address %s is listed on %s %s", h.Addr, h.Zone, h.Reason))
+		d.why("our address %s is listed on %s %s", h.Addr, h.Zone, h.Reason)
 	}
 	switch {
 	case l.V4Listed:
@@ -277,7 +298,7 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 		return st.route(d, IPv4)
 	}
 	d.Route, d.Reason = Direct, ReasonNotListed
-	d.Detail = append(d.Detail, "provider route: when listed; none of our addresses is listed on "+strings.Join(p.Zones, ", "))
+	d.why("%s", "provider route: when listed; none of our addresses is listed on "+strings.Join(p.Zones, ", "))
 	return d
 }
 
@@ -292,12 +313,12 @@ func (st *state) route(d Decision, r Route) Decision {
 			return d
 		}
 		d.Route = Relay
-		d.Detail = append(d.Detail, "no ipv4 transport configured: using the relay")
+		d.why("no ipv4 transport configured: using the relay")
 		fallthrough
 	case Relay:
 		if st.relay == "" {
 			d.DryRun = true
-			d.Detail = append(d.Detail, "dry run: no relay transport configured, Postfix is told to go direct")
+			d.why("dry run: no relay transport configured, Postfix is told to go direct")
 			return d
 		}
 		d.Transport = st.relay
@@ -319,7 +340,7 @@ func (st *state) dnsFailure(d Decision, err error) Decision {
 		d.Reason = ReasonDeadline
 	}
 	if err != nil {
-		d.Detail = append(d.Detail, "MX lookup failed: "+err.Error())
+		d.why("%s", "MX lookup failed: "+err.Error())
 	}
 	if st.cfg.Policyd.OnDNSFailure == "temp" {
 		d.Temporary = true

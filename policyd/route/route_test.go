@@ -130,7 +130,7 @@ func TestDecide(t *testing.T) {
 		{"nodomain", short{"", "", "", "", Direct, ReasonNoDomain}},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		got := shorten(e.Decide(ctx, tc.rcpt))
+		got := shorten(e.Explain(ctx, tc.rcpt))
 		cancel()
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("Decide(%q) (-want +got):\n%s", tc.rcpt, diff)

@@ -1,0 +1,88 @@
+package respond
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/policy"
+	"github.com/mxdetour/mxdetour/policyd/route"
+	"github.com/mxdetour/mxdetour/policyd/socketmap"
+)
+
+func responder(t testing.TB, log *zap.Logger) *Responder {
+	srv := dnstest.New(t, dnstest.Zone{
+		"gmail.mxd":    {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}},
+		"plain.mxd":    {MX: []lookup.MX{{Host: "mx.plain.mxd", Pref: 5}}},
+		"nullmx.mxd":   {MX: []lookup.MX{{Host: ".", Pref: 0}}},
+		"servfail.mxd": {MX: []lookup.MX{{Host: "mx.plain.mxd", Pref: 5}}},
+	})
+	srv.SetFault("servfail.mxd", dnstest.ServFail)
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{srv.Addr()}
+	cfg.DNS.ASNZone = ""
+	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
+	r, err := lookup.New(cfg.DNS, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(route.New(cfg, r, nil, nil), 300*time.Millisecond, log)
+}
+
+func TestAnswers(t *testing.T) {
+	r := responder(t, zap.NewNop())
+	ctx := context.Background()
+	for key, want := range map[string]string{
+		"*":                 "NOTFOUND ",
+		"user":              "NOTFOUND ",
+		"a@GMAIL.mxd":       "OK relay:[mx03.example.net]:587",
+		"a@plain.mxd":       "NOTFOUND ",
+		"a@nullmx.mxd":      "NOTFOUND ",
+		"a@servfail.mxd":    "NOTFOUND ",
+		"a@sub.example.com": "OK error:5.1.2 sub.example.com is a reserved domain (RFC 2606) and does not receive mail",
+	} {
+		if got := r.Lookup(ctx, "transport", key).String(); got != want {
+			t.Errorf("socketmap %q = %q, want %q", key, got, want)
+		}
+	}
+	for rcpt, want := range map[string]string{
+		"a@gmail.mxd":   "FILTER relay:[mx03.example.net]:587",
+		"a@plain.mxd":   "DUNNO",
+		"a@example.com": "DUNNO",
+	} {
+		if got := r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: rcpt}); got != want {
+			t.Errorf("policy %q = %q, want %q", rcpt, got, want)
+		}
+	}
+	if got := r.Policy(ctx, &policy.Request{ProtocolState: "DATA", Recipient: "a@gmail.mxd"}); got != "DUNNO" {
+		t.Errorf("DATA stage: %q", got)
+	}
+	if r.Stats().Decisions.Load() != 8 || r.Stats().Rejected.Load() != 2 || r.Stats().DNSFailures.Load() != 1 {
+		t.Errorf("stats: decisions %d rejected %d dns failures %d", r.Stats().Decisions.Load(), r.Stats().Rejected.Load(), r.Stats().DNSFailures.Load())
+	}
+	if SocketmapReply(route.Decision{Temporary: true, Domain: "x"}) != socketmap.Temp("DNS lookup failed for x") {
+		t.Error("TEMP reply")
+	}
+}
+
+func BenchmarkLookupCached(b *testing.B) {
+	enc := zap.NewProductionEncoderConfig()
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	r := responder(b, log)
+	ctx := context.Background()
+	for i := range 100 {
+		r.Lookup(ctx, "transport", "warm@d"+strconv.Itoa(i)+".gmail.mxd")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Lookup(ctx, "transport", "someone@gmail.mxd")
+	}
+}
