@@ -1,0 +1,29 @@
+// Command nullmilter is the floor for loadmilter: a milter on go-milter's
+// low-level API, like mxdetour-milter, that accepts everything and signs
+// nothing.
+package main
+
+import (
+	"flag"
+	"log"
+	"net"
+
+	"github.com/d--j/go-milter"
+)
+
+type accept struct{ milter.NoOpMilter }
+
+func main() {
+	addr := flag.String("listen", "127.0.0.1:10043", "listen address")
+	flag.Parse()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := milter.NewServer(
+		milter.WithMilter(func() milter.Milter { return accept{} }),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader),
+		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown|milter.OptNoHelo),
+	)
+	log.Fatal(srv.Serve(ln))
+}
