@@ -36,6 +36,7 @@ type daemon struct {
 	servers  []server
 	cancel   context.CancelFunc
 	fatal    chan error
+	learned  chan struct{} // closed when the learner has stopped (and saved)
 }
 
 // server is what policy.Server and socketmap.Server have in common.
@@ -98,7 +99,9 @@ func start(cfg *config.Config, log *zap.Logger) (*daemon, error) {
 			ProviderOf: d.providerOf, SaveEvery: 10 * time.Second,
 			SkipHosts: nexthopHosts(cfg.Transports.Relay),
 		}, cls, d.store, log.Named("learn"))
+		d.learned = make(chan struct{})
 		go func() {
+			defer close(d.learned)
 			if err := l.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("learning from the delivery log stopped", zap.Error(err))
 			}
@@ -189,9 +192,11 @@ func (d *daemon) stop(grace time.Duration) {
 	if d.cancel != nil {
 		d.cancel()
 	}
-	if d.store != nil {
-		if err := d.store.Save(); err != nil {
-			d.log.Error("saving learned blocks", zap.Error(err))
+	if d.learned != nil { // the learner saves what it learned as it ends
+		select {
+		case <-d.learned:
+		case <-ctx.Done():
+			d.log.Warn("the learner did not stop in time; its last changes may be lost")
 		}
 	}
 }
