@@ -20,6 +20,7 @@ import (
 type Options struct {
 	IdleTimeout    time.Duration // close a connection idle this long
 	MaxConnections int           // refuse (close at once) connections beyond this
+	MaxRequestSize int           // bytes; the protocol closes the connection beyond this
 }
 
 // Session serves one connection until it returns. It calls c.Await before
@@ -53,11 +54,17 @@ func New(opts Options, session Session, log *zap.Logger) *Server {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = 1000
 	}
+	if opts.MaxRequestSize <= 0 {
+		opts.MaxRequestSize = 64 << 10
+	}
 	return &Server{opts: opts, session: session, log: log, conns: map[*Conn]struct{}{}}
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() *Stats { return &s.stats }
+
+// Options returns the options in effect, defaults filled in.
+func (s *Server) Options() Options { return s.opts }
 
 // Serve accepts on ln until Shutdown. It returns nil after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {

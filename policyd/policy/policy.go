@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -116,11 +115,7 @@ type Handler interface {
 }
 
 // Options bound what clients may do.
-type Options struct {
-	IdleTimeout    time.Duration
-	MaxRequestSize int
-	MaxConnections int
-}
+type Options = connserver.Options
 
 // Server serves the protocol.
 type Server struct {
@@ -131,11 +126,9 @@ type Server struct {
 
 // NewServer returns a server answering with h.
 func NewServer(h Handler, o Options, log *zap.Logger) *Server {
-	if o.MaxRequestSize <= 0 {
-		o.MaxRequestSize = 64 << 10
-	}
-	s := &Server{h: h, max: o.MaxRequestSize}
-	s.Server = connserver.New(connserver.Options{IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections}, s.session, log)
+	s := &Server{h: h}
+	s.Server = connserver.New(o, s.session, log)
+	s.max = s.Server.Options().MaxRequestSize
 	return s
 }
 

@@ -15,7 +15,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -121,11 +120,7 @@ type Handler interface {
 }
 
 // Options bound what clients may do.
-type Options struct {
-	IdleTimeout    time.Duration
-	MaxRequestSize int
-	MaxConnections int
-}
+type Options = connserver.Options
 
 // Server serves the protocol.
 type Server struct {
@@ -136,11 +131,9 @@ type Server struct {
 
 // NewServer returns a server answering with h.
 func NewServer(h Handler, o Options, log *zap.Logger) *Server {
-	if o.MaxRequestSize <= 0 {
-		o.MaxRequestSize = 64 << 10
-	}
-	s := &Server{h: h, max: o.MaxRequestSize}
-	s.Server = connserver.New(connserver.Options{IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections}, s.session, log)
+	s := &Server{h: h}
+	s.Server = connserver.New(o, s.session, log)
+	s.max = s.Server.Options().MaxRequestSize
 	return s
 }
 
