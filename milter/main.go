@@ -108,6 +108,11 @@ func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 
 func run(cfg *config.Config, st *filter.State, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {
 	f := filter.New(st, log.Named("milter"))
+	ms, err := serveMetrics(cfg.Metrics.MilterListen, f, log)
+	if err != nil {
+		return err
+	}
+	defer ms.Close()
 	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32)
 	ln, err := listen.Listen(cfg.Milter.Listen, os.FileMode(mode))
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/internal/provider"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/policy"
@@ -37,6 +38,7 @@ type daemon struct {
 	cancel   context.CancelFunc
 	fatal    chan error
 	learned  chan struct{} // closed when the learner has stopped (and saved)
+	metrics  *metrics.Server
 }
 
 // server is what policy.Server and socketmap.Server have in common.
@@ -108,6 +110,10 @@ func start(cfg *config.Config, log *zap.Logger) (*daemon, error) {
 		}()
 	}
 	d.resp = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
+	if err := d.serveMetrics(); err != nil {
+		d.stop(time.Second)
+		return nil, err
+	}
 	if err := d.listen(); err != nil {
 		d.stop(time.Second)
 		return nil, err
@@ -189,6 +195,7 @@ func (d *daemon) stop(grace time.Duration) {
 			d.log.Warn("shutdown", zap.Error(err))
 		}
 	}
+	d.metrics.Close()
 	if d.cancel != nil {
 		d.cancel()
 	}

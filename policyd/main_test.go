@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,4 +269,30 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	e, ok := err.(*exec.ExitError)
 	*target = e
 	return ok
+}
+
+func TestMetrics(t *testing.T) {
+	srv := dnstest.New(t, zone())
+	mport := freePort(t)
+	cfg, _, smap := writeConfig(t, srv.Addr(), fmt.Sprintf("[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
+	startDaemon(t, cfg, smap)
+	c, _ := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
+	defer c.Close()
+	askSocketmap(t, bufio.NewReader(c), c, "a@gmail.mxd")
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`mxdetour_policyd_decisions_total{provider="google",reason="provider",route="relay"} 1`,
+		`mxdetour_policyd_dns_lookups_total{result="miss"} 1`,
+		`mxdetour_policyd_decision_seconds_count 1`,
+		`mxdetour_policyd_learned_blocks 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 }

@@ -28,7 +28,12 @@ type Responder struct {
 	timeout atomic.Int64 // decision deadline, nanoseconds
 	log     *zap.Logger
 	stats   Stats
+	observe func(d route.Decision, took time.Duration) // metrics; nil when off
 }
+
+// Observe registers f to be told of every decision and how long it took
+// (metrics). Call it before serving.
+func (r *Responder) Observe(f func(d route.Decision, took time.Duration)) { r.observe = f }
 
 // Stats counts decisions since start.
 type Stats struct {
@@ -77,6 +82,9 @@ func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route
 	d := r.engine.Decide(dl, rcpt)
 	dl.stop()
 	r.count(d)
+	if r.observe != nil {
+		r.observe(d, time.Since(dl.at.Add(-time.Duration(r.timeout.Load()))))
+	}
 	if ce := r.log.Check(zap.InfoLevel, "decision"); ce != nil {
 		ce.Write(
 			zap.String("proto", proto),
