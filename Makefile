@@ -12,8 +12,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mxdetour-policyd ./policyd
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mxdetour-milter ./milter
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mxdetour-policyd ./policyd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mxdetour-milter ./milter
 
 # Both daemons in the foreground on embedded defaults (no config file needed):
 # policy 127.0.0.1:10040, socketmap 127.0.0.1:10041, milter 127.0.0.1:10042.
@@ -40,3 +40,20 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# Debian and RPM packages with nfpm, version from git.
+NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKGVERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); \
+	if [ -n "$$v" ]; then echo "$$v"; else echo "0.0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d).$$(git rev-parse --short HEAD)"; fi)
+
+.PHONY: deb rpm packages
+packages: build
+	mkdir -p dist/build
+	for m in packaging/man/*; do gzip -9nc $$m > dist/build/$$(basename $$m).gz; done
+	git log --format='%ad %h %s' --date=short | gzip -9nc > dist/build/changelog.gz
+
+deb: packages
+	MXDETOUR_VERSION=$(PKGVERSION) $(GO) run $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/
+
+rpm: packages
+	MXDETOUR_VERSION=$(PKGVERSION) $(GO) run $(NFPM) package -f packaging/nfpm.yaml -p rpm -t dist/
