@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -30,5 +32,9 @@ func serveMetrics(addr string, f *filter.Filter, log *zap.Logger) (*metrics.Serv
 	} {
 		metrics.Counter(reg, c.name, c.help, func() float64 { return float64(c.v()) })
 	}
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mxdetour_milter_message_seconds",
+		Help: "Time from MAIL FROM to the end of message, signing included.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	reg.MustRegister(latency)
+	f.Observe(func(took time.Duration) { latency.Observe(took.Seconds()) })
 	return metrics.Serve(addr, reg, log.Named("metrics"))
 }

@@ -50,10 +50,15 @@ type Stats struct {
 
 // Filter creates one milter per Postfix connection.
 type Filter struct {
-	st    atomic.Pointer[State]
-	log   *zap.Logger
-	stats Stats
+	st      atomic.Pointer[State]
+	log     *zap.Logger
+	stats   Stats
+	observe func(took time.Duration) // metrics; nil when off
 }
+
+// Observe registers f to be told how long each message took from MAIL
+// FROM to the end of message (metrics). Call it before serving.
+func (f *Filter) Observe(fn func(took time.Duration)) { f.observe = fn }
 
 // New returns a filter working with st.
 func New(st *State, log *zap.Logger) *Filter {
@@ -263,8 +268,12 @@ func (s *session) logMessage(queueID string, signedWith []*dkim.Key) {
 	if len(s.rejected) > 0 {
 		f = append(f, zap.Strings("rejected_reserved", s.rejected))
 	}
-	f = append(f, zap.Duration("took", time.Since(s.started)))
+	took := time.Since(s.started)
+	f = append(f, zap.Duration("took", took))
 	s.f.log.Info("message", f...)
+	if s.f.observe != nil {
+		s.f.observe(took)
+	}
 }
 
 // fail handles our own failure: accept unsigned (or tempfail, if the
