@@ -89,8 +89,8 @@ log_file = %q
 
 func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
 	cmd := exec.Command(bin, "-config", cfg)
-	var out strings.Builder
-	cmd.Stderr = &out
+	out := &lockedBuffer{}
+	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -295,4 +295,22 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
+}
+
+// lockedBuffer collects a daemon's output while a test may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
