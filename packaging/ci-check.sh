@@ -48,5 +48,7 @@ done
 ! getent group mxdetour >/dev/null || fail "group mxdetour left after purge"
 
 echo "== rpm"
-rpm -qlp "$rpm" | tee /dev/stderr | grep -q '^/usr/lib/systemd/system/mxdetour-policyd.service$' || fail "rpm lacks the unit"
+rpm -qlp "$rpm" > dist/rpm-files.txt
+cat dist/rpm-files.txt
+grep -q '^/usr/lib/systemd/system/mxdetour-policyd.service$' dist/rpm-files.txt || fail "rpm lacks the unit"
 echo "packaging check: OK"
