@@ -9,22 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/d--j/go-milter"
-)
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+	"github.com/mxdetour/mxdetour/internal/testutil"
+)
 
 // TestBinary runs mxdetour-milter as a postmaster does: keygen, a config
 // with the key, a message through the milter protocol, metrics, and a
@@ -42,7 +34,7 @@ func TestBinary(t *testing.T) {
 	if fi, _ := os.Stat(key); fi.Mode().Perm() != 0o600 {
 		t.Errorf("key mode %v", fi.Mode())
 	}
-	mport, lport := freePort(t), freePort(t)
+	mport, lport := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := filepath.Join(dir, "mxdetour.toml")
 	write := func(keyFile string) {
 		os.WriteFile(cfg, []byte(fmt.Sprintf("[milter]\nlisten = \"127.0.0.1:%d\"\n[metrics]\nmilter_listen = \"127.0.0.1:%d\"\n[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"ed\"\nkey_file = %q\n", lport, mport, keyFile)), 0o644)
@@ -52,7 +44,7 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("-check-config: %v %s", err, out)
 	}
 	cmd := exec.Command(bin, "-config", cfg)
-	out := &syncBuf{}
+	out := &testutil.LockedBuffer{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -130,22 +122,4 @@ func TestBinary(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-}
-
-// syncBuf collects the daemon's output while the test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -51,17 +52,8 @@ func zone() dnstest.Zone {
 	}
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func writeConfig(t *testing.T, dns string, extra string) (path string, policy, smap int) {
-	policy, smap = freePort(t), freePort(t)
+	policy, smap = testutil.FreePort(t), testutil.FreePort(t)
 	dir := t.TempDir()
 	path = filepath.Join(dir, "mxdetour.toml")
 	cfg := fmt.Sprintf(`[log]
@@ -89,7 +81,7 @@ log_file = %q
 
 func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
 	cmd := exec.Command(bin, "-config", cfg)
-	out := &lockedBuffer{}
+	out := &testutil.LockedBuffer{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -273,7 +265,7 @@ func errorsAs(err error, target **exec.ExitError) bool {
 
 func TestMetrics(t *testing.T) {
 	srv := dnstest.New(t, zone())
-	mport := freePort(t)
+	mport := testutil.FreePort(t)
 	cfg, _, smap := writeConfig(t, srv.Addr(), fmt.Sprintf("[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
 	startDaemon(t, cfg, smap)
 	c, _ := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
@@ -295,22 +287,4 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
-}
-
-// lockedBuffer collects a daemon's output while a test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -12,6 +12,7 @@ package respond
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -68,7 +69,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 // Postfix has it (any case); the wildcard key "*" that trivial-rewrite asks
 // for, and keys that are no mail address, are NOTFOUND.
 func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Reply {
-	if key == "*" || !hasAt(key) {
+	if key == "*" || strings.IndexByte(key, '@') < 0 {
 		return socketmap.NotFound()
 	}
 	d := r.decide(ctx, "socketmap", "", key)
@@ -137,13 +138,4 @@ func SocketmapReply(d route.Decision) socketmap.Reply {
 		return socketmap.OK(d.Transport)
 	}
 	return socketmap.NotFound()
-}
-
-func hasAt(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '@' {
-			return true
-		}
-	}
-	return false
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // postfix is a throwaway Postfix instance: private config and queue
@@ -32,16 +34,6 @@ type postfixOptions struct {
 	SoftBounce5x bool     // defer 5xx replies of the default smtp transport, as a retrying MTA sees blocks
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func startPostfix(t *testing.T, o postfixOptions) *postfix {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mxdetour-e2e-postfix-")
@@ -50,7 +42,7 @@ func startPostfix(t *testing.T, o postfixOptions) *postfix {
 	}
 	// Postfix's daemons run as the postfix user: they must reach these paths.
 	must(t, os.Chmod(dir, 0o755))
-	p := &postfix{t: t, dir: dir, conf: filepath.Join(dir, "conf"), port: freePort(t), maillog: filepath.Join(dir, "maillog")}
+	p := &postfix{t: t, dir: dir, conf: filepath.Join(dir, "conf"), port: testutil.FreePort(t), maillog: filepath.Join(dir, "maillog")}
 	for _, d := range []string{"conf", "queue", "data"} {
 		must(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
 	}

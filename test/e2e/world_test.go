@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // zone is the test DNS: Google-, Microsoft- and otherwise-hosted domains.
@@ -75,7 +75,7 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	w.dns = dnstest.New(t, zone())
 	w.relay = newSink(t, "relay")
 	w.direct = newSink(t, "direct")
-	w.ports.policy, w.ports.socketmap, w.ports.milter = freePort(t), freePort(t), freePort(t)
+	w.ports.policy, w.ports.socketmap, w.ports.milter = testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 
 	o.Postfix.DirectPort = w.direct.port()
 	o.Postfix.Extra = append(o.Postfix.Extra, w.postfixWiring(o.Wiring, o.NoMilter)...)
@@ -166,7 +166,7 @@ type daemonProc struct {
 	ports []int
 	mu    sync.Mutex
 	cmd   *exec.Cmd
-	out   *bytes.Buffer
+	out   *testutil.LockedBuffer
 }
 
 func startDaemon(t *testing.T, bin, cfg string, ports ...int) *daemonProc {
@@ -185,9 +185,9 @@ func startDaemon(t *testing.T, bin, cfg string, ports ...int) *daemonProc {
 func (d *daemonProc) start() {
 	d.t.Helper()
 	d.mu.Lock()
-	d.out = &bytes.Buffer{}
+	d.out = &testutil.LockedBuffer{}
 	d.cmd = exec.Command(d.bin, "-config", d.cfg)
-	d.cmd.Stdout, d.cmd.Stderr = syncWriter{&d.mu, d.out}, syncWriter{&d.mu, d.out}
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	err := d.cmd.Start()
 	d.mu.Unlock()
 	must(d.t, err)
@@ -245,16 +245,4 @@ func (d *daemonProc) waitOutput(substr string, within time.Duration) {
 	eventually(d.t, within, fmt.Sprintf("%q in %s output", substr, filepath.Base(d.bin)), func() bool {
 		return strings.Contains(d.output(), substr)
 	})
-}
-
-type syncWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w syncWriter) Write(p []byte) (int, error) {
-	// Called with d.mu not held by the writer goroutines of exec.
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
