@@ -26,6 +26,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/logging"
 	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
 )
@@ -90,20 +91,20 @@ func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 	if cfg.Milter.Geo.Source != "" {
 		var r lookup.Resolver
 		if cfg.Milter.Geo.Source == "dns" {
-			c, err := lookup.New(cfg.DNS, log.Named("lookup"))
+			c, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
 			if err != nil {
 				return nil, err
 			}
 			r = c
 		}
-		if src, err = geo.Open(cfg.Milter.Geo, r); err != nil {
+		if src, err = geo.Open(setup.Geo(cfg.Milter.Geo), r); err != nil {
 			return nil, err
 		}
 	}
 	if len(cfg.Milter.Geo.BlockCountries) > 0 && src == nil {
 		return nil, errors.New("milter.geo.block_countries is set but no country source is configured")
 	}
-	return &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo)}, nil
+	return &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo.BlockCountries, cfg.Milter.Geo.Allow)}, nil
 }
 
 func run(cfg *config.Config, st *filter.State, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {

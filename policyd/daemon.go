@@ -18,6 +18,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/internal/provider"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
@@ -52,7 +53,7 @@ type server interface {
 func parts(cfg *config.Config, log *zap.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, fatal: make(chan error, 4)}
 	var err error
-	if d.resolver, err = lookup.New(cfg.DNS, log.Named("lookup")); err != nil {
+	if d.resolver, err = lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup")); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	if zones := listedZones(cfg); len(zones) > 0 {

@@ -8,7 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
@@ -45,9 +44,7 @@ func TestLookup(t *testing.T) {
 		lookup.ReverseName(netip.MustParseAddr("2001:db8::25")) + ".origin6.asn.mxd": {TXT: [][]string{{"8075 | 2001:db8::/32 | US | arin"}}},
 	})
 	srv.SetFault("11.2.0.192.origin.asn.mxd", dnstest.ServFail)
-	cfg := config.Default().DNS
-	cfg.Servers = []string{srv.Addr()}
-	r, err := lookup.New(cfg, zap.NewNop())
+	r, err := lookup.New(srv.Options(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
@@ -36,16 +35,14 @@ func setup(t *testing.T) (*dnstest.Server, lookup.Resolver) {
 		entry(netip.MustParseAddr("127.0.0.1"), "broken.mxd"): {A: []string{"127.0.0.2"}},
 		entry(cleanV4, "broken.mxd"):                          {A: []string{"127.0.0.2"}},
 	})
-	cfg := config.Default().DNS
-	cfg.Servers = []string{srv.Addr()}
-	cfg.Timeout = config.Duration{Duration: 200 * time.Millisecond}
-	cfg.Attempts = 1
+	cfg := srv.Options()
+	cfg.Timeout = 200 * time.Millisecond
 	// Every check asks again: nothing stays cached.
-	cfg.ErrorTTL = config.Duration{Duration: time.Nanosecond}
-	cfg.MinTTL = config.Duration{Duration: time.Nanosecond}
-	cfg.MaxTTL = config.Duration{Duration: time.Nanosecond}
-	cfg.NegativeMaxTTL = config.Duration{Duration: time.Nanosecond}
-	cfg.StaleTTL = config.Duration{}
+	cfg.ErrorTTL = time.Nanosecond
+	cfg.MinTTL = time.Nanosecond
+	cfg.MaxTTL = time.Nanosecond
+	cfg.NegativeMaxTTL = time.Nanosecond
+	cfg.StaleTTL = 0
 	r, err := lookup.New(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

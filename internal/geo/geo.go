@@ -16,7 +16,6 @@ import (
 	"github.com/oschwald/maxminddb-golang/v2"
 
 	"github.com/mxdetour/mxdetour/internal/asn"
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 )
 
@@ -25,8 +24,18 @@ type Source interface {
 	Country(ctx context.Context, ip netip.Addr) (string, error)
 }
 
-// Open opens the source the configuration names; nil when none is.
-func Open(c config.Geo, r lookup.Resolver) (Source, error) {
+// Options name a country source.
+type Options struct {
+	Source         string   // "", "mmdb", "delegated" or "dns"
+	MMDBFile       string   // for "mmdb"
+	DelegatedFiles []string // for "delegated"
+	DNSZone        string   // for "dns": TXT "ASN | prefix | CC | ..." for IPv4
+	DNS6Zone       string   // ... and for IPv6
+}
+
+// Open opens the source o names; nil when none is. r answers the "dns"
+// source's lookups.
+func Open(c Options, r lookup.Resolver) (Source, error) {
 	switch c.Source {
 	case "":
 		return nil, nil
@@ -111,9 +120,11 @@ type Blocker struct {
 	allow     []netip.Prefix
 }
 
-// NewBlocker returns a Blocker; with no source or no countries it blocks nothing.
-func NewBlocker(src Source, c config.Geo) *Blocker {
-	return &Blocker{src: src, countries: c.BlockCountries, allow: c.Allow}
+// NewBlocker returns a Blocker refusing the countries (ISO 3166 alpha-2,
+// upper case) except for addresses in allow; with no source or no
+// countries it blocks nothing.
+func NewBlocker(src Source, countries []string, allow []netip.Prefix) *Blocker {
+	return &Blocker{src: src, countries: countries, allow: allow}
 }
 
 // Active reports whether any country is blocked.

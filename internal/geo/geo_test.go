@@ -12,7 +12,6 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"go.uber.org/zap"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
@@ -107,15 +106,12 @@ func TestDelegated(t *testing.T) {
 
 func TestBlockerAndDNS(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{"9.113.0.203.origin.asn.mxd": {TXT: [][]string{{"64500 | 203.0.113.0/24 | RU | ripencc"}}}})
-	cfg := config.Default().DNS
-	cfg.Servers = []string{srv.Addr()}
-	r, _ := lookup.New(cfg, zap.NewNop())
-	gc := config.Geo{BlockCountries: []string{"RU"}, Source: "dns", DNSZone: "origin.asn.mxd", Allow: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}}
-	src, err := Open(gc, r)
+	r, _ := lookup.New(srv.Options(), zap.NewNop())
+	src, err := Open(Options{Source: "dns", DNSZone: "origin.asn.mxd"}, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBlocker(src, gc)
+	b := NewBlocker(src, []string{"RU"}, []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")})
 	ctx := context.Background()
 	if blocked, cc, err := b.Check(ctx, netip.MustParseAddr("203.0.113.9")); !blocked || cc != "RU" || err != nil {
 		t.Errorf("RU address: %v %q %v", blocked, cc, err)
@@ -126,7 +122,7 @@ func TestBlockerAndDNS(t *testing.T) {
 	if blocked, cc, _ := b.Check(ctx, netip.MustParseAddr("192.0.2.1")); blocked || cc != "" {
 		t.Error("unknown address blocked")
 	}
-	if NewBlocker(nil, gc).Active() {
+	if NewBlocker(nil, []string{"RU"}, nil).Active() {
 		t.Error("a blocker without a source is active")
 	}
 }

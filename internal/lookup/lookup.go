@@ -31,8 +31,6 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // Client is a caching resolver. It implements Resolver.
@@ -62,10 +60,23 @@ type entry struct {
 	staleUntil time.Time // served when upstream fails until then (RFC 8767)
 }
 
-// New returns a Client for cfg. Without configured servers it uses the
-// nameservers of /etc/resolv.conf.
-func New(cfg config.DNS, log *zap.Logger) (*Client, error) {
-	servers := cfg.Servers
+// Options are the resolvers and the cache rules of a Client (see the
+// package comment for what each TTL means).
+type Options struct {
+	Servers        []string      // host or host:port; empty = nameservers of /etc/resolv.conf
+	Timeout        time.Duration // per query attempt
+	Attempts       int           // per query, at least 1
+	CacheSize      int           // entries, at least 1
+	MinTTL, MaxTTL time.Duration // clamp of positive answers
+	NegativeMaxTTL time.Duration // cap on NXDOMAIN/NODATA (RFC 2308)
+	ErrorTTL       time.Duration // SERVFAIL, REFUSED, timeouts
+	StaleTTL       time.Duration // how long an expired answer may be served while upstream fails (RFC 8767)
+}
+
+// New returns a Client for o. Without servers it uses the nameservers of
+// /etc/resolv.conf.
+func New(o Options, log *zap.Logger) (*Client, error) {
+	servers := slices.Clone(o.Servers)
 	if len(servers) == 0 {
 		var err error
 		if servers, err = ResolvConf("/etc/resolv.conf"); err != nil {
@@ -77,19 +88,14 @@ func New(cfg config.DNS, log *zap.Logger) (*Client, error) {
 			servers[i] = net.JoinHostPort(s, "53")
 		}
 	}
-	size := cfg.CacheSize
-	if size < 1 {
-		size = 1
-	}
-	cache, err := lru.New[cacheKey, *entry](size)
+	cache, err := lru.New[cacheKey, *entry](max(o.CacheSize, 1))
 	if err != nil {
 		return nil, err
 	}
-	attempts := max(cfg.Attempts, 1)
 	return &Client{
-		servers: servers, timeout: cfg.Timeout.Duration, attempts: attempts,
-		minTTL: cfg.MinTTL.Duration, maxTTL: cfg.MaxTTL.Duration, negMax: cfg.NegativeMaxTTL.Duration,
-		errTTL: cfg.ErrorTTL.Duration, stale: cfg.StaleTTL.Duration,
+		servers: servers, timeout: o.Timeout, attempts: max(o.Attempts, 1),
+		minTTL: o.MinTTL, maxTTL: o.MaxTTL, negMax: o.NegativeMaxTTL,
+		errTTL: o.ErrorTTL, stale: o.StaleTTL,
 		cache: cache, log: log, now: time.Now,
 	}, nil
 }

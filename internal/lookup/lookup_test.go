@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
@@ -28,12 +27,19 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.t.Load()) }
 func (c *clock) add(d time.Duration) { c.t.Add(int64(d)) }
 func newClock() *clock               { c := &clock{}; c.t.Store(time.Now().UnixNano()); return c }
 
-func newClient(t testing.TB, srv *dnstest.Server, mutate func(*config.DNS)) (*lookup.Client, *clock) {
+// testOptions are the cache rules the tests assume; a test changes the one
+// it is about.
+func testOptions(servers ...string) lookup.Options {
+	return lookup.Options{
+		Servers: servers, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: 1000,
+		MinTTL: 30 * time.Second, MaxTTL: 24 * time.Hour, NegativeMaxTTL: time.Hour,
+		ErrorTTL: 5 * time.Second, StaleTTL: time.Hour,
+	}
+}
+
+func newClient(t testing.TB, srv *dnstest.Server, mutate func(*lookup.Options)) (*lookup.Client, *clock) {
 	t.Helper()
-	cfg := config.Default().DNS
-	cfg.Servers = []string{srv.Addr()}
-	cfg.Timeout = config.Duration{Duration: 300 * time.Millisecond}
-	cfg.Attempts = 1
+	cfg := testOptions(srv.Addr())
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -99,9 +105,9 @@ func TestTTLExpiryAndClamp(t *testing.T) {
 		"long.mxd":  {A: []string{"192.0.2.2"}, TTL: 86400 * 7},
 		"mid.mxd":   {A: []string{"192.0.2.3"}, TTL: 120},
 	})
-	c, clk := newClient(t, srv, func(d *config.DNS) {
-		d.MinTTL = config.Duration{Duration: 30 * time.Second}
-		d.MaxTTL = config.Duration{Duration: time.Hour}
+	c, clk := newClient(t, srv, func(d *lookup.Options) {
+		d.MinTTL = 30 * time.Second
+		d.MaxTTL = time.Hour
 	})
 	for _, tc := range []struct {
 		name string
@@ -128,7 +134,7 @@ func TestTTLExpiryAndClamp(t *testing.T) {
 func TestNegativeCaching(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{"host.mxd": {A: []string{"192.0.2.1"}}})
 	srv.SetNegativeTTL(120)
-	c, clk := newClient(t, srv, func(d *config.DNS) { d.NegativeMaxTTL = config.Duration{Duration: 60 * time.Second} })
+	c, clk := newClient(t, srv, func(d *lookup.Options) { d.NegativeMaxTTL = 60 * time.Second })
 	if r := c.MX(ctx, "gone.mxd"); r.Status != lookup.NXDomain || r.TTL != 60*time.Second {
 		t.Errorf("NXDOMAIN: %v ttl %v, want capped at 60s", r.Status, r.TTL)
 	}
@@ -151,7 +157,7 @@ func TestErrorsCachedBriefly(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{"fail.mxd": {A: []string{"192.0.2.1"}}, "slow.mxd": {A: []string{"192.0.2.2"}}})
 	srv.SetFault("fail.mxd", dnstest.ServFail)
 	srv.SetFault("slow.mxd", dnstest.Timeout)
-	c, clk := newClient(t, srv, func(d *config.DNS) { d.ErrorTTL = config.Duration{Duration: 5 * time.Second} })
+	c, clk := newClient(t, srv, func(d *lookup.Options) { d.ErrorTTL = 5 * time.Second })
 	for _, name := range []string{"fail.mxd", "slow.mxd"} {
 		if r := c.A(ctx, name); r.Status != lookup.TempFail || r.Err == nil {
 			t.Errorf("%s: %v %v, want TempFail with a reason", name, r.Status, r.Err)
@@ -172,10 +178,10 @@ func TestErrorsCachedBriefly(t *testing.T) {
 
 func TestStaleServing(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{"mx.mxd": {MX: []lookup.MX{{Host: "mx1.mxd", Pref: 10}}, TTL: 60}})
-	c, clk := newClient(t, srv, func(d *config.DNS) {
-		d.MinTTL = config.Duration{Duration: time.Second}
-		d.StaleTTL = config.Duration{Duration: 10 * time.Minute}
-		d.ErrorTTL = config.Duration{Duration: 5 * time.Second}
+	c, clk := newClient(t, srv, func(d *lookup.Options) {
+		d.MinTTL = time.Second
+		d.StaleTTL = 10 * time.Minute
+		d.ErrorTTL = 5 * time.Second
 	})
 	c.MX(ctx, "mx.mxd")
 	srv.SetFault("mx.mxd", dnstest.ServFail)
@@ -256,7 +262,7 @@ func TestDeadlineLeavesQueryRunning(t *testing.T) {
 
 func TestCacheBound(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{})
-	c, _ := newClient(t, srv, func(d *config.DNS) { d.CacheSize = 50 })
+	c, _ := newClient(t, srv, func(d *lookup.Options) { d.CacheSize = 50 })
 	for i := range 200 {
 		c.MX(ctx, "n"+string(rune('a'+i%26))+string(rune('a'+i/26))+".mxd")
 	}
@@ -308,8 +314,7 @@ func BenchmarkCacheHit(b *testing.B) {
 // heap afterwards.
 func BenchmarkMemoryBound(b *testing.B) {
 	for b.Loop() {
-		cfg := config.Default().DNS
-		cfg.Servers = []string{"127.0.0.1:9"}
+		cfg := testOptions("127.0.0.1:9")
 		cfg.CacheSize = 100000
 		c, err := lookup.New(cfg, zap.NewNop())
 		if err != nil {

@@ -8,11 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/mxdetour/mxdetour/internal/asn"
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 )
 
@@ -63,19 +61,19 @@ type Classifier struct {
 	r         lookup.Resolver
 }
 
-// New builds a Classifier from the enabled providers of the configuration.
-func New(providers map[string]config.Provider, asnZone, asn6Zone string, r lookup.Resolver) *Classifier {
-	c := &Classifier{suffixes: map[string]*Provider{}, byASN: map[uint32]*Provider{}, zone4: asnZone, zone6: asn6Zone, r: r}
-	names := make([]string, 0, len(providers))
-	for n, p := range providers {
-		if p.Enabled {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		cp := providers[n]
-		p := &Provider{Name: n, MXSuffixes: cp.MXSuffixes, ASNs: cp.ASNs, Zones: cp.Zones, Route: Route(cp.Route)}
+// Options are what a Classifier knows: the providers, in the order they
+// are tried (the first to claim a suffix or a network keeps it), and the
+// origin-AS TXT services (Team Cymru's format) for the network fallback.
+type Options struct {
+	Providers         []Provider
+	ASNZone, ASN6Zone string
+}
+
+// New builds a Classifier; r answers the network lookups.
+func New(o Options, r lookup.Resolver) *Classifier {
+	c := &Classifier{suffixes: map[string]*Provider{}, byASN: map[uint32]*Provider{}, zone4: o.ASNZone, zone6: o.ASN6Zone, r: r}
+	for i := range o.Providers {
+		p := &o.Providers[i]
 		c.providers = append(c.providers, p)
 		for _, s := range p.MXSuffixes {
 			s = strings.ToLower(strings.Trim(s, "."))

@@ -8,13 +8,18 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
 
+// defaults builds the built-in providers as the embedded configuration
+// names them (internal/setup's test checks that it does).
 func defaults(r lookup.Resolver) *Classifier {
-	return New(config.Default().Providers, "origin.asn.mxd", "origin6.asn.mxd", r)
+	return New(Options{Providers: []Provider{
+		{Name: "google", MXSuffixes: []string{"google.com", "googlemail.com"}, ASNs: []uint32{15169}, Route: Always},
+		{Name: "microsoft", MXSuffixes: []string{"outlook.com", "protection.outlook.com", "hotmail.com", "mx.microsoft",
+			"protection.office365.us", "protection.partner.outlook.cn"}, ASNs: []uint32{8075}, Route: Always},
+	}, ASNZone: "origin.asn.mxd", ASN6Zone: "origin6.asn.mxd"}, r)
 }
 
 func TestByHost(t *testing.T) {
@@ -62,9 +67,7 @@ func TestClassify(t *testing.T) {
 		"mx.broken.mxd":                             {A: []string{"198.51.100.2"}},
 	})
 	srv.SetFault("2.100.51.198.origin.asn.mxd", dnstest.ServFail)
-	cfg := config.Default().DNS
-	cfg.Servers = []string{srv.Addr()}
-	r, err := lookup.New(cfg, zap.NewNop())
+	r, err := lookup.New(srv.Options(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

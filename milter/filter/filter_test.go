@@ -20,6 +20,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/geo"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 )
 
@@ -71,11 +72,11 @@ func state(t *testing.T, mutate func(*config.Config)) *State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := geo.Open(cfg.Milter.Geo, nil)
+	src, err := geo.Open(setup.Geo(cfg.Milter.Geo), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo)}
+	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo.BlockCountries, cfg.Milter.Geo.Allow)}
 }
 
 func serve(t *testing.T, f *Filter) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/route"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
@@ -30,7 +31,7 @@ func responder(t testing.TB, log *zap.Logger) *Responder {
 	cfg.DNS.Servers = []string{srv.Addr()}
 	cfg.DNS.ASNZone = ""
 	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
-	r, err := lookup.New(cfg.DNS, zap.NewNop())
+	r, err := lookup.New(setup.Lookup(cfg.DNS), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/provider"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 )
 
@@ -139,7 +140,7 @@ func New(cfg *config.Config, r lookup.Resolver, listings Listings, blocks Blocks
 func (e *Engine) Swap(cfg *config.Config) {
 	st := &state{
 		cfg:        cfg,
-		classifier: provider.New(cfg.Providers, cfg.DNS.ASNZone, cfg.DNS.ASN6Zone, e.r),
+		classifier: provider.New(setup.Providers(cfg), e.r),
 		relay:      cfg.Transports.Relay,
 		ipv4:       cfg.Transports.IPv4,
 	}

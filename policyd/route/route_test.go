@@ -15,6 +15,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 )
 
@@ -79,7 +80,7 @@ func newEngine(t testing.TB, mutate func(*config.Config), listings Listings, blo
 	if mutate != nil {
 		mutate(cfg)
 	}
-	r, err := lookup.New(cfg.DNS, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	r, err := lookup.New(setup.Lookup(cfg.DNS), zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,9 +256,9 @@ func TestDecideWhenListed(t *testing.T) {
 			if tc.listV6 {
 				srv.Set(lookup.ReverseName(v6)+".bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}})
 			}
-			cfg := config.Default().DNS
-			cfg.Servers = []string{srvAddr}
-			r, err := lookup.New(cfg, zaptest.NewLogger(t))
+			o := setup.Lookup(config.Default().DNS)
+			o.Servers = []string{srvAddr}
+			r, err := lookup.New(o, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"go.uber.org/zap"
@@ -60,9 +59,7 @@ func (w *world) verifyDKIM(msg string) (string, bool) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import dkim").Run(); err != nil {
 		w.t.Skip("Debian's python3-dkim is not installed (.ci/run installs it)")
 	}
-	cfg := config.Default().DNS
-	cfg.Servers = []string{w.dns.Addr()}
-	r, err := lookup.New(cfg, zap.NewNop())
+	r, err := lookup.New(w.dns.Options(), zap.NewNop())
 	must(w.t, err)
 	args := []string{verifyScript, filepath.Join(w.dir, fmt.Sprintf("msg-%d.eml", time.Now().UnixNano()))}
 	must(w.t, os.WriteFile(args[1], []byte(msg), 0o644))

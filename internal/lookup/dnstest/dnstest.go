@@ -105,6 +105,17 @@ func Start(z Zone) (*Server, error) {
 	return nil, fmt.Errorf("dnstest: no free port: %w", lastErr)
 }
 
+// Options are resolver options pointing at s alone, with the cache rules
+// of the embedded configuration and a short timeout: a lost query fails
+// the test quickly instead of hanging it.
+func (s *Server) Options() lookup.Options {
+	return lookup.Options{
+		Servers: []string{s.addr}, Timeout: 500 * time.Millisecond, Attempts: 1, CacheSize: 10000,
+		MinTTL: 30 * time.Second, MaxTTL: 24 * time.Hour, NegativeMaxTTL: time.Hour,
+		ErrorTTL: 5 * time.Second, StaleTTL: time.Hour,
+	}
+}
+
 // Addr is the server's "127.0.0.1:PORT".
 func (s *Server) Addr() string { return s.addr }
 

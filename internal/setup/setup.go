@@ -1,0 +1,52 @@
+// Package setup maps the configuration file (internal/config) onto the
+// options of the shared libraries, so that the libraries know nothing of
+// the file format: a test builds them without a config, and the schema can
+// change without touching them. Both daemons' mains call it.
+package setup
+
+import (
+	"slices"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/geo"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/provider"
+)
+
+// Lookup returns the resolver options of the [dns] section.
+func Lookup(c config.DNS) lookup.Options {
+	return lookup.Options{
+		Servers: c.Servers, Timeout: c.Timeout.Duration, Attempts: c.Attempts, CacheSize: c.CacheSize,
+		MinTTL: c.MinTTL.Duration, MaxTTL: c.MaxTTL.Duration, NegativeMaxTTL: c.NegativeMaxTTL.Duration,
+		ErrorTTL: c.ErrorTTL.Duration, StaleTTL: c.StaleTTL.Duration,
+	}
+}
+
+// Providers returns the enabled [providers.NAME] sections, ordered by name
+// (so which provider keeps a suffix two of them claim does not depend on
+// map order), and the origin-AS services of [dns].
+func Providers(c *config.Config) provider.Options {
+	names := make([]string, 0, len(c.Providers))
+	for n, p := range c.Providers {
+		if p.Enabled {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	o := provider.Options{ASNZone: c.DNS.ASNZone, ASN6Zone: c.DNS.ASN6Zone}
+	for _, n := range names {
+		p := c.Providers[n]
+		o.Providers = append(o.Providers, provider.Provider{
+			Name: n, MXSuffixes: p.MXSuffixes, ASNs: p.ASNs, Zones: p.Zones, Route: provider.Route(p.Route),
+		})
+	}
+	return o
+}
+
+// Geo returns the country source options of [milter.geo].
+func Geo(c config.Geo) geo.Options {
+	return geo.Options{
+		Source: c.Source, MMDBFile: c.MMDBFile, DelegatedFiles: c.DelegatedFiles,
+		DNSZone: c.DNSZone, DNS6Zone: c.DNS6Zone,
+	}
+}

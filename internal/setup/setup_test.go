@@ -1,0 +1,67 @@
+package setup
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/provider"
+)
+
+// TestDefaultProviders proves that the embedded configuration's providers
+// reach the classifier: Google and Microsoft by MX host and by network.
+func TestDefaultProviders(t *testing.T) {
+	c := provider.New(Providers(config.Default()), nil)
+	for host, want := range map[string]string{
+		"gmail-smtp-in.l.google.com":              "google",
+		"aspmx2.googlemail.com":                   "google",
+		"contoso-com.mail.protection.outlook.com": "microsoft",
+		"contoso-com.p-v1.mx.microsoft":           "microsoft",
+		"mx.example.net":                          "",
+	} {
+		got := ""
+		if p := c.ByHost(host); p != nil {
+			got = p.Name
+		}
+		if got != want {
+			t.Errorf("ByHost(%q) = %q, want %q", host, got, want)
+		}
+	}
+	var names []string
+	for _, p := range c.Providers() {
+		names = append(names, p.Name)
+	}
+	if diff := cmp.Diff([]string{"google", "microsoft"}, names); diff != "" {
+		t.Errorf("providers (-want +got):\n%s", diff)
+	}
+	if p := c.ByName("google"); p == nil || p.Route != provider.Always || p.ASNs[0] != 15169 {
+		t.Errorf("google: %+v", p)
+	}
+}
+
+// TestDisabledProviderLeftOut: enabled = false removes a provider.
+func TestDisabledProviderLeftOut(t *testing.T) {
+	cfg := config.Default()
+	p := cfg.Providers["microsoft"]
+	p.Enabled = false
+	cfg.Providers["microsoft"] = p
+	if got := provider.New(Providers(cfg), nil).ByHost("x.mail.protection.outlook.com"); got != nil {
+		t.Errorf("disabled provider matched: %+v", got)
+	}
+}
+
+// TestLookupAndGeo: every key of [dns] and [milter.geo] reaches the options.
+func TestLookupAndGeo(t *testing.T) {
+	cfg := config.Default()
+	o := Lookup(cfg.DNS)
+	if o.Timeout != cfg.DNS.Timeout.Duration || o.StaleTTL != cfg.DNS.StaleTTL.Duration || o.CacheSize != cfg.DNS.CacheSize ||
+		o.Attempts != cfg.DNS.Attempts || o.MinTTL != cfg.DNS.MinTTL.Duration || o.MaxTTL != cfg.DNS.MaxTTL.Duration ||
+		o.NegativeMaxTTL != cfg.DNS.NegativeMaxTTL.Duration || o.ErrorTTL != cfg.DNS.ErrorTTL.Duration {
+		t.Errorf("Lookup(%+v) = %+v", cfg.DNS, o)
+	}
+	g := Geo(config.Geo{Source: "dns", DNSZone: "a.mxd", DNS6Zone: "b.mxd", MMDBFile: "f", DelegatedFiles: []string{"d"}})
+	if g.Source != "dns" || g.DNSZone != "a.mxd" || g.DNS6Zone != "b.mxd" || g.MMDBFile != "f" || g.DelegatedFiles[0] != "d" {
+		t.Errorf("Geo: %+v", g)
+	}
+}
