@@ -5,17 +5,28 @@ package logging
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 )
 
-// New builds a logger writing to stderr (journald keeps it) in console or
-// JSON form, at the configured level.
+// New builds a logger writing to stderr in console or JSON form, at the
+// configured level. When stderr is the journal (systemd's JOURNAL_STREAM
+// names it), every line starts with its syslog priority ("<4>" for a
+// warning, sd-daemon(3)), so `journalctl -p warning` and the unit's
+// SyslogFacility= see it, and the time is left to journald.
 func New(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
+	return newLogger(c, os.Stderr, toJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr))
+}
+
+func newLogger(c config.Log, w *os.File, journal bool) (*zap.Logger, zap.AtomicLevel, error) {
 	level := zap.NewAtomicLevel()
 	if err := SetLevel(level, c.Level); err != nil {
 		return nil, level, err
@@ -23,6 +34,9 @@ func New(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc.EncodeDuration = zapcore.StringDurationEncoder
+	if journal {
+		enc.TimeKey = zapcore.OmitKey
+	}
 	var encoder zapcore.Encoder
 	switch c.Format {
 	case "json":
@@ -32,13 +46,16 @@ func New(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
 	default:
 		return nil, level, fmt.Errorf("log format %q is not console or json", c.Format)
 	}
+	if journal {
+		encoder = priorityEncoder{encoder}
+	}
 	// One line per decision at tens of thousands of decisions a second:
 	// write in batches rather than one system call a line. Warnings,
 	// errors and the exit (Sync) flush at once; other lines are at most
 	// 200 ms late.
-	out := &zapcore.BufferedWriteSyncer{WS: zapcore.Lock(os.Stderr), Size: 256 << 10, FlushInterval: 200 * time.Millisecond}
+	out := &zapcore.BufferedWriteSyncer{WS: zapcore.Lock(w), Size: 256 << 10, FlushInterval: 200 * time.Millisecond}
 	core := zapcore.NewCore(encoder, out, level)
-	return zap.New(flushOnError{core, out}, zap.ErrorOutput(zapcore.Lock(os.Stderr))), level, nil
+	return zap.New(flushOnError{core, out}, zap.ErrorOutput(zapcore.Lock(w))), level, nil
 }
 
 // flushOnError writes warnings and errors out at once, so that they are
@@ -75,4 +92,55 @@ func SetLevel(l zap.AtomicLevel, level string) error {
 	}
 	l.SetLevel(lv)
 	return nil
+}
+
+// toJournal reports whether f is the stream JOURNAL_STREAM ("DEVICE:INODE")
+// names: systemd sets it for a unit whose output goes to the journal, and
+// children inherit it, so the descriptor must be checked, not just the
+// variable (systemd.exec(5)).
+func toJournal(stream string, f *os.File) bool {
+	dev, ino, ok := strings.Cut(stream, ":")
+	if !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return strconv.FormatUint(uint64(st.Dev), 10) == dev && strconv.FormatUint(st.Ino, 10) == ino
+}
+
+// priorityEncoder starts each line with the syslog priority of its level,
+// the prefix journald reads from a stream (sd-daemon(3)).
+type priorityEncoder struct{ zapcore.Encoder }
+
+var bufs = buffer.NewPool()
+
+func (p priorityEncoder) Clone() zapcore.Encoder { return priorityEncoder{p.Encoder.Clone()} }
+
+func (p priorityEncoder) EncodeEntry(e zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
+	line, err := p.Encoder.EncodeEntry(e, fields)
+	if err != nil {
+		return nil, err
+	}
+	out := bufs.Get()
+	out.AppendString(priority(e.Level))
+	_, _ = out.Write(line.Bytes())
+	line.Free()
+	return out, nil
+}
+
+// priority maps a zap level to sd-daemon's prefix.
+func priority(l zapcore.Level) string {
+	switch {
+	case l >= zapcore.DPanicLevel:
+		return "<2>" // crit
+	case l == zapcore.ErrorLevel:
+		return "<3>"
+	case l == zapcore.WarnLevel:
+		return "<4>"
+	case l == zapcore.InfoLevel:
+		return "<6>"
+	}
+	return "<7>"
 }
