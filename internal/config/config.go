@@ -26,6 +26,7 @@ type Config struct {
 	Learn      Learn               `toml:"learn"`
 	Milter     Milter              `toml:"milter"`
 	Metrics    Metrics             `toml:"metrics"`
+	Alerts     Alerts              `toml:"alerts"`
 }
 
 // Duration is a time.Duration written in TOML as a string ("30s", "5m").
@@ -161,6 +162,17 @@ type Geo struct {
 	DNS6Zone       string         `toml:"dns6_zone"` // ... and IPv6
 }
 
+// Alerts says how the postmaster is told of learned blocks, listings and
+// route changes (internal/alert). Without mail_to and webhook_url events
+// are only logged, at warning.
+type Alerts struct {
+	MailTo     string   `toml:"mail_to"`     // e.g. "postmaster@example.net"; "" = no mail
+	From       string   `toml:"from"`        // sender of alert mail; "" = the daemon's user
+	Sendmail   string   `toml:"sendmail"`    // Postfix's sendmail command
+	WebhookURL string   `toml:"webhook_url"` // JSON POST of each alert; "" = none
+	Interval   Duration `toml:"interval"`    // at most one alert per interval; later events are grouped
+}
+
 // Metrics configures the Prometheus endpoint (off when Listen is empty).
 type Metrics struct {
 	PolicydListen string `toml:"policyd_listen"`
@@ -224,6 +236,7 @@ func Default() *Config {
 				Route: "always",
 			},
 		},
+		Alerts: Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
 		Learn: Learn{
 			Enabled:   true,
 			LogFile:   "/var/log/mail.log",

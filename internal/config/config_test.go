@@ -68,6 +68,9 @@ func TestErrorMessages(t *testing.T) {
 			"x.toml:2: log.level: \"loud\" is not one of \"debug\", \"info\", \"warn\", \"error\"\n" +
 				"x.toml:4: dns.timeout: not a duration (write it like \"30s\", \"5m\" or \"24h\")\n" +
 				"x.toml:5: dns.bogus: unknown key"},
+		{"alerts", "[alerts]\nmail_to = \"Postmaster <pm@example.net>\"\nwebhook_url = \"ftp://hook.example.net/\"\n",
+			"x.toml:2: alerts.mail_to: \"Postmaster <pm@example.net>\" is not one plain mail address (like \"postmaster@example.net\")\n" +
+				"x.toml:3: alerts.webhook_url: \"ftp://hook.example.net/\" is not an http:// or https:// URL"},
 		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
 			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
 	} {

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/mail"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -156,6 +158,7 @@ func (c *Config) validate(p *parser) Errors {
 	}
 	listenAddr(p, "metrics.policyd_listen", c.Metrics.PolicydListen, true)
 	listenAddr(p, "metrics.milter_listen", c.Metrics.MilterListen, true)
+	c.validateAlerts(p)
 	return p.errs[before:]
 }
 
@@ -237,4 +240,28 @@ func domains(l []string) []string {
 		l[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 	}
 	return l
+}
+
+func (c *Config) validateAlerts(p *parser) {
+	a := c.Alerts
+	for _, kv := range [][2]string{{"alerts.mail_to", a.MailTo}, {"alerts.from", a.From}} {
+		if kv[1] == "" {
+			continue
+		}
+		if _, err := mail.ParseAddress(kv[1]); err != nil || strings.ContainsAny(kv[1], "<>, ") {
+			p.add(kv[0], "%q is not one plain mail address (like \"postmaster@example.net\")", kv[1])
+		}
+	}
+	if a.MailTo != "" && !filepath.IsAbs(a.Sendmail) {
+		p.add("alerts.sendmail", "%q is not an absolute path", a.Sendmail)
+	}
+	if a.WebhookURL != "" {
+		u, err := url.Parse(a.WebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("alerts.webhook_url", "%q is not an http:// or https:// URL", a.WebhookURL)
+		}
+	}
+	if a.Interval.Duration < 0 {
+		p.add("alerts.interval", "must not be negative")
+	}
 }

@@ -1,0 +1,240 @@
+// Package alert tells the postmaster what mxdetour noticed — a block
+// learned, one of our addresses listed or clean again, a destination that
+// changed route because of either — without flooding them: events are
+// grouped into at most one alert per interval. An alert goes out as a mail
+// through the local sendmail command (so it queues and retries like any
+// mail, RFC 3834 Auto-Submitted), as a JSON POST to a webhook, or both.
+//
+// Notify never blocks the caller: the decision path may call it.
+package alert
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options say where alerts go. With neither MailTo nor WebhookURL, events
+// are only logged.
+type Options struct {
+	MailTo     string        // recipient of alert mail; "" = no mail
+	From       string        // envelope and header sender; "" = sendmail's default (the running user)
+	Sendmail   string        // path of Postfix's sendmail command
+	WebhookURL string        // receives a JSON POST; "" = none
+	Interval   time.Duration // at most one alert per interval; later events wait and are grouped
+	Daemon     string        // who speaks: "mxdetour-policyd"
+	Hostname   string        // this host, for the subject; "" = os.Hostname
+	MaxEvents  int           // events kept per alert; more are counted, not listed (default 100)
+}
+
+// Event is one thing the postmaster should know.
+type Event struct {
+	Time    time.Time         `json:"time"`
+	Kind    string            `json:"kind"`    // "block-learned", "listed", "delisted", "route-changed", "limit" ...
+	Summary string            `json:"summary"` // one line for a person
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// Alerter groups events and sends them. The zero interval sends each event
+// at once.
+type Alerter struct {
+	o   Options
+	log *zap.Logger
+
+	mu       sync.Mutex
+	pending  []Event
+	dropped  int
+	lastSent time.Time
+	wake     chan struct{}
+	client   *http.Client
+	now      func() time.Time
+}
+
+// New returns an Alerter; call Run to send.
+func New(o Options, log *zap.Logger) *Alerter {
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = 100
+	}
+	if o.Hostname == "" {
+		o.Hostname, _ = os.Hostname()
+	}
+	return &Alerter{o: o, log: log, wake: make(chan struct{}, 1), client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
+}
+
+// Enabled reports whether alerts go anywhere but the log.
+func (a *Alerter) Enabled() bool { return a != nil && (a.o.MailTo != "" || a.o.WebhookURL != "") }
+
+// Notify records e for the next alert; it never blocks. A nil Alerter
+// ignores it.
+func (a *Alerter) Notify(e Event) {
+	if a == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = a.now()
+	}
+	a.log.Warn("alert: "+e.Summary, zap.String("kind", e.Kind), zap.Any("fields", e.Fields))
+	if !a.Enabled() {
+		return
+	}
+	a.mu.Lock()
+	if len(a.pending) < a.o.MaxEvents {
+		a.pending = append(a.pending, e)
+	} else {
+		a.dropped++
+	}
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends grouped alerts until ctx ends, then sends what is pending.
+func (a *Alerter) Run(ctx context.Context) {
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			a.flush(context.Background())
+			return
+		case <-a.wake:
+		case <-timer:
+			timer = nil
+		}
+		if wait := a.lastSentAt().Add(a.o.Interval).Sub(a.now()); wait > 0 {
+			if timer == nil {
+				timer = time.After(wait)
+			}
+			continue
+		}
+		a.flush(ctx)
+	}
+}
+
+func (a *Alerter) lastSentAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastSent
+}
+
+// flush sends the pending events as one alert.
+func (a *Alerter) flush(ctx context.Context) {
+	a.mu.Lock()
+	events, dropped := a.pending, a.dropped
+	a.pending, a.dropped = nil, 0
+	if len(events) > 0 {
+		a.lastSent = a.now()
+	}
+	a.mu.Unlock()
+	if len(events) == 0 {
+		return
+	}
+	if a.o.MailTo != "" {
+		if err := a.mail(ctx, events, dropped); err != nil {
+			a.log.Error("alert mail not sent", zap.String("to", a.o.MailTo), zap.Error(err))
+		}
+	}
+	if a.o.WebhookURL != "" {
+		if err := a.post(ctx, events, dropped); err != nil {
+			a.log.Error("alert webhook not called", zap.Error(err))
+		}
+	}
+}
+
+// Subject is the one line an alert is known by.
+func (a *Alerter) subject(events []Event) string {
+	s := fmt.Sprintf("[%s %s] %s", a.o.Daemon, a.o.Hostname, events[0].Summary)
+	if len(events) > 1 {
+		s += fmt.Sprintf(" (+%d more)", len(events)-1)
+	}
+	return s
+}
+
+// Message renders the alert mail (RFC 5322, Auto-Submitted per RFC 3834).
+func (a *Alerter) message(events []Event, dropped int) []byte {
+	var b bytes.Buffer
+	if a.o.From != "" {
+		fmt.Fprintf(&b, "From: %s\n", a.o.From)
+	}
+	fmt.Fprintf(&b, "To: %s\nSubject: %s\nAuto-Submitted: auto-generated\nContent-Type: text/plain; charset=utf-8\n\n",
+		a.o.MailTo, oneLine(a.subject(events)))
+	for _, e := range events {
+		fmt.Fprintf(&b, "%s  %s\n", e.Time.UTC().Format(time.RFC3339), e.Summary)
+		for _, k := range sortedKeys(e.Fields) {
+			fmt.Fprintf(&b, "    %s: %s\n", k, oneLine(e.Fields[k]))
+		}
+	}
+	if dropped > 0 {
+		fmt.Fprintf(&b, "\n%d more events were not listed; see the log.\n", dropped)
+	}
+	fmt.Fprintf(&b, "\n-- \n%s on %s\n", a.o.Daemon, a.o.Hostname)
+	return b.Bytes()
+}
+
+func (a *Alerter) mail(ctx context.Context, events []Event, dropped int) error {
+	args := []string{"-i"}
+	if a.o.From != "" {
+		args = append(args, "-f", a.o.From)
+	}
+	args = append(args, "--", a.o.MailTo)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, a.o.Sendmail, args...)
+	cmd.Stdin = bytes.NewReader(a.message(events, dropped))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %w: %s", a.o.Sendmail, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// Payload is the webhook's JSON body.
+type Payload struct {
+	Daemon  string  `json:"daemon"`
+	Host    string  `json:"host"`
+	Subject string  `json:"subject"`
+	Events  []Event `json:"events"`
+	Dropped int     `json:"dropped,omitempty"`
+}
+
+func (a *Alerter) post(ctx context.Context, events []Event, dropped int) error {
+	body, err := json.Marshal(Payload{Daemon: a.o.Daemon, Host: a.o.Hostname, Subject: a.subject(events), Events: events, Dropped: dropped})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.o.WebhookURL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
