@@ -91,13 +91,18 @@ type DNSBL struct {
 	ZoneErrorCodes map[string][]netip.Prefix `toml:"zone_error_codes"` // zone -> more error codes
 }
 
-// Provider is a mail provider recognised by MX host name or network.
+// DefaultProvider is the built-in provider that matches every destination
+// no other provider claims.
+const DefaultProvider = "default"
+
+// Provider is a mail provider recognised by MX host name or network; the
+// one named DefaultProvider matches every other destination.
 type Provider struct {
 	Enabled    bool     `toml:"enabled"`
 	MXSuffixes []string `toml:"mx_suffixes"` // matched on label boundaries
 	ASNs       []uint32 `toml:"asns"`
 	Zones      []string `toml:"zones"` // blocklists this provider is known to use
-	Route      string   `toml:"route"` // "always", "when-listed" or "never"
+	Route      string   `toml:"route"` // "always", "when-listed", "ipv4-when-listed" or "never"
 }
 
 // Rule is a static routing rule; rules are tried in file order.
@@ -220,6 +225,13 @@ func Default() *Config {
 			ErrorCodes: []netip.Prefix{netip.MustParsePrefix("127.255.255.0/24")},
 		},
 		Providers: map[string]Provider{
+			// Everyone else: force IPv4 while only our IPv6 address is
+			// listed, the commonest listing (a /64 on Spamhaus).
+			DefaultProvider: {
+				Enabled: true,
+				Zones:   []string{"zen.spamhaus.org"},
+				Route:   "ipv4-when-listed",
+			},
 			"google": {
 				Enabled:    true,
 				MXSuffixes: []string{"google.com", "googlemail.com"},

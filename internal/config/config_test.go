@@ -59,7 +59,7 @@ func TestErrorMessages(t *testing.T) {
 		{"bad listen", "[policyd]\npolicy_listen = \"localhost\"\n",
 			`x.toml:2: policyd.policy_listen: "localhost" is neither host:port nor unix:/path`},
 		{"provider route", "[providers.google]\nroute = \"sometimes\"\n",
-			`x.toml:2: providers.google.route: "sometimes" is not one of "always", "when-listed", "never"`},
+			`x.toml:2: providers.google.route: "sometimes" is not one of "always", "when-listed", "ipv4-when-listed", "never"`},
 		{"dkim key row", "[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\n",
 			"x.toml:1: milter.dkim.keys[0].key_file: must be set"},
 		{"syntax", "[dns]\ntimeout = \n",

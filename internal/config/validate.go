@@ -83,8 +83,11 @@ func (c *Config) validate(p *parser) Errors {
 
 	for name, pr := range c.Providers {
 		key := "providers." + name
-		oneOf(p, key+".route", pr.Route, "always", "when-listed", "never")
-		if pr.Enabled && len(pr.MXSuffixes) == 0 && len(pr.ASNs) == 0 {
+		oneOf(p, key+".route", pr.Route, "always", "when-listed", "ipv4-when-listed", "never")
+		switch {
+		case name == DefaultProvider && (len(pr.MXSuffixes) > 0 || len(pr.ASNs) > 0):
+			p.add(key, "matches every destination no other provider claims: it takes no mx_suffixes or asns")
+		case name != DefaultProvider && pr.Enabled && len(pr.MXSuffixes) == 0 && len(pr.ASNs) == 0:
 			p.add(key, "names neither mx_suffixes nor asns: it can never match")
 		}
 		pr.MXSuffixes = domains(pr.MXSuffixes)

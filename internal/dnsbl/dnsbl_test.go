@@ -104,12 +104,17 @@ func TestMonitor(t *testing.T) {
 		t.Errorf("a broken zone counted as listing: %+v", l)
 	}
 	// Our IPv4 address gets listed: logged once, however often checked.
-	m2 := NewMonitor(r, MonitorConfig{IPv4: []netip.Addr{listedV4}, Zones: []string{"bl.mxd"}, ErrorCodes: spamhaus, Interval: time.Hour}, zap.New(core))
+	var changes []Result
+	m2 := NewMonitor(r, MonitorConfig{IPv4: []netip.Addr{listedV4}, Zones: []string{"bl.mxd"}, ErrorCodes: spamhaus, Interval: time.Hour,
+		OnChange: func(cur Result) { changes = append(changes, cur) }}, zap.New(core))
 	for range 3 {
 		m2.CheckNow(ctx)
 	}
 	if n := logs.FilterMessage("our address is listed").FilterField(zap.Stringer("addr", listedV4)).Len(); n != 1 {
 		t.Errorf("listing logged %d times, want once", n)
+	}
+	if len(changes) != 1 || changes[0].State != Listed || changes[0].Addr != listedV4 {
+		t.Errorf("OnChange got %+v, want one listing", changes)
 	}
 	// A zone that starts timing out keeps the last known state.
 	srv.SetFault(entry(listedV4, "bl.mxd"), dnstest.Timeout)

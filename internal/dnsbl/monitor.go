@@ -21,6 +21,10 @@ type MonitorConfig struct {
 	ErrorCodes     []netip.Prefix
 	ZoneErrorCodes map[string][]netip.Prefix
 	Interval       time.Duration
+	// OnChange, if set, is called (from the checking goroutine) when an
+	// address becomes listed, or clean after being listed: the postmaster
+	// hears of it (internal/alert). It must not block.
+	OnChange func(cur Result)
 }
 
 // Listing is what the decision needs: are we listed on one of some zones?
@@ -145,9 +149,15 @@ func (m *Monitor) report(prev Result, seen bool, cur Result) {
 	switch cur.State {
 	case Listed:
 		m.log.Warn("our address is listed", append(f, zap.String("reason", cur.Reason), zap.Any("codes", cur.Codes))...)
+		if m.cfg.OnChange != nil {
+			m.cfg.OnChange(cur)
+		}
 	case Clean:
 		if seen && prev.State == Listed {
 			m.log.Info("our address is no longer listed", f...)
+			if m.cfg.OnChange != nil {
+				m.cfg.OnChange(cur)
+			}
 		} else if !seen {
 			m.log.Info("our address is not listed", f...)
 		}

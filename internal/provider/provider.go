@@ -20,15 +20,19 @@ type Route string
 const (
 	Always     Route = "always"      // always through the relay
 	WhenListed Route = "when-listed" // through the relay while our address is listed on one of Zones
-	Never      Route = "never"       // recognised, but routed direct
+	// IPv4WhenListed: by the ipv4 transport while only our IPv6 addresses
+	// are listed on one of Zones; never the relay.
+	IPv4WhenListed Route = "ipv4-when-listed"
+	Never          Route = "never" // recognised, but routed direct
 )
 
 // Method says how a provider was recognised.
 type Method string
 
 const (
-	ByHost Method = "mx-host"
-	ByASN  Method = "asn"
+	ByHost    Method = "mx-host"
+	ByASN     Method = "asn"
+	ByDefault Method = "default" // no other provider claimed the destination
 )
 
 // Provider is one configured provider.
@@ -56,6 +60,7 @@ type Classifier struct {
 	suffixes  map[string]*Provider // suffix -> provider
 	maxLabels int
 	byASN     map[uint32]*Provider
+	fallback  *Provider // DefaultName, or nil
 	zone4     string
 	zone6     string
 	r         lookup.Resolver
@@ -64,10 +69,14 @@ type Classifier struct {
 // Options are what a Classifier knows: the providers, in the order they
 // are tried (the first to claim a suffix or a network keeps it), and the
 // origin-AS TXT services (Team Cymru's format) for the network fallback.
+// A provider named DefaultName matches every destination no other claims.
 type Options struct {
 	Providers         []Provider
 	ASNZone, ASN6Zone string
 }
+
+// DefaultName is the name of the provider of last resort.
+const DefaultName = "default"
 
 // New builds a Classifier; r answers the network lookups.
 func New(o Options, r lookup.Resolver) *Classifier {
@@ -75,6 +84,10 @@ func New(o Options, r lookup.Resolver) *Classifier {
 	for i := range o.Providers {
 		p := &o.Providers[i]
 		c.providers = append(c.providers, p)
+		if p.Name == DefaultName {
+			c.fallback = p
+			continue
+		}
 		for _, s := range p.MXSuffixes {
 			s = strings.ToLower(strings.Trim(s, "."))
 			if _, taken := c.suffixes[s]; !taken {
@@ -124,8 +137,17 @@ func (c *Classifier) ByHost(host string) *Provider {
 
 // Classify recognises the provider of a domain from its MX records: any MX
 // host by name (the most preferred first), else the network of the
-// primary MX's first address.
+// primary MX's first address, else the default provider — unless the
+// network lookup failed: then nobody can say (Match.Err).
 func (c *Classifier) Classify(ctx context.Context, mx []lookup.MX) Match {
+	m := c.classify(ctx, mx)
+	if m.Provider == nil && m.Err == nil && c.fallback != nil {
+		m.Provider, m.Method = c.fallback, ByDefault
+	}
+	return m
+}
+
+func (c *Classifier) classify(ctx context.Context, mx []lookup.MX) Match {
 	if len(mx) == 0 || mx[0].Host == "" {
 		return Match{}
 	}

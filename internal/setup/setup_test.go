@@ -4,8 +4,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/provider"
 )
 
@@ -32,7 +35,7 @@ func TestDefaultProviders(t *testing.T) {
 	for _, p := range c.Providers() {
 		names = append(names, p.Name)
 	}
-	if diff := cmp.Diff([]string{"google", "microsoft"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"default", "google", "microsoft"}, names); diff != "" {
 		t.Errorf("providers (-want +got):\n%s", diff)
 	}
 	if p := c.ByName("google"); p == nil || p.Route != provider.Always || p.ASNs[0] != 15169 {
@@ -63,5 +66,24 @@ func TestLookupAndGeo(t *testing.T) {
 	g := Geo(config.Geo{Source: "dns", DNSZone: "a.mxd", DNS6Zone: "b.mxd", MMDBFile: "f", DelegatedFiles: []string{"d"}})
 	if g.Source != "dns" || g.DNSZone != "a.mxd" || g.DNS6Zone != "b.mxd" || g.MMDBFile != "f" || g.DelegatedFiles[0] != "d" {
 		t.Errorf("Geo: %+v", g)
+	}
+}
+
+// TestDefaultProviderClaimsTheRest: a destination no provider claims gets
+// the built-in "default" provider, and its route.
+func TestDefaultProviderClaimsTheRest(t *testing.T) {
+	srv := dnstest.New(t, dnstest.Zone{"mx.plain.mxd": {A: []string{"198.51.100.7"}}}) // its network: NXDOMAIN
+	r, err := lookup.New(srv.Options(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := provider.New(Providers(config.Default()), r)
+	m := c.Classify(t.Context(), []lookup.MX{{Host: "mx.plain.mxd", Pref: 10}})
+	if m.Provider == nil || m.Provider.Name != "default" || m.Method != provider.ByDefault ||
+		m.Provider.Route != provider.IPv4WhenListed || m.Provider.Zones[0] != "zen.spamhaus.org" {
+		t.Errorf("Classify = %+v", m)
+	}
+	if m := c.Classify(t.Context(), []lookup.MX{{Host: "alt1.aspmx.l.google.com"}}); m.Provider.Name != "google" {
+		t.Errorf("google claimed by %+v", m.Provider)
 	}
 }
