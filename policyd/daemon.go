@@ -17,7 +17,6 @@ import (
 	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
-	"github.com/mxdetour/mxdetour/internal/provider"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/policy"
@@ -209,12 +208,13 @@ func (d *daemon) stop(grace time.Duration) {
 	}
 }
 
-// listedZones returns the blocklist zones of the providers whose route
-// depends on our listings; only those are checked.
+// listedZones returns the blocklist zones of the enabled providers: our
+// own addresses are checked whenever one names a zone, so that check and
+// the alerts show a listing even where no route depends on it.
 func listedZones(cfg *config.Config) []string {
 	var zones []string
 	for _, p := range cfg.Providers {
-		if !p.Enabled || provider.Route(p.Route) != provider.WhenListed {
+		if !p.Enabled {
 			continue
 		}
 		for _, z := range p.Zones {

@@ -50,21 +50,22 @@ const (
 type Reason string
 
 const (
-	ReasonNoDomain     Reason = "no-domain"
-	ReasonLocal        Reason = "local-domain"
-	ReasonReserved     Reason = "reserved-domain"
-	ReasonRule         Reason = "rule"
-	ReasonLearned      Reason = "learned-block"
-	ReasonProvider     Reason = "provider"
-	ReasonListed       Reason = "listed"
-	ReasonListedIPv6   Reason = "listed-ipv6-only"
-	ReasonNotListed    Reason = "provider-not-listed"
-	ReasonNoProvider   Reason = "no-provider"
-	ReasonNullMX       Reason = "null-mx"
-	ReasonNXDomain     Reason = "nxdomain"
-	ReasonDNSFailure   Reason = "dns-failure"
-	ReasonDeadline     Reason = "deadline"
-	ReasonProviderNone Reason = "provider-route-never"
+	ReasonNoDomain      Reason = "no-domain"
+	ReasonLocal         Reason = "local-domain"
+	ReasonReserved      Reason = "reserved-domain"
+	ReasonRule          Reason = "rule"
+	ReasonLearned       Reason = "learned-block"
+	ReasonProvider      Reason = "provider"
+	ReasonListed        Reason = "listed"
+	ReasonListedIPv6    Reason = "listed-ipv6-only"
+	ReasonNotListed     Reason = "provider-not-listed"
+	ReasonListedNoRoute Reason = "listed-no-route" // listed, but the provider's route has nothing that helps
+	ReasonNoProvider    Reason = "no-provider"
+	ReasonNullMX        Reason = "null-mx"
+	ReasonNXDomain      Reason = "nxdomain"
+	ReasonDNSFailure    Reason = "dns-failure"
+	ReasonDeadline      Reason = "deadline"
+	ReasonProviderNone  Reason = "provider-route-never"
 )
 
 // Decision is the outcome for one recipient.
@@ -260,6 +261,8 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 	switch m.Method {
 	case provider.ByASN:
 		d.why("provider %s: address %s of MX %s is in AS%d", p.Name, m.Addr, m.Host, m.ASN)
+	case provider.ByDefault:
+		d.why("provider %s: no other provider claims MX %s", p.Name, m.Host)
 	default:
 		d.why("provider %s: MX host %s", p.Name, m.Host)
 	}
@@ -268,7 +271,7 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 		d.Reason = ReasonProvider
 		d.why("provider route: always relay")
 		return st.route(d, Relay)
-	case provider.WhenListed:
+	case provider.WhenListed, provider.IPv4WhenListed:
 		return e.whenListed(st, d, p)
 	default:
 		d.Route, d.Reason = Direct, ReasonProviderNone
@@ -277,12 +280,13 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 }
 
 // whenListed applies a provider's "when-listed" route: relay while one of
-// our addresses is listed on a zone the provider uses; IPv4 only when just
-// our IPv6 addresses are.
+// our IPv4 addresses is listed on a zone the provider uses; IPv4 only when
+// just our IPv6 addresses are. "ipv4-when-listed" never relays: it forces
+// IPv4 while only IPv6 is listed and otherwise goes direct.
 func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decision {
 	if e.listings == nil || len(p.Zones) == 0 {
 		d.Route, d.Reason = Direct, ReasonNotListed
-		d.why("provider route: when listed; no blocklist checks configured")
+		d.why("provider route: %s; no blocklist checks configured", p.Route)
 		return d
 	}
 	l := e.listings.Listing(p.Zones)
@@ -290,16 +294,25 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 	for _, h := range l.Hits {
 		d.why("our address %s is listed on %s %s", h.Addr, h.Zone, h.Reason)
 	}
+	relays := p.Route == provider.WhenListed
 	switch {
-	case l.V4Listed:
+	case l.V4Listed && relays:
 		d.Reason = ReasonListed
 		return st.route(d, Relay)
+	case l.V4Listed:
+		d.Route, d.Reason = Direct, ReasonListedNoRoute
+		d.why("provider route: %s; our IPv4 address is listed too, so forcing IPv4 would not help (route when-listed relays)", p.Route)
+		return d
+	case l.V6Listed && !relays && st.ipv4 == "":
+		d.Route, d.Reason = Direct, ReasonListedNoRoute
+		d.why("provider route: %s; no [transports] ipv4 configured, so only logged", p.Route)
+		return d
 	case l.V6Listed:
 		d.Reason = ReasonListedIPv6
 		return st.route(d, IPv4)
 	}
 	d.Route, d.Reason = Direct, ReasonNotListed
-	d.why("%s", "provider route: when listed; none of our addresses is listed on "+strings.Join(p.Zones, ", "))
+	d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
 	return d
 }
 

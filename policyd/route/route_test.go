@@ -111,8 +111,8 @@ func TestDecide(t *testing.T) {
 		{"carol@m365dane.mxd", short{"m365dane.mxd", relay, "microsoft", "mx-host", Relay, ReasonProvider}},
 		{"dave@hotmail.mxd", short{"hotmail.mxd", relay, "microsoft", "mx-host", Relay, ReasonProvider}},
 		{"erin@vanity.mxd", short{"vanity.mxd", relay, "google", "asn", Relay, ReasonProvider}},
-		{"frank@plain.mxd", short{"plain.mxd", "", "", "", Direct, ReasonNoProvider}},
-		{"grace@implicit.mxd", short{"implicit.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"frank@plain.mxd", short{"plain.mxd", "", "default", "default", Direct, ReasonNotListed}},
+		{"grace@implicit.mxd", short{"implicit.mxd", "", "default", "default", Direct, ReasonNotListed}},
 		{"heidi@nullmx.mxd", short{"nullmx.mxd", "", "", "", Direct, ReasonNullMX}},
 		{"ivan@nxdomain.mxd", short{"nxdomain.mxd", "", "", "", Direct, ReasonNXDomain}},
 		{"judy@servfail.mxd", short{"servfail.mxd", "", "", "", Direct, ReasonDNSFailure}},
@@ -120,8 +120,8 @@ func TestDecide(t *testing.T) {
 		{"niaj@bücher.mxd", short{"xn--bcher-kva.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
 		{"Olivia@GMAIL.MXD.", short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
 		{"<peggy@Gmail.Mxd>", short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}},
-		{"rupert@fakegoogle.mxd", short{"fakegoogle.mxd", "", "", "", Direct, ReasonNoProvider}},
-		{"sybil@evil.mxd", short{"evil.mxd", "", "", "", Direct, ReasonNoProvider}},
+		{"rupert@fakegoogle.mxd", short{"fakegoogle.mxd", "", "default", "default", Direct, ReasonNotListed}},
+		{"sybil@evil.mxd", short{"evil.mxd", "", "default", "default", Direct, ReasonNotListed}},
 		{"vip@gmail.mxd", short{"gmail.mxd", "", "", "", Direct, ReasonRule}},
 		{"trent@rule.mxd", short{"rule.mxd", relay, "", "", Relay, ReasonRule}},
 		{"trent@sub.ruled.mxd", short{"sub.ruled.mxd", relay, "", "", Relay, ReasonRule}},
@@ -211,7 +211,7 @@ func TestDecideLearned(t *testing.T) {
 	for rcpt, want := range map[string]Reason{
 		"a@learned.mxd":  ReasonLearned, // the domain itself
 		"b@sharedmx.mxd": ReasonLearned, // another domain on the blocked MX host
-		"c@plain.mxd":    ReasonNoProvider,
+		"c@plain.mxd":    ReasonNotListed,
 	} {
 		d := e.Decide(context.Background(), rcpt)
 		if d.Reason != want {
@@ -229,24 +229,33 @@ func TestDecideWhenListed(t *testing.T) {
 	v4, v6 := netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("2001:db8::99")
 	for _, tc := range []struct {
 		name           string
+		provider       string // whose zones are the test zone: google (when-listed) or default (ipv4-when-listed)
 		listV4, listV6 bool
 		ipv4Transport  string
 		wantRoute      Route
 		wantTransport  string
 		wantReason     Reason
 	}{
-		{"clean", false, false, "smtp-ipv4:", Direct, "", ReasonNotListed},
-		{"IPv4 listed", true, false, "smtp-ipv4:", Relay, relay, ReasonListed},
-		{"both listed", true, true, "smtp-ipv4:", Relay, relay, ReasonListed},
-		{"only IPv6 listed", false, true, "smtp-ipv4:", IPv4, "smtp-ipv4:", ReasonListedIPv6},
-		{"only IPv6 listed, no ipv4 transport", false, true, "", Relay, relay, ReasonListedIPv6},
+		{"clean", "google", false, false, "smtp-ipv4:", Direct, "", ReasonNotListed},
+		{"IPv4 listed", "google", true, false, "smtp-ipv4:", Relay, relay, ReasonListed},
+		{"both listed", "google", true, true, "smtp-ipv4:", Relay, relay, ReasonListed},
+		{"only IPv6 listed", "google", false, true, "smtp-ipv4:", IPv4, "smtp-ipv4:", ReasonListedIPv6},
+		{"only IPv6 listed, no ipv4 transport", "google", false, true, "", Relay, relay, ReasonListedIPv6},
+		{"default: clean", "default", false, false, "smtp-ipv4:", Direct, "", ReasonNotListed},
+		{"default: only IPv6 listed", "default", false, true, "smtp-ipv4:", IPv4, "smtp-ipv4:", ReasonListedIPv6},
+		{"default: only IPv6 listed, no ipv4 transport: never the relay", "default", false, true, "", Direct, "", ReasonListedNoRoute},
+		{"default: IPv4 listed: forcing IPv4 would not help", "default", true, false, "smtp-ipv4:", Direct, "", ReasonListedNoRoute},
+		{"default: both listed", "default", true, true, "smtp-ipv4:", Direct, "", ReasonListedNoRoute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var srvAddr string
 			e, srv := newEngine(t, func(c *config.Config) {
 				p := c.Providers["google"]
-				p.Route, p.Zones = "when-listed", []string{"bl.mxd"}
+				p.Route = "when-listed"
 				c.Providers["google"] = p
+				p = c.Providers[tc.provider]
+				p.Zones = []string{"bl.mxd"}
+				c.Providers[tc.provider] = p
 				c.Transports.IPv4 = tc.ipv4Transport
 			}, nil, nil)
 			srvAddr = srv.Addr()
@@ -266,7 +275,11 @@ func TestDecideWhenListed(t *testing.T) {
 				ErrorCodes: config.Default().DNSBL.ErrorCodes, Interval: time.Hour}, zaptest.NewLogger(t))
 			mon.CheckNow(context.Background())
 			e.listings = mon
-			d := e.Decide(context.Background(), "a@gmail.mxd")
+			rcpt := map[string]string{"google": "a@gmail.mxd", "default": "c@plain.mxd"}[tc.provider]
+			d := e.Decide(context.Background(), rcpt)
+			if d.Provider != tc.provider {
+				t.Errorf("provider %q, want %q", d.Provider, tc.provider)
+			}
 			got := []any{d.Route, d.Transport, d.Reason}
 			if diff := cmp.Diff([]any{tc.wantRoute, tc.wantTransport, tc.wantReason}, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
