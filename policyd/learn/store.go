@@ -11,19 +11,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
-// Block is a learned refusal of our sending IP.
-type Block struct {
-	Domain   string    `json:"domain"`
-	MXHost   string    `json:"mx_host"`
-	Provider string    `json:"provider,omitempty"`
-	Kind     string    `json:"kind"`
-	Reply    string    `json:"reply"`
-	QueueIDs []string  `json:"queue_ids,omitempty"`
-	Learned  time.Time `json:"learned"`
-	Expires  time.Time `json:"expires"`
-}
+// Block is a learned refusal of our sending IP; the type lives in
+// policyd/block so that policyd/route can use it without this package.
+type Block = block.Block
 
 // Offset is where reading the delivery log stopped.
 type Offset struct {
