@@ -49,7 +49,7 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "forgot %s; a running mxdetour-policyd rereads %s on reload (SIGHUP)\n", d, cfg.Learn.StateFile)
+		fmt.Fprintf(stdout, "forgot %s; a running mxdetour-policyd drops it within 10 seconds, or at once on reload (SIGHUP)\n", d)
 		return 0
 	case fs.NArg() != 0:
 		fmt.Fprintln(stderr, "usage: mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]")
