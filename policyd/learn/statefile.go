@@ -128,26 +128,26 @@ func lockDir(dir string) (*os.File, error) {
 
 // writeState writes data as the state file at path: temporary file,
 // fsync, owner and mode, rename, fsync of dir. When keepPrevious, the
-// file it replaces is kept as PATH.1 first. It returns the new file's
-// identity.
-func writeState(dir *os.File, path string, data []byte, keepPrevious bool) (fileID, error) {
+// file it replaces is kept as PATH.1 first; failing that (prevErr) does
+// not stop the write. It returns the new file's identity.
+func writeState(dir *os.File, path string, data []byte, keepPrevious bool) (id fileID, prevErr, err error) {
 	tmp, err := writeTemp(dir, data)
 	if err != nil {
-		return fileID{}, err
+		return fileID{}, nil, err
 	}
 	defer os.Remove(tmp)
 	if keepPrevious {
 		if err := keepCopy(dir, path, path+".1"); err != nil {
-			return fileID{}, fmt.Errorf("keeping the previous state file: %w", err)
+			prevErr = fmt.Errorf("keeping the previous state file as %s.1: %w", path, err)
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fileID{}, err
+		return fileID{}, prevErr, err
 	}
 	if err := dir.Sync(); err != nil {
-		return fileID{}, fmt.Errorf("syncing %s: %w", dir.Name(), err)
+		return fileID{}, prevErr, fmt.Errorf("syncing %s: %w", dir.Name(), err)
 	}
-	return statID(path), nil
+	return statID(path), prevErr, nil
 }
 
 // writeTemp writes data into a new file in dir, synced, mode 0640, owned

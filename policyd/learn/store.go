@@ -289,11 +289,22 @@ func (s *Store) SetOffset(o Offset) {
 	s.mu.Unlock()
 }
 
-// snapshot returns what to save: blocks and tombstones not expired at now.
+// snapshot returns what to save: blocks and tombstones not expired at
+// now; it drops the expired ones from memory.
 func (s *Store) snapshot(now time.Time) stateFile {
 	st := stateFile{Version: stateVersion, Offset: s.Offset(), Blocks: s.List(now)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, b := range s.byDomain {
+		if !b.Active(now) {
+			s.unindex(b)
+		}
+	}
+	for h, b := range s.byHost {
+		if !b.Active(now) {
+			delete(s.byHost, h)
+		}
+	}
 	for d, f := range s.forgotten {
 		if !now.Before(f.Until) {
 			delete(s.forgotten, d)
@@ -327,7 +338,10 @@ func (s *Store) Save() error {
 	}
 	// Only a file we have read fine or written is a good previous copy.
 	keep := cur != (fileID{}) && cur == s.seen
-	id, err := writeState(dir, s.path, append(data, '\n'), keep)
+	id, prevErr, err := writeState(dir, s.path, append(data, '\n'), keep)
+	if prevErr != nil {
+		s.log.Warn("no previous copy of the state file kept", zap.Error(prevErr))
+	}
 	if err != nil {
 		return fmt.Errorf("saving learned blocks to %s: %w", s.path, err)
 	}

@@ -388,3 +388,19 @@ func TestRequeueSetExpires(t *testing.T) {
 		t.Errorf("%d remembered (%d before), the cap is %d", len(l.done), before, maxRequeues)
 	}
 }
+
+// Expired blocks leave memory at the next save, not only the file.
+func TestSaveDropsExpired(t *testing.T) {
+	s := newStore(t, filepath.Join(t.TempDir(), "s.json"))
+	s.Add(blk("old.example", time.Now().Add(-2*time.Hour)))
+	s.Add(blk("new.example", time.Now()))
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.RLock()
+	n, h := len(s.byDomain), len(s.byHost)
+	s.mu.RUnlock()
+	if n != 1 || h != 1 {
+		t.Errorf("%d domains, %d hosts in memory after save, want 1 and 1", n, h)
+	}
+}
