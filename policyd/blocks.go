@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/domain"
@@ -29,7 +30,11 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	store, err := learn.OpenStore(cfg.Learn.StateFile, zap.NewNop())
+	// Problems with the state file (set aside, previous copy used) are
+	// for the person running the command to see.
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
+		zapcore.AddSync(stderr), zapcore.WarnLevel))
+	store, err := learn.OpenStore(cfg.Learn.StateFile, log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
@@ -49,7 +54,7 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "forgot %s; a running mxdetour-policyd rereads %s on reload (SIGHUP)\n", d, cfg.Learn.StateFile)
+		fmt.Fprintf(stdout, "forgot %s; a running mxdetour-policyd drops it within 10 seconds, or at once on reload (SIGHUP)\n", d)
 		return 0
 	case fs.NArg() != 0:
 		fmt.Fprintln(stderr, "usage: mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]")

@@ -50,21 +50,34 @@ type Options struct {
 	RequeueDelay time.Duration
 	ProviderOf   func(mxHost string) string
 	SkipHosts    []string // our own relay, "host" or "host:port": its refusals say nothing of our IP
-	SaveEvery    time.Duration
+	// SaveDelay is how soon a learned or extended block is saved, so that
+	// `blocks` shows what the daemon knows; changes within it are saved
+	// together. Default 1 s.
+	SaveDelay time.Duration
+	// SaveEvery saves the log position, and looks for changes another
+	// process made to the state file (`blocks forget`). Default 10 s.
+	SaveEvery time.Duration
 }
 
 // Learner turns delivery log lines into learned blocks.
 type Learner struct {
-	o     Options
-	c     *Classifier
-	s     *Store
-	log   *zap.Logger
-	now   func() time.Time
-	mu    sync.Mutex
-	dirty bool
-	done  map[string]bool // queue ids already requeued
-	wg    sync.WaitGroup
+	o           Options
+	c           *Classifier
+	s           *Store
+	log         *zap.Logger
+	now         func() time.Time
+	mu          sync.Mutex
+	dirty       bool                 // something to save
+	blocksDirty bool                 // ... and it is a block: save soon
+	done        map[string]time.Time // queue ids requeued, until when to remember them
+	pruned      time.Time            // when done was last pruned
+	wg          sync.WaitGroup
 }
+
+// maxRequeues bounds the queue ids remembered as requeued (and the
+// requeues waiting): beyond it, deferred messages wait for Postfix's own
+// retry, which also takes the relay.
+const maxRequeues = 10000
 
 // NewLearner returns a Learner writing into s.
 func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
@@ -74,10 +87,13 @@ func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
 	if o.SaveEvery <= 0 {
 		o.SaveEvery = 10 * time.Second
 	}
+	if o.SaveDelay <= 0 {
+		o.SaveDelay = time.Second
+	}
 	if o.ProviderOf == nil {
 		o.ProviderOf = func(string) string { return "" }
 	}
-	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]bool{}}
+	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]time.Time{}}
 }
 
 // Handle learns from one log line.
@@ -116,7 +132,7 @@ func (l *Learner) Handle(line string, now time.Time) {
 		Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
 	isNew := l.s.Add(b)
 	l.mu.Lock()
-	l.dirty = true
+	l.dirty, l.blocksDirty = true, true
 	l.mu.Unlock()
 	if isNew {
 		l.log.Warn("learned: destination refuses our IP; routing it via the relay",
@@ -126,7 +142,7 @@ func (l *Learner) Handle(line string, now time.Time) {
 	}
 	// SOFTBOUNCE is a 5xx turned into a deferral by soft_bounce = yes.
 	if l.o.Requeue && (d.Status == "deferred" || d.Status == "SOFTBOUNCE") && now.Sub(when) < time.Hour {
-		l.requeueLater(d.QueueID)
+		l.requeueLater(d.QueueID, now)
 	}
 }
 
@@ -139,14 +155,28 @@ func short(s string) string {
 
 var queueIDRE = regexp.MustCompile(`^[0-9A-Za-z]+$`)
 
-// requeueLater runs postsuper -r for id once, after RequeueDelay.
-func (l *Learner) requeueLater(id string) {
+// requeueLater runs postsuper -r for id after RequeueDelay, once while
+// its block lasts: the ids are remembered for the block lifetime (at
+// least an hour) after their requeue, and at most maxRequeues of them.
+func (l *Learner) requeueLater(id string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.done[id] || !queueIDRE.MatchString(id) {
+	if now.Sub(l.pruned) > time.Minute || len(l.done) >= maxRequeues {
+		l.pruned = now
+		for k, until := range l.done {
+			if !now.Before(until) {
+				delete(l.done, k)
+			}
+		}
+	}
+	if _, ok := l.done[id]; ok || !queueIDRE.MatchString(id) {
 		return
 	}
-	l.done[id] = true
+	if len(l.done) >= maxRequeues {
+		l.log.Warn("too many requeues pending; this message waits for Postfix's next retry", zap.String("queue_id", id))
+		return
+	}
+	l.done[id] = now.Add(l.o.RequeueDelay + max(l.o.BlockTTL, time.Hour))
 	l.wg.Add(1)
 	time.AfterFunc(l.o.RequeueDelay, func() {
 		defer l.wg.Done()
@@ -175,8 +205,9 @@ func (l *Learner) requeue(id string) {
 }
 
 // Run follows the log file from the stored position until ctx ends,
-// across rotation (rename and create, copytruncate), and saves the state
-// now and then and at the end.
+// across rotation (rename and create, copytruncate). It saves a learned
+// block within SaveDelay, the log position every SaveEvery, everything at
+// the end, and merges changes other processes made to the state file.
 func (l *Learner) Run(ctx context.Context) error {
 	loc := l.startAt()
 	t, err := tail.TailFile(l.o.LogFile, tail.Config{
@@ -189,9 +220,13 @@ func (l *Learner) Run(ctx context.Context) error {
 	if _, err := os.Stat(l.o.LogFile); err != nil {
 		l.log.Warn("delivery log not found yet; waiting for it", zap.String("file", l.o.LogFile), zap.Error(err))
 	}
-	save := time.NewTicker(l.o.SaveEvery)
-	defer save.Stop()
+	every := time.NewTicker(l.o.SaveEvery)
+	defer every.Stop()
+	soon := time.NewTimer(l.o.SaveDelay)
+	soon.Stop()
+	armed := false
 	defer func() {
+		soon.Stop()
 		_ = t.Stop()
 		t.Cleanup()
 		l.saveIfDirty()
@@ -200,7 +235,10 @@ func (l *Learner) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-save.C:
+		case <-every.C:
+			l.saveIfDirty()
+		case <-soon.C:
+			armed = false
 			l.saveIfDirty()
 		case line, ok := <-t.Lines:
 			if !ok {
@@ -217,6 +255,10 @@ func (l *Learner) Run(ctx context.Context) error {
 			l.s.SetOffset(Offset{Path: l.o.LogFile, Inode: inode(l.o.LogFile), Pos: line.SeekInfo.Offset})
 			l.mu.Lock()
 			l.dirty = true
+			if l.blocksDirty && !armed {
+				armed = true
+				soon.Reset(l.o.SaveDelay)
+			}
 			l.mu.Unlock()
 		}
 	}
@@ -234,16 +276,24 @@ func (l *Learner) startAt() *tail.SeekInfo {
 	return &tail.SeekInfo{Offset: o.Pos, Whence: io.SeekStart}
 }
 
+// saveIfDirty saves what changed, or else merges what another process
+// changed in the state file.
 func (l *Learner) saveIfDirty() {
 	l.mu.Lock()
 	dirty := l.dirty
-	l.dirty = false
+	l.dirty, l.blocksDirty = false, false
 	l.mu.Unlock()
 	if !dirty {
+		if err := l.s.Refresh(); err != nil {
+			l.log.Error("reading the state file", zap.Error(err))
+		}
 		return
 	}
 	if err := l.s.Save(); err != nil {
 		l.log.Error("saving learned blocks", zap.Error(err))
+		l.mu.Lock()
+		l.dirty = true // try again at the next tick
+		l.mu.Unlock()
 	}
 }
 

@@ -4,26 +4,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
-// Block is a learned refusal of our sending IP.
-type Block struct {
-	Domain   string    `json:"domain"`
-	MXHost   string    `json:"mx_host"`
-	Provider string    `json:"provider,omitempty"`
-	Kind     string    `json:"kind"`
-	Reply    string    `json:"reply"`
-	QueueIDs []string  `json:"queue_ids,omitempty"`
-	Learned  time.Time `json:"learned"`
-	Expires  time.Time `json:"expires"`
-}
+// Block is a learned refusal of our sending IP; the type lives in
+// policyd/block so that policyd/route can use it without this package.
+type Block = block.Block
 
 // Offset is where reading the delivery log stopped.
 type Offset struct {
@@ -32,95 +28,150 @@ type Offset struct {
 	Pos   int64  `json:"pos"`
 }
 
-type stateFile struct {
-	Version int     `json:"version"`
-	Offset  Offset  `json:"offset"`
-	Blocks  []Block `json:"blocks"`
+// Forgotten records that a person dropped the block of Domain at At
+// (`blocks forget`). It is how another process tells the daemon
+// "forgotten" from "learned but not yet saved": the state file carries it
+// until Until (when the forgotten block would have expired), and every
+// store that merges the file drops its copy of that block if the block was
+// last seen before At. A refusal seen after At makes a new block.
+type Forgotten struct {
+	Domain string    `json:"domain"`
+	At     time.Time `json:"at"`
+	Until  time.Time `json:"until"`
 }
 
 const maxQueueIDs = 50
 
 // Store holds learned blocks in memory and in a state file that survives
 // restarts. It is safe for concurrent use; Lookup is the hot path.
+//
+// Memory is the authority: reading the file (Reload, and before every
+// Save when another process changed it) merges the file into memory. A
+// block the file has is added, a block the file lacks is kept, and a block
+// the file says was forgotten (Forgotten) is dropped.
 type Store struct {
 	path string
 	log  *zap.Logger
 
-	mu       sync.RWMutex
-	byDomain map[string]*Block
-	byHost   map[string]*Block
-	offset   Offset
-	written  time.Time // mtime of the state file as we last read or wrote it
+	mu        sync.RWMutex
+	byDomain  map[string]*Block
+	byHost    map[string]*Block
+	forgotten map[string]Forgotten
+	offset    Offset
+
+	fileMu sync.Mutex // held across a read-merge-write of the file
+	seen   fileID     // the state file as we last read or wrote it; under fileMu
 }
 
 // OpenStore reads the state file at path. A missing file is an empty
-// store; a corrupt one is set aside (renamed PATH.corrupt-TIME), logged,
-// and replaced by an empty store: losing learned blocks must never stop
-// the daemon.
+// store. A file that cannot be read or parsed is set aside (renamed
+// PATH.corrupt-TIME) with an error log and its previous copy PATH.1 is
+// used; when that is bad too the store starts empty. Losing learned blocks
+// must never stop the daemon: the error is always nil today.
 func OpenStore(path string, log *zap.Logger) (*Store, error) {
-	s := &Store{path: path, log: log, byDomain: map[string]*Block{}, byHost: map[string]*Block{}}
+	s := &Store{path: path, log: log, byDomain: map[string]*Block{}, byHost: map[string]*Block{},
+		forgotten: map[string]Forgotten{}}
 	return s, s.Reload()
 }
 
-// Reload re-reads the state file (SIGHUP, after `blocks forget`).
+// Reload merges the state file into memory (SIGHUP). Blocks learned since
+// the last save are kept; blocks forgotten in the file are dropped.
 func (s *Store) Reload() error {
-	data, err := os.ReadFile(s.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if dir, err := lockDir(filepath.Dir(s.path)); err == nil {
+		defer dir.Close()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("reading the state file without its lock", zap.Error(err))
 	}
-	if err != nil {
-		return fmt.Errorf("state file %s: %w", s.path, err)
-	}
-	var st stateFile
-	if err := json.Unmarshal(data, &st); err != nil || st.Version != 1 {
-		aside := s.path + ".corrupt-" + time.Now().UTC().Format("20060102T150405")
-		rerr := os.Rename(s.path, aside)
-		s.log.Error("state file is corrupt; set aside, starting with no learned blocks",
-			zap.String("file", s.path), zap.String("moved_to", aside), zap.Error(err), zap.NamedError("rename", rerr))
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.byDomain, s.byHost = map[string]*Block{}, map[string]*Block{}
-	for i := range st.Blocks {
-		s.index(&st.Blocks[i])
-	}
-	s.offset = st.Offset
-	if fi, err := os.Stat(s.path); err == nil {
-		s.written = fi.ModTime()
-	}
+	s.load()
 	return nil
 }
 
-// mergeExternal applies an edit of the state file made by another process
-// (`blocks forget`) before we overwrite it: blocks the file no longer has,
-// learned before it was written, were forgotten.
-func (s *Store) mergeExternal() {
-	fi, err := os.Stat(s.path)
-	if err != nil || fi.ModTime().Equal(s.written) {
+// Refresh merges the state file into memory if another process changed
+// it since we last read or wrote it (`blocks forget`).
+func (s *Store) Refresh() error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if statID(s.path) == s.seen {
+		return nil
+	}
+	dir, err := lockDir(filepath.Dir(s.path))
+	if err != nil {
+		return fmt.Errorf("state file %s: %w", s.path, err)
+	}
+	defer dir.Close()
+	s.load()
+	return nil
+}
+
+// load reads the state file, or its previous copy when it is bad, and
+// merges it into memory. The caller holds fileMu and the directory lock.
+func (s *Store) load() {
+	st, id, err := readState(s.path)
+	s.seen = id
+	switch {
+	case err == nil:
+		s.merge(st)
+		return
+	case errors.Is(err, fs.ErrNotExist):
+		if _, err := os.Stat(s.path + ".1"); err != nil {
+			return // a first start
+		}
+		s.log.Warn("state file missing; using its previous copy", zap.String("file", s.path))
+	default:
+		aside, rerr := setAside(s.path, time.Now())
+		s.log.Error("state file unreadable or corrupt; set aside, using its previous copy",
+			zap.String("file", s.path), zap.Error(err), zap.String("moved_to", aside), zap.NamedError("rename", rerr))
+	}
+	prev := s.path + ".1"
+	st, _, err = readState(prev)
+	if err == nil {
+		s.merge(st)
+		s.log.Warn("learned blocks restored from the previous state file", zap.String("file", prev),
+			zap.Int("blocks", len(st.Blocks)))
 		return
 	}
-	data, err := os.ReadFile(s.path)
-	var st stateFile
-	if err != nil || json.Unmarshal(data, &st) != nil {
-		return
+	aside, rerr := "", error(nil)
+	if !errors.Is(err, fs.ErrNotExist) {
+		aside, rerr = setAside(prev, time.Now())
 	}
-	inFile := map[string]bool{}
-	for _, b := range st.Blocks {
-		inFile[b.Domain] = true
-	}
-	s.mu.RLock()
-	var gone []string
-	for d, b := range s.byDomain {
-		if !inFile[d] && b.Learned.Before(fi.ModTime()) {
-			gone = append(gone, d)
+	s.log.Error("no usable state file: learned blocks are lost; starting with what is in memory",
+		zap.String("file", prev), zap.Error(err), zap.String("moved_to", aside), zap.NamedError("rename", rerr),
+		zap.Int("blocks_in_memory", s.count()))
+}
+
+// merge adds what st knows to memory: its tombstones, its blocks not
+// forgotten, its log offset when we have none.
+func (s *Store) merge(st *stateFile) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range st.Forgotten {
+		if old, ok := s.forgotten[f.Domain]; now.Before(f.Until) && (!ok || f.At.After(old.At)) {
+			s.forgotten[f.Domain] = f
 		}
 	}
-	s.mu.RUnlock()
-	for _, d := range gone {
-		s.Forget(d)
-		s.log.Info("learned block forgotten by an edit of the state file", zap.String("domain", d))
+	for d, f := range s.forgotten {
+		if b, ok := s.byDomain[d]; ok && !b.LastSeen().After(f.At) {
+			s.unindex(b)
+			s.log.Info("learned block forgotten (blocks forget)", zap.String("domain", d), zap.Time("at", f.At))
+		}
 	}
+	for _, b := range st.Blocks {
+		if b.Active(now) {
+			s.addLocked(b)
+		}
+	}
+	if s.offset == (Offset{}) {
+		s.offset = st.Offset
+	}
+}
+
+func (s *Store) count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byDomain)
 }
 
 func (s *Store) index(b *Block) {
@@ -130,16 +181,23 @@ func (s *Store) index(b *Block) {
 	}
 }
 
+func (s *Store) unindex(b *Block) {
+	delete(s.byDomain, b.Domain)
+	if s.byHost[b.MXHost] == b {
+		delete(s.byHost, b.MXHost)
+	}
+}
+
 // Lookup returns a block, not expired at now, for domain or for one of its
 // MX hosts (learned from any domain that uses that host).
 func (s *Store) Lookup(domain string, mxHosts []string, now time.Time) (Block, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if b, ok := s.byDomain[domain]; ok && now.Before(b.Expires) {
+	if b, ok := s.byDomain[domain]; ok && b.Active(now) {
 		return *b, true
 	}
 	for _, h := range mxHosts {
-		if b, ok := s.byHost[h]; ok && now.Before(b.Expires) {
+		if b, ok := s.byHost[h]; ok && b.Active(now) {
 			return *b, true
 		}
 	}
@@ -148,28 +206,41 @@ func (s *Store) Lookup(domain string, mxHosts []string, now time.Time) (Block, b
 
 // Add records a block; for a domain already blocked it extends the
 // expiry and adds the queue ids. It reports whether the block is new (or
-// had expired).
+// had expired). A refusal seen before the domain's block was forgotten is
+// ignored (an old log line read again).
 func (s *Store) Add(b Block) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.byDomain[b.Domain]
-	isNew := !ok || !b.Learned.Before(old.Expires)
-	if ok && !isNew {
-		if b.Expires.After(old.Expires) {
-			old.Expires = b.Expires
-		}
-		for _, id := range b.QueueIDs {
-			if !slices.Contains(old.QueueIDs, id) && len(old.QueueIDs) < maxQueueIDs {
-				old.QueueIDs = append(old.QueueIDs, id)
-			}
-		}
-		old.Reply, old.Kind = b.Reply, b.Kind
+	return s.addLocked(b)
+}
+
+func (s *Store) addLocked(b Block) bool {
+	if f, ok := s.forgotten[b.Domain]; ok && !b.LastSeen().After(f.At) {
 		return false
 	}
-	nb := b
-	nb.QueueIDs = slices.Clone(b.QueueIDs)
-	s.index(&nb)
-	return true
+	old, ok := s.byDomain[b.Domain]
+	if !ok || !b.Learned.Before(old.Expires) {
+		nb := b
+		nb.QueueIDs = slices.Clone(b.QueueIDs)
+		s.index(&nb)
+		return true
+	}
+	if b.Expires.After(old.Expires) {
+		old.Expires = b.Expires
+	}
+	if seen := b.LastSeen(); seen.After(old.LastSeen()) {
+		old.Seen = seen
+		old.Reply, old.Kind = b.Reply, b.Kind
+	}
+	if b.Learned.Before(old.Learned) {
+		old.Learned = b.Learned
+	}
+	for _, id := range b.QueueIDs {
+		if !slices.Contains(old.QueueIDs, id) && len(old.QueueIDs) < maxQueueIDs {
+			old.QueueIDs = append(old.QueueIDs, id)
+		}
+	}
+	return false
 }
 
 // List returns the blocks not expired at now, by domain.
@@ -178,34 +249,29 @@ func (s *Store) List(now time.Time) []Block {
 	defer s.mu.RUnlock()
 	var out []Block
 	for _, b := range s.byDomain {
-		if now.Before(b.Expires) {
-			out = append(out, *b)
+		if b.Active(now) {
+			c := *b
+			c.QueueIDs = slices.Clone(b.QueueIDs)
+			out = append(out, c)
 		}
 	}
-	slices.SortFunc(out, func(a, b Block) int {
-		if a.Domain < b.Domain {
-			return -1
-		}
-		if a.Domain > b.Domain {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Block) int { return strings.Compare(a.Domain, b.Domain) })
 	return out
 }
 
-// Forget removes the block of domain; it reports whether there was one.
+// Forget removes the block of domain and remembers that it was forgotten
+// (Forgotten), so that a running daemon merging the file drops its copy;
+// it reports whether there was a block.
 func (s *Store) Forget(domain string) bool {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.byDomain[domain]
 	if !ok {
 		return false
 	}
-	delete(s.byDomain, domain)
-	if s.byHost[b.MXHost] == b {
-		delete(s.byHost, b.MXHost)
-	}
+	s.unindex(b)
+	s.forgotten[domain] = Forgotten{Domain: domain, At: now, Until: b.Expires}
 	return true
 }
 
@@ -223,42 +289,62 @@ func (s *Store) SetOffset(o Offset) {
 	s.mu.Unlock()
 }
 
-// Save writes the state file atomically: a temporary file in the same
-// directory, synced, then renamed over the old one. Expired blocks are
-// dropped.
-func (s *Store) Save() error {
-	s.mergeExternal()
-	now := time.Now()
-	st := stateFile{Version: 1, Offset: s.Offset(), Blocks: s.List(now)}
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
+// snapshot returns what to save: blocks and tombstones not expired at
+// now; it drops the expired ones from memory.
+func (s *Store) snapshot(now time.Time) stateFile {
+	st := stateFile{Version: stateVersion, Offset: s.Offset(), Blocks: s.List(now)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.byDomain {
+		if !b.Active(now) {
+			s.unindex(b)
+		}
 	}
-	dir := filepath.Dir(s.path)
-	f, err := os.CreateTemp(dir, ".state-*.tmp")
+	for h, b := range s.byHost {
+		if !b.Active(now) {
+			delete(s.byHost, h)
+		}
+	}
+	for d, f := range s.forgotten {
+		if !now.Before(f.Until) {
+			delete(s.forgotten, d)
+			continue
+		}
+		st.Forgotten = append(st.Forgotten, f)
+	}
+	slices.SortFunc(st.Forgotten, func(a, b Forgotten) int { return strings.Compare(a.Domain, b.Domain) })
+	return st
+}
+
+// Save writes the state file (see statefile.go), after merging what
+// another process changed in it since we last read or wrote it. Expired
+// blocks are dropped.
+func (s *Store) Save() error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	dir, err := lockDir(filepath.Dir(s.path))
 	if err != nil {
 		return fmt.Errorf("saving learned blocks: %w", err)
 	}
-	defer os.Remove(f.Name())
-	if _, err = f.Write(append(data, '\n')); err == nil {
-		err = f.Sync()
+	defer dir.Close()
+	cur := statID(s.path)
+	if cur != s.seen {
+		s.load()
+		cur = statID(s.path)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	data, err := json.MarshalIndent(s.snapshot(time.Now()), "", "  ")
+	if err != nil {
+		return err
 	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o640)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.path)
+	// Only a file we have read fine or written is a good previous copy.
+	keep := cur != (fileID{}) && cur == s.seen
+	id, prevErr, err := writeState(dir, s.path, append(data, '\n'), keep)
+	if prevErr != nil {
+		s.log.Warn("no previous copy of the state file kept", zap.Error(prevErr))
 	}
 	if err != nil {
 		return fmt.Errorf("saving learned blocks to %s: %w", s.path, err)
 	}
-	if fi, err := os.Stat(s.path); err == nil {
-		s.mu.Lock()
-		s.written = fi.ModTime()
-		s.mu.Unlock()
-	}
+	s.seen = id
 	return nil
 }

@@ -32,7 +32,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/provider"
 	"github.com/mxdetour/mxdetour/internal/setup"
-	"github.com/mxdetour/mxdetour/policyd/learn"
+	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
 // Route is where a recipient's mail goes.
@@ -78,7 +78,7 @@ type Decision struct {
 	Method    string // how the provider was recognised: "mx-host" or "asn"
 	MX        []lookup.MX
 	Listings  []dnsbl.Result // listings of ours that mattered
-	Block     *learn.Block   // the learned block that decided, if any
+	Block     *block.Block   // the learned block that decided, if any
 	Detail    []string       // why, for a person (check, debug logs)
 	Cached    bool           // every lookup was answered from the cache
 	DryRun    bool           // a route was chosen but no transport is configured for it
@@ -102,7 +102,7 @@ type Listings interface {
 
 // Blocks holds blocks learned from the delivery log; learn.Store implements it.
 type Blocks interface {
-	Lookup(domain string, mxHosts []string, now time.Time) (learn.Block, bool)
+	Lookup(domain string, mxHosts []string, now time.Time) (block.Block, bool)
 }
 
 // Engine decides. It is safe for concurrent use; Swap replaces its

@@ -16,6 +16,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 )
 
@@ -205,8 +206,8 @@ func TestDecideLearned(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	store.Add(learn.Block{Domain: "learned.mxd", MXHost: "mx.learned.mxd", Kind: "dnsbl:zen.spamhaus.org", Reply: "554 5.7.1 blocked using zen.spamhaus.org", Learned: now, Expires: now.Add(time.Hour)})
-	store.Add(learn.Block{Domain: "other.mxd", MXHost: "mx.shared-host.mxd", Kind: "generic-blocklist", Learned: now, Expires: now.Add(time.Hour)})
+	store.Add(block.Block{Domain: "learned.mxd", MXHost: "mx.learned.mxd", Kind: "dnsbl:zen.spamhaus.org", Reply: "554 5.7.1 blocked using zen.spamhaus.org", Learned: now, Expires: now.Add(time.Hour)})
+	store.Add(block.Block{Domain: "other.mxd", MXHost: "mx.shared-host.mxd", Kind: "generic-blocklist", Learned: now, Expires: now.Add(time.Hour)})
 	e, _ := newEngine(t, nil, nil, store)
 	for rcpt, want := range map[string]Reason{
 		"a@learned.mxd":  ReasonLearned, // the domain itself
