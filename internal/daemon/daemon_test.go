@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,76 +17,14 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 )
 
-// notifications is a NOTIFY_SOCKET the test listens on, as systemd does.
-type notifications struct {
-	path string
-	ch   chan string
-}
-
-func listenNotify(t *testing.T) *notifications {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	n := &notifications{path: path, ch: make(chan string, 1000)}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := c.Read(buf)
-			if err != nil {
-				close(n.ch)
-				return
-			}
-			n.ch <- string(buf[:k])
-		}
-	}()
-	t.Setenv("NOTIFY_SOCKET", path)
+func listenNotify(t *testing.T) *daemontest.Notify {
+	n := daemontest.ListenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
 	return n
-}
-
-// next returns the next message that starts with prefix, skipping others.
-func (n *notifications) next(t *testing.T, prefix string) string {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case m := <-n.ch:
-			if strings.HasPrefix(m, prefix) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %q from the daemon within 10s", prefix)
-		}
-	}
-}
-
-// mark sends a message of our own and returns every message that came
-// before it: datagrams on one socket are read in the order they arrived.
-func (n *notifications) mark(t *testing.T) []string {
-	t.Helper()
-	c, err := net.Dial("unixgram", n.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("MARK"))
-	var seen []string
-	for {
-		select {
-		case m := <-n.ch:
-			if m == "MARK" {
-				return seen
-			}
-			seen = append(seen, m)
-		case <-time.After(10 * time.Second):
-			t.Fatal("our own mark did not come back")
-		}
-	}
 }
 
 // echoServer answers each connection with its name. With hang set, its
@@ -219,7 +156,7 @@ func TestNotifyReloadStop(t *testing.T) {
 		Stop: func(context.Context) { close(stopped) },
 		Log:  log,
 	})
-	ready := n.next(t, "READY=1")
+	ready := n.Next(t, "READY=1")
 	if want := fmt.Sprintf("READY=1\nSTATUS=serving a on 127.0.0.1:%d, b on 127.0.0.1:%d", pa, pb); ready != want {
 		t.Errorf("got %q, want %q", ready, want)
 	}
@@ -234,10 +171,10 @@ func TestNotifyReloadStop(t *testing.T) {
 	} {
 		reloadErr.Store(tc.reloadErr)
 		syscall.Kill(syscall.Getpid(), syscall.SIGHUP)
-		if m := n.next(t, "RELOADING=1"); !strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC=") {
+		if m := n.Next(t, "RELOADING=1"); !strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC=") {
 			t.Errorf("reload %d: %q lacks MONOTONIC_USEC", i, m)
 		}
-		if m := n.next(t, "READY=1"); !strings.Contains(m, tc.status) {
+		if m := n.Next(t, "READY=1"); !strings.Contains(m, tc.status) {
 			t.Errorf("reload %d: %q, want %q", i, m, tc.status)
 		}
 		if got := reloads.Load(); got != int32(i+1) {
@@ -254,7 +191,7 @@ func TestNotifyReloadStop(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Errorf("Run after stop: %v", err)
 	}
-	n.next(t, "STOPPING=1")
+	n.Next(t, "STOPPING=1")
 	if a.shutdown.Load() != 1 || b.shutdown.Load() != 1 {
 		t.Errorf("Shutdown called %d and %d times, want once each", a.shutdown.Load(), b.shutdown.Load())
 	}
@@ -277,9 +214,9 @@ func TestSIGTERM(t *testing.T) {
 	go func() {
 		done <- Run(context.Background(), Options{Sockets: []Socket{{Name: "a", Addr: "127.0.0.1:0", Server: s}}, Log: log})
 	}()
-	n.next(t, "READY=1")
+	n.Next(t, "READY=1")
 	syscall.Kill(syscall.Getpid(), syscall.SIGTERM)
-	n.next(t, "STOPPING=1")
+	n.Next(t, "STOPPING=1")
 	select {
 	case err := <-done:
 		if err != nil {
@@ -322,23 +259,23 @@ func TestListenError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("Run = %v", err)
 	}
-	if got := n.mark(t); len(got) != 0 {
+	if got := n.Mark(t); len(got) != 0 {
 		t.Errorf("notified %q", got)
 	}
 }
 
 // watchdogCase starts a daemon with WATCHDOG_USEC set, checks pings come
 // while healthy, calls breakIt, and checks that the pings stop.
-func watchdogCase(t *testing.T, health func(ctx context.Context) error, s *echoServer, breakIt func(addr string)) (*notifications, *observer.ObservedLogs) {
+func watchdogCase(t *testing.T, health func(ctx context.Context) error, s *echoServer, breakIt func(addr string)) (*daemontest.Notify, *observer.ObservedLogs) {
 	n := listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "400000") // a ping every 200ms, probes time out after 100ms
 	t.Setenv("WATCHDOG_PID", fmt.Sprint(syscall.Getpid()))
 	log, logs := logger(t)
 	port := freePort(t)
 	start(t, Options{Sockets: []Socket{{Name: "a", Addr: addr(port), Server: s}}, Health: health, Log: log})
-	n.next(t, "READY=1")
+	n.Next(t, "READY=1")
 	for range 3 {
-		n.next(t, "WATCHDOG=1")
+		n.Next(t, "WATCHDOG=1")
 	}
 	breakIt(addr(port))
 	failed := func(k int) func() bool {
@@ -346,9 +283,9 @@ func watchdogCase(t *testing.T, health func(ctx context.Context) error, s *echoS
 	}
 	// Once a check has failed, every ping from before is in the socket.
 	eventually(t, "a failed health check", failed(1))
-	n.mark(t)
+	n.Mark(t)
 	eventually(t, "three more failed checks", failed(4))
-	for _, m := range n.mark(t) {
+	for _, m := range n.Mark(t) {
 		if strings.HasPrefix(m, "WATCHDOG=1") {
 			t.Fatalf("pinged while unhealthy: %q", m)
 		}
@@ -371,7 +308,7 @@ func TestWatchdogProbeFails(t *testing.T) {
 		t.Error("the failure is not logged with its error")
 	}
 	failing.Store(false)
-	n.next(t, "WATCHDOG=1")
+	n.Next(t, "WATCHDOG=1")
 }
 
 // TestWatchdogProbeHangs: a probe that never returns (a deadlocked
