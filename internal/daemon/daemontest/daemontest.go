@@ -11,8 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // Notify is a NOTIFY_SOCKET the test reads, as systemd does.
@@ -135,4 +138,49 @@ func Command(t testing.TB, bin string, args []string, socks ...Socket) *exec.Cmd
 	}
 	cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(socks)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	return cmd
+}
+
+// Proc is a daemon a test started: its output and its end.
+type Proc struct {
+	Cmd  *exec.Cmd
+	out  *testutil.LockedBuffer
+	done chan error
+}
+
+// Start starts cmd, collecting its output; at the end of the test it is
+// killed if still running, and its output logged if the test failed.
+func Start(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: cmd, out: &testutil.LockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", cmd.Path, p.out)
+		}
+	})
+	return p
+}
+
+// Output is what the daemon wrote so far, stdout and stderr.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Stop sends SIGTERM and checks that the daemon drains and exits 0.
+func (p *Proc) Stop(t testing.TB) {
+	t.Helper()
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of SIGTERM")
+	}
 }
