@@ -334,46 +334,6 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// proc is a daemon the test started, its output, and its end.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *testutil.LockedBuffer
-	done chan error
-}
-
-func startProc(t *testing.T, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, out: &testutil.LockedBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", cmd.Path, p.out)
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and checks the daemon drains and exits 0.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err // for the cleanup
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v, want 0", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit within 15s of SIGTERM")
-	}
-}
-
 func dialAsk(t *testing.T, addr, key string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -397,8 +357,8 @@ func TestSocketActivation(t *testing.T) {
 	srv := dnstest.New(t, zone())
 	cfg, policyPort, smapPort := writeConfig(t, srv.Addr(), "")
 	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	p := startProc(t, exec.Command(tool, "-l", activated, "--fdname=socketmap", bin, "-config", cfg))
-	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.out.String(), "Listening on") })
+	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=socketmap", bin, "-config", cfg))
+	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
 	// The tool starts the daemon at this first connection.
 	if got := dialAsk(t, activated, "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
 		t.Errorf("activated socketmap: %q", got)
@@ -407,10 +367,10 @@ func TestSocketActivation(t *testing.T) {
 	if canDial(fmt.Sprintf("127.0.0.1:%d", smapPort)) {
 		t.Error("the configured socketmap address is served too")
 	}
-	if !strings.Contains(p.out.String(), `"socket": "socketmap", "addr": "`+activated+`", "from": "systemd"`) {
+	if !strings.Contains(p.Output(), `"socket": "socketmap", "addr": "`+activated+`", "from": "systemd"`) {
 		t.Errorf("the log does not say the socketmap came from systemd")
 	}
-	p.stop(t)
+	p.Stop(t)
 }
 
 // TestRestartQueues: while the daemon restarts under a socket its parent
@@ -420,11 +380,11 @@ func TestRestartQueues(t *testing.T) {
 	srv := dnstest.New(t, zone())
 	cfg, _, _ := writeConfig(t, srv.Addr(), "")
 	sock := daemontest.Listen(t, "socketmap")
-	first := startProc(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	first := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
 	if got := dialAsk(t, sock.Addr(), "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
 		t.Fatalf("first process: %q", got)
 	}
-	first.stop(t)
+	first.Stop(t)
 
 	// Nobody accepts now; these connect all the same and send their request.
 	var conns []net.Conn
@@ -438,7 +398,7 @@ func TestRestartQueues(t *testing.T) {
 		fmt.Fprintf(c, "%d:%s,", len(req), req)
 		conns = append(conns, c)
 	}
-	second := startProc(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	second := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
 	for i, c := range conns {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		got, err := socketmap.ReadNetstring(bufio.NewReader(c), 100000, nil)
@@ -446,7 +406,7 @@ func TestRestartQueues(t *testing.T) {
 			t.Errorf("connection %d made during the restart: %q, %v", i, got, err)
 		}
 	}
-	second.stop(t)
+	second.Stop(t)
 }
 
 // TestNotifyAndWatchdog: READY=1 once serving, WATCHDOG=1 every half
@@ -458,27 +418,27 @@ func TestNotifyAndWatchdog(t *testing.T) {
 	n := daemontest.ListenNotify(t)
 	cmd := exec.Command(bin, "-config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000")
-	p := startProc(t, cmd)
+	p := daemontest.Start(t, cmd)
 	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=serving policy on 127.0.0.1:") {
 		t.Errorf("READY: %q", m)
 	}
 	for range 3 {
 		n.Next(t, "WATCHDOG=1")
 	}
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
 	n.Next(t, "RELOADING=1")
 	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=serving") {
 		t.Errorf("after reload: %q", m)
 	}
 	data, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, append(data, "[policyd.extra]\n"...), 0o644)
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
 	n.Next(t, "RELOADING=1")
 	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=reload failed, running the previous configuration: ") || !strings.Contains(m, "policyd.extra: unknown key") {
 		t.Errorf("after a failed reload: %q", m)
 	}
 	n.Next(t, "WATCHDOG=1")
-	p.stop(t)
+	p.Stop(t)
 	n.Next(t, "STOPPING=1")
 }
 
