@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,10 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
+	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -455,6 +460,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}
+
+func probeDaemon(t testing.TB) *policyd {
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{"127.0.0.1:9"} // never asked: the probe needs no DNS
+	cfg.Learn.Enabled = false
+	d, err := parts(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.probe = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
+	return d
+}
+
+// TestHealthProbe: the watchdog's probe passes on a daemon with no DNS at
+// all (a dead resolver must not get policyd restarted), and adds nothing
+// to the decision counters that metrics export.
+func TestHealthProbe(t *testing.T) {
+	d := probeDaemon(t)
+	d.resp = respond.New(d.engine, time.Second, zap.NewNop())
+	if err := d.health(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.resp.Stats().Decisions.Load(); n != 0 {
+		t.Errorf("the probe was counted as %d decisions", n)
+	}
+}
+
+// BenchmarkHealthProbe: what one watchdog probe costs; the units allow it
+// 5 seconds.
+func BenchmarkHealthProbe(b *testing.B) {
+	d := probeDaemon(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := d.health(ctx); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
