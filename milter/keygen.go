@@ -23,7 +23,7 @@ func keygen(args []string) int {
 		return exitConfig
 	}
 	d, err := domain.Normalize(*dom)
-	if err != nil || *sel == "" {
+	if err != nil || *sel == "" || fs.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR]")
 		return exitConfig
 	}

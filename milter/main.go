@@ -5,6 +5,9 @@
 //	mxdetour-milter [-config FILE]              run the milter
 //	mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR]
 //	mxdetour-milter -check-config [-config FILE] | -version
+//
+// Under systemd it takes its socket by FileDescriptorName= "milter"
+// (contrib/systemd); see internal/daemon.
 package main
 
 import (
@@ -12,18 +15,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/geo"
-	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/logging"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
@@ -33,48 +36,77 @@ import (
 
 var version = "dev"
 
+// Exit codes: 78 (EX_CONFIG) means the usage or the configuration is
+// wrong, and systemd does not restart (RestartPreventExitStatus=78); 1
+// any other failure.
 const (
-	exitFailure = 1
-	exitConfig  = 2
+	exitFailure = daemon.ExitFailure
+	exitConfig  = daemon.ExitConfig
 )
 
+const usage = `usage:
+  mxdetour-milter [-config FILE]                  run the milter
+  mxdetour-milter -check-config [-config FILE]    validate the configuration, keys and country data, and exit
+  mxdetour-milter -version
+  mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR]
+`
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "keygen" {
-		os.Exit(keygen(os.Args[2:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "keygen" {
+		return keygen(args[1:])
 	}
-	fs := flag.NewFlagSet("mxdetour-milter", flag.ExitOnError)
+	fs := flag.NewFlagSet("mxdetour-milter", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nflags:\n"); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	checkOnly := fs.Bool("check-config", false, "validate the configuration, keys and country data, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	_ = fs.Parse(os.Args[1:])
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mxdetour-milter: unknown argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitConfig
+	}
 	if *showVersion {
-		fmt.Println("mxdetour-milter", version)
-		return
+		fmt.Fprintln(stdout, "mxdetour-milter", version)
+		return 0
 	}
 	cfg, used, err := config.LoadDefault(*cfgPath)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(exitConfig)
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	log, level, err := logging.New(cfg.Log)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(exitConfig)
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	defer log.Sync() //nolint:errcheck
 	st, err := buildState(cfg, log)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(exitConfig)
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	if *checkOnly {
-		fmt.Printf("%s: OK (%d DKIM keys)\n", orEmbedded(used), st.Keys.Len())
-		return
+		fmt.Fprintf(stdout, "%s: OK (%d DKIM keys)\n", orEmbedded(used), st.Keys.Len())
+		return 0
 	}
-	if err := run(cfg, st, *cfgPath, level, log); err != nil {
+	m := &milterd{path: *cfgPath, level: level, log: log, filter: filter.New(st, log.Named("milter"))}
+	m.state.Store(st)
+	if err := m.serve(); err != nil {
 		log.Error("exiting", zap.Error(err))
-		os.Exit(exitFailure)
+		return exitFailure
 	}
+	return 0
 }
 
 // buildState loads keys and country data for cfg; it fails when either is
@@ -107,63 +139,69 @@ func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 	return &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo.BlockCountries, cfg.Milter.Geo.Allow)}, nil
 }
 
-func run(cfg *config.Config, st *filter.State, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {
-	f := filter.New(st, log.Named("milter"))
-	ms, err := serveMetrics(cfg.Metrics.MilterListen, f, log)
-	if err != nil {
-		return err
-	}
-	defer ms.Close()
-	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32)
-	ln, err := listen.Listen(cfg.Milter.Listen, os.FileMode(mode))
-	if err != nil {
-		return err
-	}
-	srv := milter.NewServer(f.ServerOptions()...)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("started", zap.String("version", version), zap.String("listen", cfg.Milter.Listen),
-		zap.Int("dkim_keys", st.Keys.Len()), zap.Bool("country_block", st.Geo.Active()))
+// milterd is the running milter: the filter and the state it works with.
+type milterd struct {
+	path   string // the -config flag, read again at reload
+	level  zap.AtomicLevel
+	log    *zap.Logger
+	filter *filter.Filter
+	state  atomic.Pointer[filter.State] // what the filter was last given
+}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	for {
-		select {
-		case err := <-served:
-			if errors.Is(err, milter.ErrServerClosed) {
-				return nil
-			}
-			return err
-		case s := <-sigs:
-			if s != syscall.SIGHUP {
-				log.Info("draining and exiting", zap.String("signal", s.String()))
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				err := srv.Shutdown(ctx)
-				cancel()
-				if err != nil {
-					log.Warn("shutdown", zap.Error(err))
-				}
-				return nil
-			}
-			next, _, err := config.LoadDefault(flagPath)
-			var nst *filter.State
-			if err == nil {
-				nst, err = buildState(next, log)
-			}
-			if err != nil {
-				log.Error("reload failed; keeping the running configuration and keys", zap.Error(err))
-				continue
-			}
-			if err := logging.SetLevel(level, next.Log.Level); err != nil {
-				log.Error("reload: log level", zap.Error(err))
-			}
-			if next.Milter.Listen != cfg.Milter.Listen {
-				log.Warn("milter.listen changes only on restart")
-			}
-			f.Swap(nst)
-			log.Info("reloaded", zap.Int("dkim_keys", nst.Keys.Len()), zap.Bool("country_block", nst.Geo.Active()))
-		}
+// serve hands the milter to the runner, which serves until SIGTERM and
+// reloads on SIGHUP.
+func (m *milterd) serve() error {
+	st := m.state.Load()
+	ms, err := serveMetrics(st.Cfg.Metrics.MilterListen, m.filter, m.log)
+	if err != nil {
+		return err
 	}
+	mode, _ := strconv.ParseUint(st.Cfg.Milter.SocketMode, 8, 32) // validated by config
+	m.log.Info("started", zap.String("version", version),
+		zap.Int("dkim_keys", st.Keys.Len()), zap.Bool("country_block", st.Geo.Active()))
+	return daemon.Run(context.Background(), daemon.Options{
+		Sockets: []daemon.Socket{{Name: "milter", Addr: st.Cfg.Milter.Listen, Mode: os.FileMode(mode),
+			Server: milter.NewServer(m.filter.ServerOptions()...)}},
+		Reload: m.reload,
+		Health: m.health,
+		Stop:   func(context.Context) { ms.Close() },
+		Grace:  30 * time.Second,
+		Log:    m.log,
+	})
+}
+
+// reload builds the configuration, keys and country data on the side and
+// swaps them in whole (SIGHUP); on an error the running ones stay.
+func (m *milterd) reload() error {
+	next, _, err := config.LoadDefault(m.path)
+	if err != nil {
+		return err
+	}
+	st, err := buildState(next, m.log)
+	if err != nil {
+		return err
+	}
+	if err := logging.SetLevel(m.level, next.Log.Level); err != nil {
+		return err
+	}
+	if next.Milter.Listen != m.state.Load().Cfg.Milter.Listen {
+		m.log.Warn("milter.listen changes only on restart")
+	}
+	m.filter.Swap(st)
+	m.state.Store(st)
+	m.log.Info("new keys and country data in use", zap.Int("dkim_keys", st.Keys.Len()), zap.Bool("country_block", st.Geo.Active()))
+	return nil
+}
+
+// health is the watchdog's probe beside the runner's accept-loop check.
+// The filter's state is immutable and swapped whole, with no lock to
+// deadlock on, so a loaded state is all there is to check here; a milter
+// session stuck in go-milter is not seen by it.
+func (m *milterd) health(context.Context) error {
+	if m.state.Load() == nil {
+		return errors.New("no filter state loaded")
+	}
+	return nil
 }
 
 func orEmbedded(path string) string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,18 +16,34 @@ import (
 
 	"github.com/d--j/go-milter"
 
+	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
-// TestBinary runs mxdetour-milter as a postmaster does: keygen, a config
-// with the key, a message through the milter protocol, metrics, and a
-// reload with a broken key file that keeps the running keys.
-func TestBinary(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "mxdetour-milter")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+// These tests run mxdetour-milter as a postmaster does: the binary, a
+// config file, real sockets.
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "milter-bin-")
+	if err != nil {
+		panic(err)
 	}
+	bin = filepath.Join(dir, "mxdetour-milter")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// setup makes a key with keygen and writes a config using it; write
+// rewrites the config with another key file.
+func setup(t *testing.T) (cfg string, lport, mport int, write func(keyFile string)) {
+	dir := t.TempDir()
 	if out, err := exec.Command(bin, "keygen", "-domain", "example.org", "-selector", "ed", "-algorithm", "ed25519", "-dir", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), `ed._domainkey.example.org. IN TXT ( "v=DKIM1; k=ed25519; p=`) {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
@@ -34,81 +51,99 @@ func TestBinary(t *testing.T) {
 	if fi, _ := os.Stat(key); fi.Mode().Perm() != 0o600 {
 		t.Errorf("key mode %v", fi.Mode())
 	}
-	mport, lport := testutil.FreePort(t), testutil.FreePort(t)
-	cfg := filepath.Join(dir, "mxdetour.toml")
-	write := func(keyFile string) {
+	mport, lport = testutil.FreePort(t), testutil.FreePort(t)
+	cfg = filepath.Join(dir, "mxdetour.toml")
+	write = func(keyFile string) {
 		os.WriteFile(cfg, []byte(fmt.Sprintf("[milter]\nlisten = \"127.0.0.1:%d\"\n[metrics]\nmilter_listen = \"127.0.0.1:%d\"\n[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"ed\"\nkey_file = %q\n", lport, mport, keyFile)), 0o644)
 	}
 	write(key)
+	return cfg, lport, mport, write
+}
+
+// signatures sends one message through the milter at addr and returns
+// how many DKIM-Signature headers it added.
+func signatures(t *testing.T, addr string) int {
+	t.Helper()
+	n, err := sign(milter.NewClient("tcp", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func sign(c *milter.Client) (int, error) {
+	macros := milter.NewMacroBag()
+	macros.Set(milter.MacroDaemonAddr, "127.0.0.1")
+	s, err := c.Session(macros)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	s.Conn("localhost", milter.FamilyInet, 1, "127.0.0.1")
+	s.Helo("localhost")
+	s.Mail("<a@example.org>", "")
+	s.Rcpt("<b@partner.mxd>", "")
+	s.DataStart()
+	s.HeaderField("From", " a@example.org", nil)
+	s.HeaderEnd()
+	mods, _, err := s.BodyReadFrom(strings.NewReader("hi\r\n"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range mods {
+		if m.Type == milter.ActionInsertHeader {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// dialed is a milter.Dialer handing out a connection made earlier.
+type dialed struct{ c net.Conn }
+
+func (d dialed) Dial(string, string) (net.Conn, error) { return d.c, nil }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}
+
+func canDial(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// TestBinary: keygen, a config with the key, a message through the milter
+// protocol, metrics, and a reload with a broken key file that keeps the
+// running keys.
+func TestBinary(t *testing.T) {
+	cfg, lport, mport, write := setup(t)
 	if out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK (1 DKIM keys)") {
 		t.Fatalf("-check-config: %v %s", err, out)
 	}
-	cmd := exec.Command(bin, "-config", cfg)
-	out := &testutil.LockedBuffer{}
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Log(out.String())
-		}
-	}()
+	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("milter not listening")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	signed := func() int {
-		macros := milter.NewMacroBag()
-		macros.Set(milter.MacroDaemonAddr, "127.0.0.1")
-		s, err := milter.NewClient("tcp", addr).Session(macros)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		s.Conn("localhost", milter.FamilyInet, 1, "127.0.0.1")
-		s.Helo("localhost")
-		s.Mail("<a@example.org>", "")
-		s.Rcpt("<b@partner.mxd>", "")
-		s.DataStart()
-		s.HeaderField("From", " a@example.org", nil)
-		s.HeaderEnd()
-		mods, _, err := s.BodyReadFrom(strings.NewReader("hi\r\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, m := range mods {
-			if m.Type == milter.ActionInsertHeader {
-				n++
-			}
-		}
-		return n
-	}
-	if n := signed(); n != 1 {
+	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	if n := signatures(t, addr); n != 1 {
 		t.Errorf("%d signatures, want 1", n)
 	}
 	// A broken key at reload: the old key stays in use.
-	broken := filepath.Join(dir, "broken.key")
+	broken := filepath.Join(filepath.Dir(cfg), "broken.key")
 	os.WriteFile(broken, []byte("not a key"), 0o600)
 	write(broken)
-	cmd.Process.Signal(syscall.SIGHUP)
-	for i := 0; !strings.Contains(out.String(), "reload failed") && i < 100; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "reload failed; keeping the running configuration and keys") {
-		t.Errorf("no reload failure logged:\n%s", out.String())
-	}
-	if n := signed(); n != 1 {
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "a failed reload logged", func() bool {
+		return strings.Contains(p.Output(), "reload failed; keeping the running configuration")
+	})
+	if n := signatures(t, addr); n != 1 {
 		t.Errorf("after a failed reload: %d signatures, want 1", n)
 	}
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
@@ -120,6 +155,125 @@ func TestBinary(t *testing.T) {
 	for _, want := range []string{"mxdetour_milter_signed_total 2", "mxdetour_milter_message_seconds_count 2"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	p.Stop(t)
+}
+
+// exitCode is a finished command's exit code, -1 when it did not exit.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// TestExitCodes: a broken configuration or key and arguments a command
+// does not know end with 78 (EX_CONFIG; the unit does not restart), never
+// with a running milter.
+func TestExitCodes(t *testing.T) {
+	cfg, _, _, write := setup(t)
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(bad, []byte("[milter]\nlisten = 5\n"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-config", bad}, "bad.toml:2"},
+		{[]string{"-check-config", "-config", bad}, "bad.toml:2"},
+		{[]string{"help"}, `unknown argument "help"`},
+		{[]string{"-check-config", "typo.toml"}, `unknown argument "typo.toml"`},
+		{[]string{"-config", cfg, "extra"}, `unknown argument "extra"`},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"keygen", "-domain", "example.org", "-selector", "s", "extra"}, "usage: mxdetour-milter keygen"},
+		{[]string{"keygen", "-bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Dir = t.TempDir()
+		cmd.WaitDelay = 10 * time.Second
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != 78 {
+			t.Errorf("%q: exit %d (%v), want 78\n%s", tc.args, code, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("%q: output lacks %q:\n%s", tc.args, tc.want, out)
+		}
+	}
+	write(filepath.Join(t.TempDir(), "missing.key"))
+	out, err := exec.Command(bin, "-config", cfg).CombinedOutput()
+	if code := exitCode(err); code != 78 || !strings.Contains(string(out), "missing.key") {
+		t.Errorf("a missing key file: exit %d (%v), want 78\n%s", code, err, out)
+	}
+}
+
+// TestSocketActivation: under systemd's own activation tool the milter
+// serves the socket passed as "milter", not its configured address, and
+// tells systemd: READY=1, WATCHDOG=1 pings, RELOADING=1 and READY=1 at
+// SIGHUP, STOPPING=1 at SIGTERM.
+func TestSocketActivation(t *testing.T) {
+	tool, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate is not installed (Debian: systemd)")
+	}
+	cfg, lport, _, _ := setup(t)
+	n := daemontest.ListenNotify(t)
+	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=milter",
+		"-E", "NOTIFY_SOCKET="+n.Path, "-E", "WATCHDOG_USEC=1000000", bin, "-config", cfg))
+	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
+	// The tool starts the milter at this first connection.
+	if got := signatures(t, activated); got != 1 {
+		t.Errorf("through the activated socket: %d signatures, want 1", got)
+	}
+	if m := n.Next(t, "READY=1"); m != "READY=1\nSTATUS=serving milter on "+activated {
+		t.Errorf("READY: %q", m)
+	}
+	if canDial(fmt.Sprintf("127.0.0.1:%d", lport)) {
+		t.Error("the configured address is served too")
+	}
+	n.Next(t, "WATCHDOG=1")
+	n.Next(t, "WATCHDOG=1")
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	n.Next(t, "RELOADING=1")
+	n.Next(t, "READY=1")
+	p.Stop(t)
+	n.Next(t, "STOPPING=1")
+}
+
+// TestRestartQueues: milter sessions Postfix opens while the milter
+// restarts under a socket its parent holds wait in the kernel's queue and
+// are served by the new process.
+func TestRestartQueues(t *testing.T) {
+	cfg, _, _, _ := setup(t)
+	sock := daemontest.Listen(t, "milter")
+	first := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	if got := signatures(t, sock.Addr()); got != 1 {
+		t.Fatalf("first process: %d signatures", got)
+	}
+	first.Stop(t)
+	// Postfix connects while nobody accepts, and starts its session.
+	got := make(chan error, 5)
+	for i := range cap(got) {
+		c, err := net.Dial("tcp", sock.Addr())
+		if err != nil {
+			t.Fatalf("connection %d while the milter is down: %v", i, err)
+		}
+		go func() {
+			n, err := sign(milter.NewClient("tcp", sock.Addr(), milter.WithDialer(dialed{c})))
+			if err == nil && n != 1 {
+				err = fmt.Errorf("%d signatures, want 1", n)
+			}
+			got <- err
+		}()
+	}
+	daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	for range cap(got) {
+		if err := <-got; err != nil {
+			t.Errorf("a session opened during the restart: %v", err)
 		}
 	}
 }

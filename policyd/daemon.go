@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -13,8 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
-	"github.com/mxdetour/mxdetour/internal/listen"
+	"github.com/mxdetour/mxdetour/internal/logging"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/internal/setup"
@@ -25,8 +25,8 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
-// daemon is mxdetour-policyd's running parts.
-type daemon struct {
+// policyd is mxdetour-policyd's running parts.
+type policyd struct {
 	cfg      *config.Config
 	log      *zap.Logger
 	resolver *lookup.Client
@@ -34,23 +34,16 @@ type daemon struct {
 	store    *learn.Store   // nil when learning is off
 	engine   *route.Engine
 	resp     *respond.Responder
-	servers  []server
+	probe    *respond.Responder // the watchdog's: same engine, no log lines, no counters
 	cancel   context.CancelFunc
-	fatal    chan error
 	learned  chan struct{} // closed when the learner has stopped (and saved)
 	metrics  *metrics.Server
 }
 
-// server is what policy.Server and socketmap.Server have in common.
-type server interface {
-	Serve(net.Listener) error
-	Shutdown(context.Context) error
-}
-
 // parts builds the decision side (resolver, listings, learned blocks,
 // engine) shared by the daemon and the check command.
-func parts(cfg *config.Config, log *zap.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, fatal: make(chan error, 4)}
+func parts(cfg *config.Config, log *zap.Logger) (*policyd, error) {
+	d := &policyd{cfg: cfg, log: log}
 	var err error
 	if d.resolver, err = lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup")); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -79,8 +72,9 @@ func parts(cfg *config.Config, log *zap.Logger) (*daemon, error) {
 	return d, nil
 }
 
-// start builds the daemon and starts its listeners and background work.
-func start(cfg *config.Config, log *zap.Logger) (*daemon, error) {
+// start builds the daemon and starts its background work; the runner
+// opens the listeners.
+func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	if err := checkDeps(cfg); err != nil {
 		return nil, configError{err}
 	}
@@ -110,65 +104,73 @@ func start(cfg *config.Config, log *zap.Logger) (*daemon, error) {
 		}()
 	}
 	d.resp = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
+	d.probe = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
 	if err := d.serveMetrics(); err != nil {
-		d.stop(time.Second)
-		return nil, err
-	}
-	if err := d.listen(); err != nil {
-		d.stop(time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		d.stop(ctx)
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *daemon) providerOf(host string) string {
+func (d *policyd) providerOf(host string) string {
 	if p := d.engine.Classifier().ByHost(host); p != nil {
 		return p.Name
 	}
 	return ""
 }
 
-func (d *daemon) listen() error {
+// sockets are the daemon's two services, by their systemd names.
+func (d *policyd) sockets() []daemon.Socket {
 	p := d.cfg.Policyd
 	mode, _ := strconv.ParseUint(p.SocketMode, 8, 32) // validated by config
-	if p.PolicyListen != "" {
-		srv := policy.NewServer(d.resp, policy.Options{
-			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize,
-			MaxConnections: p.MaxConnections,
-		}, d.log.Named("policy"))
-		if err := d.serve(srv, p.PolicyListen, os.FileMode(mode)); err != nil {
-			return err
-		}
+	return []daemon.Socket{
+		{Name: "policy", Addr: p.PolicyListen, Mode: os.FileMode(mode), Server: policy.NewServer(d.resp, policy.Options{
+			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
+		}, d.log.Named("policy"))},
+		{Name: "socketmap", Addr: p.SocketmapListen, Mode: os.FileMode(mode), Server: socketmap.NewServer(d.resp, socketmap.Options{
+			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
+		}, d.log.Named("socketmap"))},
 	}
-	if p.SocketmapListen != "" {
-		srv := socketmap.NewServer(d.resp, socketmap.Options{
-			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize,
-			MaxConnections: p.MaxConnections,
-		}, d.log.Named("socketmap"))
-		if err := d.serve(srv, p.SocketmapListen, os.FileMode(mode)); err != nil {
-			return err
-		}
+}
+
+// probeAddress is the watchdog's recipient: a reserved domain (RFC 2606),
+// decided without DNS, so a slow resolver never fails the probe (Postfix
+// is then answered "direct" in time, as it should be) while a deadlocked
+// decision does.
+const probeAddress = "watchdog@mxdetour.invalid"
+
+// health is the watchdog's probe: one socketmap request through the
+// responder and the engine that serve Postfix, answered before ctx ends.
+func (d *policyd) health(ctx context.Context) error {
+	r := d.probe.Lookup(ctx, "transport", probeAddress)
+	if r.Status != "OK" || !strings.HasPrefix(r.Data, "error:5.1.2 ") {
+		return fmt.Errorf("%s was answered %q, want OK error:5.1.2", probeAddress, r.String())
 	}
 	return nil
 }
 
-func (d *daemon) serve(srv server, addr string, mode os.FileMode) error {
-	ln, err := listen.Listen(addr, mode)
+// reloadFrom reads the configuration again and swaps it in (SIGHUP); on
+// an error the running configuration stays.
+func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
+	next, _, err := config.LoadDefault(path)
+	if err == nil {
+		err = checkDeps(next)
+	}
 	if err != nil {
 		return err
 	}
-	d.servers = append(d.servers, srv)
-	go func() {
-		if err := srv.Serve(ln); err != nil {
-			d.fatal <- fmt.Errorf("serving %s: %w", addr, err)
-		}
-	}()
+	if err := logging.SetLevel(level, next.Log.Level); err != nil {
+		return err
+	}
+	d.reload(next)
 	return nil
 }
 
 // reload swaps in a new configuration. Listen addresses, [dns] and [self]
 // are read at start only; a change there is logged as needing a restart.
-func (d *daemon) reload(next *config.Config) {
+func (d *policyd) reload(next *config.Config) {
 	if next.Policyd.PolicyListen != d.cfg.Policyd.PolicyListen ||
 		next.Policyd.SocketmapListen != d.cfg.Policyd.SocketmapListen ||
 		!slices.Equal(next.DNS.Servers, d.cfg.DNS.Servers) ||
@@ -177,6 +179,7 @@ func (d *daemon) reload(next *config.Config) {
 	}
 	d.engine.Swap(next)
 	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
 	if d.store != nil {
 		if err := d.store.Reload(); err != nil {
 			d.log.Error("reload: state file", zap.Error(err))
@@ -185,16 +188,9 @@ func (d *daemon) reload(next *config.Config) {
 	d.cfg = next
 }
 
-// stop drains the listeners: no new connections, requests in flight are
-// answered, then background work ends and learned state is saved.
-func (d *daemon) stop(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	for _, s := range d.servers {
-		if err := s.Shutdown(ctx); err != nil {
-			d.log.Warn("shutdown", zap.Error(err))
-		}
-	}
+// stop ends the background work once the runner has drained the
+// listeners, and saves learned state before ctx ends.
+func (d *policyd) stop(ctx context.Context) {
 	d.metrics.Close()
 	if d.cancel != nil {
 		d.cancel()

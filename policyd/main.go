@@ -6,6 +6,9 @@
 //	mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
 //	mxdetour-policyd blocks [-config FILE] [forget DOMAIN]
 //	mxdetour-policyd -check-config [-config FILE] | -version
+//
+// Under systemd it takes its sockets by FileDescriptorName= "policy" and
+// "socketmap" (contrib/systemd); see internal/daemon.
 package main
 
 import (
@@ -13,116 +16,117 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/logging"
 )
 
 var version = "dev"
 
-// Exit codes: 2 means the configuration is wrong (systemd's
-// RestartPreventExitStatus), 1 any other failure.
+// Exit codes: 78 (EX_CONFIG) means the usage or the configuration is
+// wrong, and systemd does not restart (RestartPreventExitStatus=78); 1
+// any other failure.
 const (
-	exitFailure = 1
-	exitConfig  = 2
+	exitFailure = daemon.ExitFailure
+	exitConfig  = daemon.ExitConfig
 )
 
+const usage = `usage:
+  mxdetour-policyd [-config FILE]                  run the daemon
+  mxdetour-policyd -check-config [-config FILE]    validate the configuration and exit
+  mxdetour-policyd -version
+  mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
+  mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]
+`
+
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
 		case "check":
-			os.Exit(checkCommand(os.Args[2:], os.Stdout, os.Stderr))
+			return checkCommand(args[1:], stdout, stderr)
 		case "blocks":
-			os.Exit(blocksCommand(os.Args[2:], os.Stdout, os.Stderr))
+			return blocksCommand(args[1:], stdout, stderr)
 		}
 	}
-	fs := flag.NewFlagSet("mxdetour-policyd", flag.ExitOnError)
+	fs := flag.NewFlagSet("mxdetour-policyd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nflags:\n"); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	_ = fs.Parse(os.Args[1:])
-
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mxdetour-policyd: unknown argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitConfig
+	}
 	if *showVersion {
-		fmt.Println("mxdetour-policyd", version)
-		return
+		fmt.Fprintln(stdout, "mxdetour-policyd", version)
+		return 0
 	}
 	cfg, used, err := config.LoadDefault(*cfgPath)
+	if err == nil {
+		err = checkDeps(cfg)
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(exitConfig)
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	if *checkOnly {
-		if err := checkDeps(cfg); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(exitConfig)
-		}
-		fmt.Printf("%s: OK\n", orEmbedded(used))
-		return
+		fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
+		return 0
 	}
 	log, level, err := logging.New(cfg.Log)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(exitConfig)
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
-	if err := run(cfg, used, *cfgPath, level, log); err != nil {
+	if err := serve(cfg, used, *cfgPath, level, log); err != nil {
 		log.Error("exiting", zap.Error(err))
 		var ce configError
 		if errors.As(err, &ce) {
-			os.Exit(exitConfig)
+			return exitConfig
 		}
-		os.Exit(exitFailure)
+		return exitFailure
 	}
+	return 0
 }
 
-// run starts the daemon and serves until SIGTERM or SIGINT. SIGHUP reloads
-// the configuration: the new one is built on the side and swapped in; when
-// it is broken the old one stays and the error is logged.
-func run(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {
+// serve builds the daemon and hands it to the runner, which serves until
+// SIGTERM and reloads on SIGHUP.
+func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {
 	d, err := start(cfg, log)
 	if err != nil {
 		return err
 	}
-	log.Info("started", zap.String("version", version), zap.String("config", orEmbedded(used)),
-		zap.String("policy", cfg.Policyd.PolicyListen), zap.String("socketmap", cfg.Policyd.SocketmapListen))
+	log.Info("started", zap.String("version", version), zap.String("config", orEmbedded(used)))
 	if d.engine.DryRun() {
 		log.Warn("dry run: no relay transport configured ([transports] relay); decisions are logged and Postfix is always told to go direct")
 	}
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	for {
-		select {
-		case err := <-d.fatal:
-			d.stop(5 * time.Second)
-			return err
-		case s := <-sigs:
-			if s != syscall.SIGHUP {
-				log.Info("draining and exiting", zap.String("signal", s.String()))
-				d.stop(10 * time.Second)
-				return nil
-			}
-			next, _, err := config.LoadDefault(flagPath)
-			if err == nil {
-				err = checkDeps(next)
-			}
-			if err != nil {
-				log.Error("reload failed; keeping the running configuration", zap.Error(err))
-				continue
-			}
-			if err := logging.SetLevel(level, next.Log.Level); err != nil {
-				log.Error("reload: log level", zap.Error(err))
-			}
-			d.reload(next)
-			log.Info("reloaded", zap.String("config", orEmbedded(used)))
-		}
-	}
+	return daemon.Run(context.Background(), daemon.Options{
+		Sockets: d.sockets(),
+		Reload:  func() error { return d.reloadFrom(flagPath, level) },
+		Health:  d.health,
+		Stop:    d.stop,
+		Grace:   10 * time.Second,
+		Log:     log,
+	})
 }
 
 func orEmbedded(path string) string {
@@ -132,7 +136,7 @@ func orEmbedded(path string) string {
 	return path
 }
 
-// configError marks errors that mean "fix the configuration", exit 2.
+// configError marks errors that mean "fix the configuration", exit 78.
 type configError struct{ error }
 
 func (e configError) Unwrap() error { return e.error }

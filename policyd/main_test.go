@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,12 +15,18 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
+	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -242,9 +250,8 @@ func TestCheckConfig(t *testing.T) {
 	}
 	bad, _, _ := writeConfig(t, srv.Addr(), "[policyd.extra]\n")
 	out, err := exec.Command(bin, "-check-config", "-config", bad).CombinedOutput()
-	var ee *exec.ExitError
-	if err == nil || !errorsAs(err, &ee) || ee.ExitCode() != 2 {
-		t.Errorf("bad config: exit %v, want 2", err)
+	if code := exitCode(err); code != 78 {
+		t.Errorf("bad config: exit %d (%v), want 78", code, err)
 	}
 	if !strings.Contains(string(out), "mxdetour.toml:17: policyd.extra: unknown key") {
 		t.Errorf("bad config message:\n%s", out)
@@ -258,10 +265,16 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
-func errorsAs(err error, target **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	*target = e
-	return ok
+// exitCode is a finished command's exit code, -1 when it did not exit.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 func TestMetrics(t *testing.T) {
@@ -290,5 +303,205 @@ func TestMetrics(t *testing.T) {
 	// The decision's MX lookup, and the blocklist self-check's, missed the cache.
 	if !regexp.MustCompile(`mxdetour_policyd_dns_lookups_total\{result="miss"\} [1-9]`).Match(body) {
 		t.Errorf("metrics lack DNS cache misses:\n%s", body)
+	}
+}
+
+// TestExitCodes: a broken configuration and arguments the command does not
+// know end with 78 (EX_CONFIG; the unit does not restart) and the usage,
+// never with a running daemon; -h is no error.
+func TestExitCodes(t *testing.T) {
+	cfg, _, _ := writeConfig(t, "127.0.0.1:9", "")
+	bad, _, _ := writeConfig(t, "127.0.0.1:9", "[policyd.extra]\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-config", bad}, "policyd.extra: unknown key"},
+		{[]string{"help"}, `unknown argument "help"`},
+		{[]string{"-check-config", "typo.toml"}, `unknown argument "typo.toml"`},
+		{[]string{"-config", cfg, "extra"}, `unknown argument "extra"`},
+		{[]string{"-version", "x"}, `unknown argument "x"`},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-config"}, "flag needs an argument: -config"},
+		{[]string{"check"}, "usage: mxdetour-policyd check"},
+		{[]string{"check", "-bogus", "a@b.mxd"}, "flag provided but not defined: -bogus"},
+		{[]string{"blocks", "-config", cfg, "extra"}, "usage: mxdetour-policyd blocks"},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.WaitDelay = 10 * time.Second
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != 78 {
+			t.Errorf("%q: exit %d (%v), want 78\n%s", tc.args, code, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) || !strings.Contains(strings.ToLower(string(out)), "usage") && !strings.Contains(tc.want, "unknown key") {
+			t.Errorf("%q: output lacks %q or the usage:\n%s", tc.args, tc.want, out)
+		}
+	}
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if exitCode(err) != 0 || !strings.Contains(string(out), "mxdetour-policyd check [-config FILE]") {
+		t.Errorf("-h: %v\n%s", err, out)
+	}
+}
+
+func dialAsk(t *testing.T, addr, key string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return askSocketmap(t, bufio.NewReader(c), c, key)
+}
+
+// TestSocketActivation: under systemd's own activation tool, the socketmap
+// is served on the socket the tool passes as "socketmap", not on the
+// configured address, and the policy service, which it did not pass, on
+// its configured address.
+func TestSocketActivation(t *testing.T) {
+	tool, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate is not installed (Debian: systemd)")
+	}
+	srv := dnstest.New(t, zone())
+	cfg, policyPort, smapPort := writeConfig(t, srv.Addr(), "")
+	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=socketmap", bin, "-config", cfg))
+	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
+	// The tool starts the daemon at this first connection.
+	if got := dialAsk(t, activated, "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
+		t.Errorf("activated socketmap: %q", got)
+	}
+	waitFor(t, "the policy service on its configured address", func() bool { return canDial(fmt.Sprintf("127.0.0.1:%d", policyPort)) })
+	if canDial(fmt.Sprintf("127.0.0.1:%d", smapPort)) {
+		t.Error("the configured socketmap address is served too")
+	}
+	if !strings.Contains(p.Output(), `"socket": "socketmap", "addr": "`+activated+`", "from": "systemd"`) {
+		t.Errorf("the log does not say the socketmap came from systemd")
+	}
+	p.Stop(t)
+}
+
+// TestRestartQueues: while the daemon restarts under a socket its parent
+// holds (as systemd holds a socket unit's), Postfix's connections wait in
+// the kernel's queue and are answered by the new process; none is refused.
+func TestRestartQueues(t *testing.T) {
+	srv := dnstest.New(t, zone())
+	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	sock := daemontest.Listen(t, "socketmap")
+	first := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	if got := dialAsk(t, sock.Addr(), "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
+		t.Fatalf("first process: %q", got)
+	}
+	first.Stop(t)
+
+	// Nobody accepts now; these connect all the same and send their request.
+	var conns []net.Conn
+	for i := range 20 {
+		c, err := net.Dial("tcp", sock.Addr())
+		if err != nil {
+			t.Fatalf("connection %d while the daemon is down: %v", i, err)
+		}
+		defer c.Close()
+		req := fmt.Sprintf("transport u%d@gmail.mxd", i)
+		fmt.Fprintf(c, "%d:%s,", len(req), req)
+		conns = append(conns, c)
+	}
+	second := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		got, err := socketmap.ReadNetstring(bufio.NewReader(c), 100000, nil)
+		if err != nil || string(got) != "OK relay:[mx03.example.net]:587" {
+			t.Errorf("connection %d made during the restart: %q, %v", i, got, err)
+		}
+	}
+	second.Stop(t)
+}
+
+// TestNotifyAndWatchdog: READY=1 once serving, WATCHDOG=1 every half
+// WATCHDOG_USEC, RELOADING=1 and READY=1 around SIGHUP (a failed reload
+// says so in STATUS=), STOPPING=1 at SIGTERM.
+func TestNotifyAndWatchdog(t *testing.T) {
+	srv := dnstest.New(t, zone())
+	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	n := daemontest.ListenNotify(t)
+	cmd := exec.Command(bin, "-config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000")
+	p := daemontest.Start(t, cmd)
+	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=serving policy on 127.0.0.1:") {
+		t.Errorf("READY: %q", m)
+	}
+	for range 3 {
+		n.Next(t, "WATCHDOG=1")
+	}
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	n.Next(t, "RELOADING=1")
+	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=serving") {
+		t.Errorf("after reload: %q", m)
+	}
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(data, "[policyd.extra]\n"...), 0o644)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	n.Next(t, "RELOADING=1")
+	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=reload failed, running the previous configuration: ") || !strings.Contains(m, "policyd.extra: unknown key") {
+		t.Errorf("after a failed reload: %q", m)
+	}
+	n.Next(t, "WATCHDOG=1")
+	p.Stop(t)
+	n.Next(t, "STOPPING=1")
+}
+
+func canDial(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}
+
+func probeDaemon(t testing.TB) *policyd {
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{"127.0.0.1:9"} // never asked: the probe needs no DNS
+	cfg.Learn.Enabled = false
+	d, err := parts(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.probe = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
+	return d
+}
+
+// TestHealthProbe: the watchdog's probe passes on a daemon with no DNS at
+// all (a dead resolver must not get policyd restarted), and adds nothing
+// to the decision counters that metrics export.
+func TestHealthProbe(t *testing.T) {
+	d := probeDaemon(t)
+	d.resp = respond.New(d.engine, time.Second, zap.NewNop())
+	if err := d.health(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.resp.Stats().Decisions.Load(); n != 0 {
+		t.Errorf("the probe was counted as %d decisions", n)
+	}
+}
+
+// BenchmarkHealthProbe: what one watchdog probe costs; the units allow it
+// 5 seconds.
+func BenchmarkHealthProbe(b *testing.B) {
+	d := probeDaemon(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := d.health(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

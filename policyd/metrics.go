@@ -14,7 +14,7 @@ import (
 // policyd_listen is set: decisions by route and provider with their
 // latency, DNS cache counters, our listings per address and zone, learned
 // blocks, and the protocol servers' counters.
-func (d *daemon) serveMetrics() error {
+func (d *policyd) serveMetrics() error {
 	addr := d.cfg.Metrics.PolicydListen
 	if addr == "" {
 		return nil
