@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 
 // setup makes a key with keygen and writes a config using it; write
 // rewrites the config with another key file.
-func setup(t *testing.T) (cfg string, lport, mport int, write func(keyFile string)) {
+func newMilterConfig(t *testing.T) (cfg string, lport, mport int, write func(keyFile string)) {
 	dir := t.TempDir()
 	if out, err := exec.Command(bin, "keygen", "-domain", "example.org", "-selector", "ed", "-algorithm", "ed25519", "-dir", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), `ed._domainkey.example.org. IN TXT ( "v=DKIM1; k=ed25519; p=`) {
 		t.Fatalf("keygen: %v\n%s", err, out)
@@ -125,7 +125,7 @@ func canDial(addr string) bool {
 // protocol, metrics, and a reload with a broken key file that keeps the
 // running keys.
 func TestBinary(t *testing.T) {
-	cfg, lport, mport, write := setup(t)
+	cfg, lport, mport, write := newMilterConfig(t)
 	if out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK (1 DKIM keys)") {
 		t.Fatalf("-check-config: %v %s", err, out)
 	}
@@ -176,7 +176,7 @@ func exitCode(err error) int {
 // does not know end with 78 (EX_CONFIG; the unit does not restart), never
 // with a running milter.
 func TestExitCodes(t *testing.T) {
-	cfg, _, _, write := setup(t)
+	cfg, _, _, write := newMilterConfig(t)
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(bad, []byte("[milter]\nlisten = 5\n"), 0o644)
 	for _, tc := range []struct {
@@ -219,7 +219,7 @@ func TestSocketActivation(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate is not installed (Debian: systemd)")
 	}
-	cfg, lport, _, _ := setup(t)
+	cfg, lport, _, _ := newMilterConfig(t)
 	n := daemontest.ListenNotify(t)
 	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=milter",
@@ -248,7 +248,7 @@ func TestSocketActivation(t *testing.T) {
 // restarts under a socket its parent holds wait in the kernel's queue and
 // are served by the new process.
 func TestRestartQueues(t *testing.T) {
-	cfg, _, _, _ := setup(t)
+	cfg, _, _, _ := newMilterConfig(t)
 	sock := daemontest.Listen(t, "milter")
 	first := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
 	if got := signatures(t, sock.Addr()); got != 1 {
