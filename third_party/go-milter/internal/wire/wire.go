@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -77,6 +78,27 @@ const (
 // We reject reading/writing messages larger than 512 MB outright.
 const maxPacketSize = 512 * 1024 * 1024
 
+// ErrEmptyPacket is returned when a packet's length is zero: every packet
+// carries at least its command byte.
+var ErrEmptyPacket = errors.New("milter: empty packet (length 0)")
+
+// ErrPacketTooBig is returned (wrapped) when a packet announces more bytes
+// than the reader accepts. Nothing was allocated for it.
+var ErrPacketTooBig = errors.New("milter: packet too big")
+
+// Limits bound the reading of one packet. A zero field means no limit
+// (MaxSize: the hard maximum of 512 MB).
+type Limits struct {
+	// Idle bounds the wait for the first byte of the packet.
+	Idle time.Duration
+	// Packet bounds the time for the rest of the packet, counted from the
+	// arrival of its first byte.
+	Packet time.Duration
+	// MaxSize is the largest length (command byte and data) accepted.
+	MaxSize uint32
+}
+
+// ReadPacket reads one packet, all of it within timeout (0: no timeout).
 func ReadPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
 	if timeout != 0 {
 		_ = conn.SetReadDeadline(time.Now().Add(timeout))
@@ -84,30 +106,85 @@ func ReadPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
 			_ = conn.SetReadDeadline(time.Time{})
 		}(conn)
 	}
+	return readPacket(conn, maxPacketSize, nil)
+}
 
-	// read packet length
-	var length uint32
-	if err := binary.Read(conn, binary.BigEndian, &length); err != nil {
+// ReadPacketWithin reads one packet within the limits l. A packet that
+// announces a length of zero or more than l.MaxSize is an error, and the
+// connection must be closed: the stream cannot be resynchronised.
+func ReadPacketWithin(conn net.Conn, l Limits) (*Message, error) {
+	if l.Idle != 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(l.Idle))
+	}
+	defer func(conn net.Conn) {
+		_ = conn.SetReadDeadline(time.Time{})
+	}(conn)
+	maxSize := l.MaxSize
+	if maxSize == 0 || maxSize > maxPacketSize {
+		maxSize = maxPacketSize
+	}
+	return readPacket(conn, maxSize, func() {
+		var deadline time.Time
+		if l.Packet != 0 {
+			deadline = time.Now().Add(l.Packet)
+		}
+		_ = conn.SetReadDeadline(deadline)
+	})
+}
+
+// readPacket reads a packet of at most maxSize bytes; started, if not nil,
+// is called when its first byte has arrived.
+func readPacket(conn net.Conn, maxSize uint32, started func()) (*Message, error) {
+	var prefix [4]byte
+	if _, err := io.ReadFull(conn, prefix[:1]); err != nil {
 		return nil, err
 	}
-
-	if length > maxPacketSize {
-		return nil, fmt.Errorf("milter: reject to read %d bytes in one message", length)
+	if started != nil {
+		started()
 	}
-
-	// read packet data
-	data := make([]byte, length)
-	if _, err := io.ReadFull(conn, data); err != nil {
-		return nil, err
+	if _, err := io.ReadFull(conn, prefix[1:]); err != nil {
+		return nil, unexpectedEOF(err)
 	}
-
-	// prepare response data
-	message := Message{
-		Code: Code(data[0]),
-		Data: data[1:],
+	length := binary.BigEndian.Uint32(prefix[:])
+	if length == 0 {
+		return nil, ErrEmptyPacket
 	}
+	if length > maxSize {
+		return nil, fmt.Errorf("%w: %d bytes announced, at most %d accepted", ErrPacketTooBig, length, maxSize)
+	}
+	data, err := readData(conn, int(length))
+	if err != nil {
+		return nil, unexpectedEOF(err)
+	}
+	return &Message{Code: Code(data[0]), Data: data[1:]}, nil
+}
 
-	return &message, nil
+// readData reads n bytes. Memory grows with what arrives, not with what
+// the length prefix announced: a peer that announces much and sends
+// little costs little.
+func readData(r io.Reader, n int) ([]byte, error) {
+	const step = 64 * 1024
+	data := make([]byte, 0, min(n, step))
+	for len(data) < n {
+		if len(data) == cap(data) {
+			data = slices.Grow(data, min(n-len(data), cap(data)))
+		}
+		m, err := io.ReadFull(r, data[len(data):min(n, cap(data))])
+		data = data[:len(data)+m]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
+}
+
+// unexpectedEOF turns an EOF in the middle of a packet into
+// io.ErrUnexpectedEOF, so that callers do not take it for a clean close.
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 func WritePacket(conn net.Conn, msg *Message, timeout time.Duration) error {
