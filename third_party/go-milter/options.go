@@ -18,6 +18,8 @@ type options struct {
 	protocol                    OptProtocol
 	dialer                      Dialer
 	readTimeout, writeTimeout   time.Duration
+	idleTimeout, commandTimeout time.Duration
+	maxConnections              int
 	offeredMaxData, usedMaxData DataSize
 	macrosByStage               macroRequests
 	newMilter                   NewMilterFunc
@@ -97,9 +99,51 @@ func WithDialer(dialer Dialer) Option {
 // For Client the default is a read-timeout of 10 seconds.
 // For Server the default is a read-timeout of 0 seconds (no timeout). This is because the MTA sends milter messages
 // when the SMTP client sends data. To not artificially break the MTA/SMTP client connection, we do not set a read timeout.
+// For Server it bounds the wait for the next command unless [WithIdleTimeout] is given; once a packet has started,
+// [WithCommandTimeout] bounds the rest of it.
 func WithReadTimeout(timeout time.Duration) Option {
 	return func(h *options) {
 		h.readTimeout = timeout
+	}
+}
+
+// WithIdleTimeout sets how long a [Server] session waits for the next command
+// of the MTA before it closes the connection. The default is 0: no limit (or
+// the value of [WithReadTimeout], when that is given).
+// An MTA keeps its milter connection open, and silent, while the SMTP client
+// takes its time between commands: choose a value above the MTA's own SMTP
+// timeout (Postfix: smtpd_timeout, 300 s).
+//
+// This is a [Server] only [Option].
+func WithIdleTimeout(timeout time.Duration) Option {
+	return func(h *options) {
+		h.idleTimeout = timeout
+	}
+}
+
+// WithCommandTimeout sets how long a [Server] session waits for the rest of a
+// packet once its first byte has arrived. The default is 30 seconds, the
+// time Postfix gives a milter to answer a command (milter_command_timeout).
+// 0 means no limit.
+//
+// This is a [Server] only [Option].
+func WithCommandTimeout(timeout time.Duration) Option {
+	return func(h *options) {
+		h.commandTimeout = timeout
+	}
+}
+
+// WithMaxConnections limits a [Server] to n simultaneous connections
+// (0, the default: no limit). When a connection arrives over the limit, or
+// accepting one fails because the process is out of file descriptors, the
+// server closes the connection that has waited longest for its next command,
+// so that a new MTA connection is always served. When every connection is
+// busy with a command, the new connection is closed instead.
+//
+// This is a [Server] only [Option].
+func WithMaxConnections(n int) Option {
+	return func(h *options) {
+		h.maxConnections = n
 	}
 }
 

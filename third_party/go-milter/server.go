@@ -3,10 +3,13 @@ package milter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -269,11 +272,12 @@ type Server struct {
 // This function will panic when you provide invalid options.
 func NewServer(opts ...Option) *Server {
 	options := options{
-		maxVersion:   MaxServerProtocolVersion,
-		actions:      0,
-		protocol:     0,
-		readTimeout:  0,
-		writeTimeout: 10 * time.Second,
+		maxVersion:     MaxServerProtocolVersion,
+		actions:        0,
+		protocol:       0,
+		readTimeout:    0,
+		writeTimeout:   10 * time.Second,
+		commandTimeout: 30 * time.Second,
 	}
 	if len(opts) > 0 {
 		for _, o := range opts {
@@ -327,25 +331,60 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	defer s.trackListener(localLn, false)
 
+	var backoff time.Duration
 	for {
 		conn, err := localLn.Accept()
 		if err != nil {
 			if s.shuttingDown() {
 				return nil
 			}
-			return err
-		}
-		go func(conn net.Conn) {
-			session := serverSession{}
-			if !s.trackSession(&session, true) {
-				_ = conn.Close()
-				return
+			if !temporaryAcceptError(err) {
+				return err
 			}
-			session.init(s, conn, s.options.maxVersion, s.options.actions, s.options.protocol)
-			session.HandleMilterCommands()
-			s.trackSession(&session, false)
-		}(conn)
+			// Out of file descriptors or a connection aborted before we
+			// took it: wait and try again, as net/http does. Out of file
+			// descriptors with a connection limit: make room as well.
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				s.evictIdlest("out of file descriptors")
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			LogWarning("accept error: %v; retrying in %v", err, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go s.serveConn(conn)
 	}
+}
+
+// temporaryAcceptError reports whether Accept may succeed if tried again.
+func temporaryAcceptError(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// serveConn runs one session. A panic ends that session only.
+func (s *Server) serveConn(conn net.Conn) {
+	session := &serverSession{}
+	session.init(s, conn, s.options.maxVersion, s.options.actions, s.options.protocol)
+	session.idleSince.Store(time.Now().UnixNano())
+	if !s.trackSession(session, true) {
+		_ = conn.Close()
+		return
+	}
+	defer s.trackSession(session, false)
+	defer func() {
+		if p := recover(); p != nil {
+			LogWarning("panic serving %v, closing its connection: %v\n%s", conn.RemoteAddr(), p, debug.Stack())
+			session.closeConn()
+		}
+	}()
+	session.HandleMilterCommands()
 }
 
 // MilterCount returns the number of milter backends that this server created in total.
@@ -467,9 +506,45 @@ func (s *Server) trackSession(c *serverSession, add bool) bool {
 		if s.shuttingDown() {
 			return false
 		}
+		if maxConn := s.options.maxConnections; maxConn > 0 && len(s.activeSessions) >= maxConn {
+			if !s.evictIdlestLocked(fmt.Sprintf("%d connections open", len(s.activeSessions))) {
+				LogWarning("%d connections open, all busy: refusing the connection from %s", len(s.activeSessions), c.remoteAddr())
+				return false
+			}
+		}
 		s.activeSessions[c] = struct{}{}
 	} else {
 		delete(s.activeSessions, c)
 	}
+	return true
+}
+
+// evictIdlest closes the session that has waited longest for its next
+// command, when a connection limit is set.
+func (s *Server) evictIdlest(why string) {
+	if s.options.maxConnections <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.evictIdlestLocked(why)
+}
+
+// evictIdlestLocked closes the session that has waited longest for its
+// next command and forgets it. It reports false when no session waits.
+func (s *Server) evictIdlestLocked(why string) bool {
+	var victim *serverSession
+	var since int64
+	for sess := range s.activeSessions {
+		if t := sess.idleSince.Load(); t != 0 && (victim == nil || t < since) {
+			victim, since = sess, t
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	delete(s.activeSessions, victim)
+	LogWarning("%s: closing the connection idle longest (%s, for %v)", why, victim.remoteAddr(), time.Since(time.Unix(0, since)).Round(time.Millisecond))
+	victim.closeConn()
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/d--j/go-milter/internal/wire"
@@ -28,7 +29,26 @@ type serverSession struct {
 	backendId   uint64
 	mu          sync.Mutex
 	modifier    *modifier
+	// idleSince is when the session began waiting for its next command
+	// (UnixNano), 0 while a command is being handled. The server closes the
+	// session idle longest when it runs out of connections.
+	idleSince atomic.Int64
 }
+
+// Largest packets accepted from the MTA (length prefix: command byte and
+// data). The negotiation packet is 13 bytes. After it, no packet is larger
+// than the biggest data size the protocol can negotiate (DataSize1M):
+// Postfix sends body chunks of 64 KB but each header field whole, up to its
+// header_size_limit (100 KB by default), whatever size was negotiated, so
+// the limit does not depend on the negotiated size.
+const (
+	maxNegotiationPacket = 256
+	maxCommandPacket     = uint32(DataSize1M) + 1
+)
+
+// errProtocol marks data from the MTA that breaks the protocol: the
+// session is closed.
+var errProtocol = errors.New("milter: protocol error")
 
 // init sets up the internal state of the session
 func (m *serverSession) init(server *Server, conn net.Conn, version uint32, actions OptAction, protocol OptProtocol) {
@@ -40,15 +60,37 @@ func (m *serverSession) init(server *Server, conn net.Conn, version uint32, acti
 	m.macros = newMacroStages()
 }
 
+// remoteAddr names the peer for log messages.
+func (m *serverSession) remoteAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn == nil {
+		return "closed connection"
+	}
+	return m.conn.RemoteAddr().String()
+}
+
 // readPacket reads incoming milter packet
-func (m *serverSession) readPacket(timeout time.Duration) (*wire.Message, error) {
+func (m *serverSession) readPacket(limits wire.Limits) (*wire.Message, error) {
 	m.mu.Lock()
 	conn := m.conn
 	m.mu.Unlock()
 	if conn == nil {
 		return nil, errCloseSession
 	}
-	return wire.ReadPacket(conn, timeout)
+	m.idleSince.Store(time.Now().UnixNano())
+	defer m.idleSince.Store(0)
+	return wire.ReadPacketWithin(conn, limits)
+}
+
+// cutCString returns the NUL-terminated string at the start of data and
+// the bytes after its NUL. A missing NUL is a protocol error.
+func cutCString(data []byte, what string) (string, []byte, error) {
+	s, rest, ok := bytes.Cut(data, []byte{0})
+	if !ok {
+		return "", nil, fmt.Errorf("%w: %s: string not NUL-terminated", errProtocol, what)
+	}
+	return string(s), rest, nil
 }
 
 // writePacket sends a milter response packet to socket stream
@@ -158,11 +200,16 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: conn: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageHelo)
-		hostname := wire.ReadCString(msg.Data)
-		msg.Data = msg.Data[len(hostname)+1:]
+		hostname, data, err := cutCString(msg.Data, "conn: hostname")
+		if err != nil {
+			return nil, err
+		}
+		if len(data) == 0 {
+			return nil, fmt.Errorf("%w: conn: no protocol family", errProtocol)
+		}
 		// get protocol family
-		protocolFamily := msg.Data[0]
-		msg.Data = msg.Data[1:]
+		protocolFamily := data[0]
+		msg.Data = data[1:]
 		// get port and address
 		var port uint16
 		var address string
@@ -173,7 +220,9 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			port = binary.BigEndian.Uint16(msg.Data)
 			msg.Data = msg.Data[2:]
 			// get address
-			address = wire.ReadCString(msg.Data)
+			if address, _, err = cutCString(msg.Data, "conn: address"); err != nil {
+				return nil, err
+			}
 		}
 		// convert family to human-readable string and validate
 		family := ""
@@ -215,7 +264,10 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: helo: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageMail)
-		name := wire.ReadCString(msg.Data)
+		name, _, err := cutCString(msg.Data, "helo")
+		if err != nil {
+			return nil, err
+		}
 		resp, err := backend.Helo(name, m.modifier.withState(modifierStateProgressOnly))
 		return resp, err
 
@@ -224,8 +276,10 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: mail: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageRcpt)
-		from := wire.ReadCString(msg.Data)
-		data := msg.Data[len(from)+1:]
+		from, data, err := cutCString(msg.Data, "mail")
+		if err != nil {
+			return nil, err
+		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
 		esmtpArgs := strings.Join(wire.DecodeCStrings(data), " ")
@@ -237,8 +291,10 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: rcpt: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageData)
-		to := wire.ReadCString(msg.Data)
-		rest := msg.Data[len(to)+1:]
+		to, rest, err := cutCString(msg.Data, "rcpt")
+		if err != nil {
+			return nil, err
+		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
 		esmtpArgs := strings.Join(wire.DecodeCStrings(rest), " ")
@@ -369,7 +425,7 @@ func (m *serverSession) HandleMilterCommands() {
 	defer m.closeConn()
 
 	// first do the negotiation - with a hard-coded timeout of 1 second
-	msg, err := m.readPacket(time.Second)
+	msg, err := m.readPacket(wire.Limits{Idle: time.Second, Packet: time.Second, MaxSize: maxNegotiationPacket})
 	if err != nil {
 		if !ignoreError(err) {
 			LogWarning("Error reading milter command: %v", err)
@@ -412,12 +468,15 @@ func (m *serverSession) HandleMilterCommands() {
 		wire.CodeBody:   8,
 		wire.CodeEOB:    9,
 	}
-	readTimeout := m.server.options.readTimeout
+	limits := wire.Limits{Idle: m.server.options.idleTimeout, Packet: m.server.options.commandTimeout, MaxSize: maxCommandPacket}
+	if limits.Idle == 0 {
+		limits.Idle = m.server.options.readTimeout
+	}
 	hasDecision := false
 
 	// now we can process the events
 	for {
-		msg, err = m.readPacket(readTimeout)
+		msg, err = m.readPacket(limits)
 		if err != nil {
 			if !ignoreError(err) {
 				LogWarning("Error reading milter command: %v", err)
@@ -439,9 +498,6 @@ func (m *serverSession) HandleMilterCommands() {
 					if !ignoreError(err) {
 						// log error condition
 						LogWarning("Error performing milter command: %v", err)
-						if resp != nil && !m.skipResponse(msg.Code) {
-							_ = m.writePacket(resp.Response())
-						}
 					}
 					return
 				}
