@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,12 +61,25 @@ type Filter struct {
 // FROM to the end of message (metrics). Call it before serving.
 func (f *Filter) Observe(fn func(took time.Duration)) { f.observe = fn }
 
-// New returns a filter working with st.
+// New returns a filter working with st. The warnings of the go-milter
+// library (protocol errors, panics, connections closed over the cap) go to
+// log, the logger of the filter created last.
 func New(st *State, log *zap.Logger) *Filter {
 	f := &Filter{log: log}
 	f.st.Store(st)
+	libraryLog.Store(log.Named("go-milter"))
+	routeLibraryLog.Do(func() {
+		milter.LogWarning = func(format string, v ...any) {
+			libraryLog.Load().Warn(fmt.Sprintf(format, v...))
+		}
+	})
 	return f
 }
+
+var (
+	libraryLog      atomic.Pointer[zap.Logger]
+	routeLibraryLog sync.Once
+)
 
 // Swap makes st the state of every later message (SIGHUP).
 func (f *Filter) Swap(st *State) { f.st.Store(st) }
@@ -73,10 +87,30 @@ func (f *Filter) Swap(st *State) { f.st.Store(st) }
 // Stats returns the counters.
 func (f *Filter) Stats() *Stats { return &f.stats }
 
-// ServerOptions are the go-milter server options for this filter.
+// Limits on what one Postfix connection may hold (see ServerOptions).
+const (
+	// IdleTimeout closes a milter connection that sent no command for this
+	// long. Postfix keeps it open and silent while the SMTP client thinks,
+	// up to smtpd_timeout (300 s) per SMTP command: stay above that.
+	IdleTimeout = 330 * time.Second
+	// CommandTimeout bounds the rest of a packet once it has begun, as
+	// Postfix's milter_command_timeout (30 s) bounds our answers.
+	CommandTimeout = 30 * time.Second
+	// MaxConnections caps the open milter connections. Each smtpd or
+	// cleanup process holds one; Postfix's default_process_limit is 100.
+	// Over the cap the connection idle longest is closed, so that Postfix
+	// is never locked out (its default action applies to that session).
+	MaxConnections = 1000
+)
+
+// ServerOptions are the go-milter server options for this filter,
+// including the limits above; options appended after them override them.
 func (f *Filter) ServerOptions() []milter.Option {
 	return []milter.Option{
 		milter.WithMilter(func() milter.Milter { return &session{f: f} }),
+		milter.WithIdleTimeout(IdleTimeout),
+		milter.WithCommandTimeout(CommandTimeout),
+		milter.WithMaxConnections(MaxConnections),
 		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader),
 		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown | milter.OptNoHelo),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroDaemonAddr, milter.MacroMTAFQDN}),
@@ -107,7 +141,13 @@ type session struct {
 	started  time.Time
 }
 
-func (s *session) NewConnection(milter.Modifier) error { return nil }
+// NewConnection starts a connection, or the next one Postfix sends over
+// the same milter connection (SMFIC_QUIT_NC).
+func (s *session) NewConnection(milter.Modifier) (err error) {
+	defer s.recoverQuietly("new connection")
+	s.reset()
+	return nil
+}
 
 func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("connect", &resp)
@@ -180,9 +220,13 @@ func (s *session) Header(name, value string, _ milter.Modifier) (resp *milter.Re
 	return milter.RespContinue, nil
 }
 
-// Headers decides whether to sign, and starts signing.
+// Headers decides whether to sign, and starts signing. An end of headers
+// repeated within one message (Postfix never does that) starts over: the
+// signature begun at the previous one is aborted, never left running.
 func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("headers", &resp)
+	s.abortSigning()
+	s.why, s.keys, s.sdomain = "", nil, ""
 	if s.st == nil {
 		return milter.RespContinue, nil
 	}
@@ -280,10 +324,7 @@ func (s *session) logMessage(queueID string, signedWith []*dkim.Key) {
 // configuration says so), loudly.
 func (s *session) fail(what string, err error) *milter.Response {
 	s.f.stats.Errors.Add(1)
-	if s.signing != nil {
-		s.signing.Abort()
-		s.signing = nil
-	}
+	s.abortSigning()
 	s.why = what + " failed"
 	if s.st != nil && s.st.Cfg.Milter.OnError == "tempfail" {
 		s.f.log.Error(what+" failed; tempfailing the message", zap.Error(err))
@@ -302,7 +343,18 @@ func (s *session) recover(stage string, resp **milter.Response) {
 	}
 }
 
+// recoverQuietly logs and counts a panic in a stage that has no answer to
+// give; the signature in progress, if any, is dropped.
+func (s *session) recoverQuietly(stage string) {
+	if p := recover(); p != nil {
+		s.f.stats.Panics.Add(1)
+		s.f.log.Error("panic in milter stage", zap.String("stage", stage), zap.Any("panic", p), zap.Stack("stack"))
+		s.signing = nil
+	}
+}
+
 func (s *session) Abort(milter.Modifier) error {
+	defer s.recoverQuietly("abort")
 	s.reset()
 	return nil
 }
@@ -311,13 +363,24 @@ func (s *session) Unknown(string, milter.Modifier) (*milter.Response, error) {
 	return milter.RespContinue, nil
 }
 
-func (s *session) Cleanup(milter.Modifier) { s.reset() }
+func (s *session) Cleanup(milter.Modifier) {
+	defer s.recoverQuietly("cleanup")
+	s.reset()
+}
+
+// abortSigning stops the signature in progress, if any: go-msgauth runs a
+// goroutine per signer until it is closed.
+func (s *session) abortSigning() {
+	if s.signing != nil {
+		sg := s.signing
+		s.signing = nil
+		sg.Abort()
+	}
+}
 
 func (s *session) reset() {
-	if s.signing != nil {
-		s.signing.Abort()
-	}
-	s.st, s.auth, s.trusted, s.signing, s.keys, s.sdomain, s.why = nil, "", false, nil, nil, "", ""
+	s.abortSigning()
+	s.st, s.auth, s.trusted, s.keys, s.sdomain, s.why = nil, "", false, nil, "", ""
 	s.header.Reset()
 	s.names, s.from, s.rejected = s.names[:0], s.from[:0], nil
 }

@@ -32,7 +32,7 @@ var (
 )
 
 // keys writes an RSA and an Ed25519 key (mode 0600) once per test binary.
-func keys(t *testing.T) []config.DKIMKey {
+func keys(t testing.TB) []config.DKIMKey {
 	keyOnce.Do(func() {
 		var err error
 		keyDir, _ = os.MkdirTemp("", "filter-keys-")
@@ -49,7 +49,7 @@ func keys(t *testing.T) []config.DKIMKey {
 	return []config.DKIMKey{{Domain: "example.org", Selector: "rsa", KeyFile: rsaF}, {Domain: "example.org", Selector: "ed", KeyFile: edF}}
 }
 
-func countryDB(t *testing.T) string {
+func countryDB(t testing.TB) string {
 	tree, _ := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
 	_, n, _ := net.ParseCIDR("203.0.113.0/24")
 	tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}})
@@ -60,7 +60,7 @@ func countryDB(t *testing.T) string {
 	return p
 }
 
-func state(t *testing.T, mutate func(*config.Config)) *State {
+func state(t testing.TB, mutate func(*config.Config)) *State {
 	cfg := config.Default()
 	cfg.Milter.DKIM.Keys = keys(t)
 	cfg.Milter.Geo = config.Geo{BlockCountries: []string{"RU"}, Source: "mmdb", MMDBFile: countryDB(t),

@@ -1,0 +1,5 @@
+//go:build race
+
+package filter
+
+func init() { eohPackets = 2000 }
