@@ -221,6 +221,7 @@ func (d *daemon) recovered(t *testing.T, baseG int, baseRSS int64) {
 func soak(t *testing.T, d *daemon, addr string, n int, rnd uint64, attacks []attack, valid func() error) {
 	t.Helper()
 	var next atomic.Int64
+	var failed atomic.Bool // stops the attackers early
 	counts := make([]atomic.Int64, len(attacks))
 	var wg sync.WaitGroup
 	h := &holder{slots: make(chan struct{}, maxHeld)}
@@ -230,7 +231,7 @@ func soak(t *testing.T, d *daemon, addr string, n int, rnd uint64, attacks []att
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(rnd, uint64(w)))
-			for next.Add(1) <= int64(n) && d.alive() {
+			for next.Add(1) <= int64(n) && d.alive() && !failed.Load() {
 				i := r.IntN(len(attacks))
 				counts[i].Add(1)
 				attacks[i].run(addr, r, h)
@@ -250,12 +251,14 @@ func soak(t *testing.T, d *daemon, addr string, n int, rnd uint64, attacks []att
 		default:
 		}
 		if !d.alive() {
+			failed.Store(true)
 			<-stop
 			t.Fatalf("the daemon died after %d malformed requests", next.Load())
 		}
 		t0 := time.Now()
 		if err := valid(); err != nil {
 			t.Errorf("valid request %d (after %d malformed): %v", answered+1, next.Load(), err)
+			failed.Store(true)
 			<-stop
 			return
 		}
