@@ -1,22 +1,46 @@
 // Package metrics serves Prometheus metrics for both daemons on an HTTP
 // listener of its own (off by default; loopback in the examples). Most
 // values are read from counters the parts keep anyway, at scrape time, so
-// the request path pays nothing for them.
+// the request path pays nothing for them. Every registry carries the Go
+// runtime and process metrics (go_goroutines,
+// process_resident_memory_bytes, ...) and mxdetour_build_info, so a leak
+// or a restart shows on the same dashboard as the decisions.
 package metrics
 
 import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 )
+
+// NewRegistry returns the registry a daemon serves: the Go runtime and
+// process collectors and mxdetour_build_info{version,goversion} (always 1)
+// are registered on it; the daemon adds its own metrics.
+func NewRegistry(version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "mxdetour_build_info",
+		Help:        "Always 1; the labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		info,
+	)
+	return reg
+}
 
 // Server is a running metrics endpoint.
 type Server struct{ srv *http.Server }
