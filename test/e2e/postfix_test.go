@@ -31,6 +31,7 @@ type postfixOptions struct {
 	DirectPort   int      // "direct delivery": Postfix's default route (relayhost)
 	Extra        []string // more main.cf lines
 	MasterExtra  string   // more master.cf lines
+	SmtpdOpts    []string // -o options of the smtpd service
 	SoftBounce5x bool     // defer 5xx replies of the default smtp transport, as a retrying MTA sees blocks
 }
 
@@ -85,11 +86,14 @@ smtp_connection_cache_on_demand = no
 delay_warning_time = 0
 `, dir, o.DirectPort)
 	main += strings.Join(o.Extra, "\n") + "\n"
-	smtpOpts := ""
+	smtpOpts, smtpdOpts := "", ""
 	if o.SoftBounce5x {
 		smtpOpts = "\n  -o soft_bounce=yes"
 	}
-	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+	for _, opt := range o.SmtpdOpts {
+		smtpdOpts += "\n  -o " + opt
+	}
+	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd%s
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -111,7 +115,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-%s`, p.port, smtpOpts, o.MasterExtra)
+%s`, p.port, smtpdOpts, smtpOpts, o.MasterExtra)
 	must(t, os.WriteFile(filepath.Join(p.conf, "main.cf"), []byte(main), 0o644))
 	must(t, os.WriteFile(filepath.Join(p.conf, "master.cf"), []byte(master), 0o644))
 	run(t, "postfix", "-c", p.conf, "check")
