@@ -91,9 +91,11 @@ func faultCases() []faultCase {
 			f.load.waitMore(5)
 			f.w.milter.start()
 		}},
-		{name: "milter-sigstop", maxSession: 15 * time.Second, fault: func(f *faultRun) {
-			// milter_command_timeout = 5s: a session waits at most that
-			// long per stage for a hung milter, then goes on without it.
+		{name: "milter-sigstop", maxSession: 20 * time.Second, fault: func(f *faultRun) {
+			// milter_connect_timeout and milter_command_timeout = 5s: a
+			// session waits that long at a stage for a hung milter, then
+			// goes on without it (seen: up to 15 s, three stages, on a
+			// loaded machine). With the 30 s defaults it waited 30 s a stage.
 			f.w.milter.signal(syscall.SIGSTOP)
 			f.t.Cleanup(func() { f.w.milter.signal(syscall.SIGCONT) })
 			f.load.waitMore(40)
@@ -165,6 +167,7 @@ func runFaultCase(t *testing.T, c faultCase) {
 	o.Wiring = "socketmap"
 	o.Postfix.SoftBounce5x = c.blocked
 	w := newWorld(t, o)
+	t.Logf("%s: world up in %v", c.name, time.Since(start).Round(time.Millisecond))
 	f := &faultRun{t: t, w: w}
 	if c.setup != nil {
 		c.setup(f)

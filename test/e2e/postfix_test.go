@@ -93,7 +93,8 @@ delay_warning_time = 0
 	for _, opt := range o.SmtpdOpts {
 		smtpdOpts += "\n  -o " + opt
 	}
-	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd%s
+	masterCf := func() string {
+		return fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd%s
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -116,11 +117,23 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 %s`, p.port, smtpdOpts, smtpOpts, o.MasterExtra)
+	}
 	must(t, os.WriteFile(filepath.Join(p.conf, "main.cf"), []byte(main), 0o644))
-	must(t, os.WriteFile(filepath.Join(p.conf, "master.cf"), []byte(master), 0o644))
-	run(t, "postfix", "-c", p.conf, "check")
-	if out, err := exec.Command("postfix", "-c", p.conf, "start").CombinedOutput(); err != nil {
+	// `postfix start` runs the fatal checks of `postfix check` (the full
+	// check costs seconds per instance here). A port that FreePort found
+	// free may be taken by a parallel test before master binds it: then
+	// take another.
+	for try := 1; ; try++ {
+		must(t, os.WriteFile(filepath.Join(p.conf, "master.cf"), []byte(masterCf()), 0o644))
+		out, err := exec.Command("postfix", "-c", p.conf, "start").CombinedOutput()
+		if err == nil {
+			break
+		}
 		log, _ := os.ReadFile(p.maillog)
+		if try < 3 && bytes.Contains(log, []byte("Address already in use")) {
+			p.port = testutil.FreePort(t)
+			continue
+		}
 		t.Fatalf("postfix start: %v\n%s\nmaillog:\n%s", err, out, log)
 	}
 	t.Cleanup(func() {
