@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test bench lint fmt clean
+.PHONY: all build run test test-faults bench lint fmt clean
 
 all: build
 
@@ -28,6 +28,11 @@ run: build
 # a real Postfix; it needs root and the packages .ci/run installs.
 test:
 	$(GO) test -race -timeout 20m ./...
+
+# The fault matrix of test/e2e (issue #11): Postfix under steady load while
+# each part fails and comes back; a few minutes, root and Postfix needed.
+test-faults:
+	MXDETOUR_FAULTS=1 $(GO) test -race -timeout 20m -run 'TestFaultMatrix' -v ./test/e2e/
 
 # Go benchmarks; the load tools under test/ are described in README.md.
 bench:

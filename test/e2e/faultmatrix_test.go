@@ -25,7 +25,8 @@ import (
 // resolving through rewrite-smtpd nothing here should refuse mail at SMTP).
 //
 // Each case has its own Postfix, daemons, DNS and sinks, so they run in
-// parallel; `make test-faults` runs just this suite.
+// parallel. The suite loads this 2-core machine for about 3.5 minutes, so
+// it runs only when MXDETOUR_FAULTS=1: `make test-faults`.
 type faultCase struct {
 	name    string
 	world   worldOptions
@@ -91,11 +92,13 @@ func faultCases() []faultCase {
 			f.load.waitMore(5)
 			f.w.milter.start()
 		}},
-		{name: "milter-sigstop", maxSession: 20 * time.Second, fault: func(f *faultRun) {
+		{name: "milter-sigstop", maxSession: 30 * time.Second, fault: func(f *faultRun) {
 			// milter_connect_timeout and milter_command_timeout = 5s: a
 			// session waits that long at a stage for a hung milter, then
-			// goes on without it (seen: up to 15 s, three stages, on a
-			// loaded machine). With the 30 s defaults it waited 30 s a stage.
+			// goes on without it. With Postfix's 30 s defaults a session
+			// waited 30 s a stage, so the bound tells the two apart even on
+			// a loaded machine (sessions here took up to 20 s without any
+			// fault while thirteen Postfix instances started at once).
 			f.w.milter.signal(syscall.SIGSTOP)
 			f.t.Cleanup(func() { f.w.milter.signal(syscall.SIGCONT) })
 			f.load.waitMore(40)
@@ -151,6 +154,9 @@ func faultCases() []faultCase {
 
 func TestFaultMatrix(t *testing.T) {
 	needPostfix(t)
+	if os.Getenv("MXDETOUR_FAULTS") != "1" {
+		t.Skip("the fault matrix takes minutes; run it with MXDETOUR_FAULTS=1 (make test-faults)")
+	}
 	suite := time.Now()
 	t.Cleanup(func() { t.Logf("fault matrix wall time %v", time.Since(suite).Round(time.Second)) })
 	for _, c := range faultCases() {
