@@ -211,18 +211,6 @@ func (l *load) submitted() int {
 	return len(l.msgs)
 }
 
-func (l *load) acceptedCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.msgs {
-		if m.accepted {
-			n++
-		}
-	}
-	return n
-}
-
 // waitMore waits until n more messages have been submitted: the load, not
 // a clock, measures a fault's window.
 func (l *load) waitMore(n int) {
