@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test bench fuzz lint fmt clean
+.PHONY: all build run test test-faults bench fuzz lint fmt clean
 
 all: build
 
@@ -52,6 +52,11 @@ fuzz:
 		fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz failures:$$failed"; exit 1; fi
+
+# The fault matrix of test/e2e (issue #11): Postfix under steady load while
+# each part fails and comes back; a few minutes, root and Postfix needed.
+test-faults:
+	MXDETOUR_FAULTS=1 $(GO) test -race -timeout 20m -run 'TestFaultMatrix' -v ./test/e2e/
 
 # Go benchmarks; the load tools under test/ are described in README.md.
 bench:

@@ -68,8 +68,18 @@ type Policyd struct {
 	IdleTimeout     Duration `toml:"idle_timeout"`     // close a client connection idle this long
 	MaxRequestSize  int      `toml:"max_request_size"` // bytes
 	MaxConnections  int      `toml:"max_connections"`
-	NullMX          string   `toml:"null_mx"`        // "direct" or "reject" (socketmap error:5.1.10)
-	OnDNSFailure    string   `toml:"on_dns_failure"` // "direct" or "temp" (socketmap TEMP)
+	NullMX          string   `toml:"null_mx"` // "direct" or "reject" (socketmap error:5.1.10)
+	// OnDNSFailure is the socketmap answer when the recipient domain's MX
+	// lookup fails (SERVFAIL, timeout, or slower than DecisionTimeout):
+	// "temp" (the default) answers TEMP, so the queue manager defers the
+	// recipient and asks again on its next queue run, when DNS may be back;
+	// "direct" answers NOTFOUND, so the mail goes Postfix's default way at
+	// once, perhaps to a provider that refuses it. TEMP is safe only with
+	// the recommended wiring of contrib/postfix, where smtpd resolves
+	// through a trivial-rewrite without the socketmap: otherwise smtpd
+	// answers "451 4.3.0" at RCPT and keeps answering it from its own
+	// resolver cache for minutes. The policy protocol answers DUNNO either way.
+	OnDNSFailure string `toml:"on_dns_failure"`
 }
 
 // Transports maps route names to Postfix transport:nexthop values.
@@ -218,7 +228,7 @@ func Default() *Config {
 			MaxRequestSize:  64 << 10,
 			MaxConnections:  1000,
 			NullMX:          "direct",
-			OnDNSFailure:    "direct",
+			OnDNSFailure:    "temp",
 		},
 		Self: Self{CheckInterval: d("5m")},
 		DNSBL: DNSBL{

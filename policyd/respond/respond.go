@@ -6,8 +6,11 @@
 // Postfix has no fail-open for a socketmap: a TEMP reply, a timeout or a
 // dead daemon makes it answer 451 4.3.0 at RCPT and defer queued mail. So
 // every answer here comes within the deadline, and "direct" (NOTFOUND,
-// DUNNO) is the answer whenever we are unsure. TEMP is given only when the
-// configuration asks for it.
+// DUNNO) is the answer whenever we are unsure — except when the recipient
+// domain's DNS failed and the configuration asks for TEMP (the default,
+// safe with contrib/postfix's wiring, where only the queue manager asks the
+// socketmap and a TEMP defers the recipient until the next queue run).
+// A decision that DNS failure made is logged at WARN and counted.
 package respond
 
 import (
@@ -38,7 +41,11 @@ func (r *Responder) Observe(f func(d route.Decision, took time.Duration)) { r.ob
 
 // Stats counts decisions since start.
 type Stats struct {
-	Decisions, Routed, Rejected, Deadline, DNSFailures, DryRun atomic.Uint64
+	Decisions, Routed, Rejected, DryRun atomic.Uint64
+	// DNSFailures and Deadline count decisions made without the DNS
+	// answers they needed: the lookup failed, or did not come within the
+	// decision deadline. Temp counts those answered TEMP on the socketmap.
+	DNSFailures, Deadline, Temp atomic.Uint64
 }
 
 // New returns a Responder deciding with e within timeout per request.
@@ -82,16 +89,22 @@ func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route
 	dl := newDeadline(time.Duration(r.timeout.Load()))
 	d := r.engine.Decide(dl, rcpt)
 	dl.stop()
-	r.count(d)
+	temp := proto == "socketmap" && d.Temporary
+	r.count(d, temp)
 	if r.observe != nil {
 		r.observe(d, time.Since(dl.at.Add(-time.Duration(r.timeout.Load()))))
 	}
-	if ce := r.log.Check(zap.InfoLevel, "decision"); ce != nil {
+	// A route that DNS failure chose (or deferred) is worth a look: WARN.
+	level := zap.InfoLevel
+	if dnsFailed(d) {
+		level = zap.WarnLevel
+	}
+	if ce := r.log.Check(level, "decision"); ce != nil {
 		ce.Write(
 			zap.String("proto", proto),
 			zap.String("queue_id", queueID),
 			zap.String("recipient", rcpt),
-			zap.String("route", string(d.Route)),
+			zap.String("route", loggedRoute(d, temp)),
 			zap.String("provider", d.Provider),
 			zap.String("reason", string(d.Reason)),
 			zap.Bool("cache_hit", d.Cached),
@@ -101,7 +114,21 @@ func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route
 	return d
 }
 
-func (r *Responder) count(d route.Decision) {
+// loggedRoute is the route as Postfix is told it: "TEMP" when the
+// socketmap answers TEMP, whatever route the decision fell back to.
+func loggedRoute(d route.Decision, temp bool) string {
+	if temp {
+		return "TEMP"
+	}
+	return string(d.Route)
+}
+
+// dnsFailed tells whether DNS failure, not the answers, made d.
+func dnsFailed(d route.Decision) bool {
+	return d.Reason == route.ReasonDNSFailure || d.Reason == route.ReasonDeadline
+}
+
+func (r *Responder) count(d route.Decision, temp bool) {
 	r.stats.Decisions.Add(1)
 	switch {
 	case d.Route == route.Reject:
@@ -116,6 +143,9 @@ func (r *Responder) count(d route.Decision) {
 		r.stats.Deadline.Add(1)
 	case route.ReasonDNSFailure:
 		r.stats.DNSFailures.Add(1)
+	}
+	if temp {
+		r.stats.Temp.Add(1)
 	}
 }
 

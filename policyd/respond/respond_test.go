@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup"
@@ -47,7 +49,7 @@ func TestAnswers(t *testing.T) {
 		"a@GMAIL.mxd":       "OK relay:[mx03.example.net]:587",
 		"a@plain.mxd":       "NOTFOUND ",
 		"a@nullmx.mxd":      "NOTFOUND ",
-		"a@servfail.mxd":    "NOTFOUND ",
+		"a@servfail.mxd":    "TEMP DNS lookup failed for servfail.mxd",
 		"a@sub.example.com": "OK error:5.1.2 sub.example.com is a reserved domain (RFC 2606) and does not receive mail",
 	} {
 		if got := r.Lookup(ctx, "transport", key).String(); got != want {
@@ -66,11 +68,43 @@ func TestAnswers(t *testing.T) {
 	if got := r.Policy(ctx, &policy.Request{ProtocolState: "DATA", Recipient: "a@gmail.mxd"}); got != "DUNNO" {
 		t.Errorf("DATA stage: %q", got)
 	}
-	if r.Stats().Decisions.Load() != 8 || r.Stats().Rejected.Load() != 2 || r.Stats().DNSFailures.Load() != 1 {
-		t.Errorf("stats: decisions %d rejected %d dns failures %d", r.Stats().Decisions.Load(), r.Stats().Rejected.Load(), r.Stats().DNSFailures.Load())
+	if r.Stats().Decisions.Load() != 8 || r.Stats().Rejected.Load() != 2 || r.Stats().DNSFailures.Load() != 1 || r.Stats().Temp.Load() != 1 {
+		t.Errorf("stats: decisions %d rejected %d dns failures %d temp %d", r.Stats().Decisions.Load(), r.Stats().Rejected.Load(), r.Stats().DNSFailures.Load(), r.Stats().Temp.Load())
 	}
 	if SocketmapReply(route.Decision{Temporary: true, Domain: "x"}) != socketmap.Temp("DNS lookup failed for x") {
 		t.Error("TEMP reply")
+	}
+}
+
+// A TEMP answer is logged as TEMP, not as the route it fell back to, and
+// every decision DNS failure made is a WARN; the policy protocol, which
+// cannot answer TEMP, logs the route it did answer.
+func TestDNSFailureLogged(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	r := responder(t, zap.New(core))
+	ctx := context.Background()
+	r.Lookup(ctx, "transport", "a@servfail.mxd")
+	r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: "b@servfail.mxd"})
+	r.Lookup(ctx, "transport", "c@plain.mxd")
+	type line struct{ Level, Recipient, Route, Reason string }
+	var got []line
+	for _, e := range logs.All() {
+		f := e.ContextMap()
+		got = append(got, line{e.Level.String(), f["recipient"].(string), f["route"].(string), f["reason"].(string)})
+	}
+	want := []line{
+		{"warn", "a@servfail.mxd", "TEMP", "dns-failure"},
+		{"warn", "b@servfail.mxd", "direct", "dns-failure"},
+		{"info", "c@plain.mxd", "direct", "no-provider"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decision log lines (-want +got):\n%s", diff)
+	}
+	if n := r.Stats().DNSFailures.Load(); n != 2 {
+		t.Errorf("DNS failures counted %d, want 2", n)
+	}
+	if n := r.Stats().Temp.Load(); n != 1 {
+		t.Errorf("TEMP answers counted %d, want 1", n)
 	}
 }
 

@@ -9,6 +9,7 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,6 +34,15 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin:/usr/bin")
+	// These tests mostly wait on Postfix's queue and timers, not on the
+	// CPU: unless -parallel was given, run more of them at once than
+	// GOMAXPROCS (go test's default) would.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "16")
+	}
 	if skipReason != "" {
 		os.Exit(m.Run())
 	}

@@ -31,6 +31,7 @@ type postfixOptions struct {
 	DirectPort   int      // "direct delivery": Postfix's default route (relayhost)
 	Extra        []string // more main.cf lines
 	MasterExtra  string   // more master.cf lines
+	SmtpdOpts    []string // -o options of the smtpd service
 	SoftBounce5x bool     // defer 5xx replies of the default smtp transport, as a retrying MTA sees blocks
 }
 
@@ -85,11 +86,15 @@ smtp_connection_cache_on_demand = no
 delay_warning_time = 0
 `, dir, o.DirectPort)
 	main += strings.Join(o.Extra, "\n") + "\n"
-	smtpOpts := ""
+	smtpOpts, smtpdOpts := "", ""
 	if o.SoftBounce5x {
 		smtpOpts = "\n  -o soft_bounce=yes"
 	}
-	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+	for _, opt := range o.SmtpdOpts {
+		smtpdOpts += "\n  -o " + opt
+	}
+	masterCf := func() string {
+		return fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd%s
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -111,12 +116,24 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-%s`, p.port, smtpOpts, o.MasterExtra)
+%s`, p.port, smtpdOpts, smtpOpts, o.MasterExtra)
+	}
 	must(t, os.WriteFile(filepath.Join(p.conf, "main.cf"), []byte(main), 0o644))
-	must(t, os.WriteFile(filepath.Join(p.conf, "master.cf"), []byte(master), 0o644))
-	run(t, "postfix", "-c", p.conf, "check")
-	if out, err := exec.Command("postfix", "-c", p.conf, "start").CombinedOutput(); err != nil {
+	// `postfix start` runs the fatal checks of `postfix check` (the full
+	// check costs seconds per instance here). A port that FreePort found
+	// free may be taken by a parallel test before master binds it: then
+	// take another.
+	for try := 1; ; try++ {
+		must(t, os.WriteFile(filepath.Join(p.conf, "master.cf"), []byte(masterCf()), 0o644))
+		out, err := exec.Command("postfix", "-c", p.conf, "start").CombinedOutput()
+		if err == nil {
+			break
+		}
 		log, _ := os.ReadFile(p.maillog)
+		if try < 3 && bytes.Contains(log, []byte("Address already in use")) {
+			p.port = testutil.FreePort(t)
+			continue
+		}
 		t.Fatalf("postfix start: %v\n%s\nmaillog:\n%s", err, out, log)
 	}
 	t.Cleanup(func() {

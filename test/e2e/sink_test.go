@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,8 +23,9 @@ type message struct {
 // recipients of chosen domains with a chosen reply, as a blocking provider does.
 type sink struct {
 	name string
-	ln   net.Listener
+	addr string
 	mu   sync.Mutex
+	ln   net.Listener // nil while down
 	msgs []message
 	// refuse maps a recipient domain to the reply given at RCPT.
 	refuse map[string]string
@@ -35,13 +37,41 @@ func newSink(t *testing.T, name string) *sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sink{name: name, ln: ln, refuse: map[string]string{}}
-	t.Cleanup(func() { ln.Close() })
-	go s.serve()
+	s := &sink{name: name, addr: ln.Addr().String(), ln: ln, refuse: map[string]string{}}
+	t.Cleanup(s.down)
+	go s.serve(ln)
 	return s
 }
 
-func (s *sink) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+func (s *sink) port() int {
+	_, p, _ := net.SplitHostPort(s.addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// down stops accepting connections (sessions under way go on): a
+// destination that refuses connections.
+func (s *sink) down() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		s.ln.Close()
+		s.ln = nil
+	}
+}
+
+// up listens again on the same address.
+func (s *sink) up() error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	go s.serve(ln)
+	return nil
+}
 
 // Refuse makes the sink answer reply at RCPT for recipients in domain; an
 // empty reply accepts them again.
@@ -82,9 +112,9 @@ func (s *sink) has(rcpt string) bool {
 	return false
 }
 
-func (s *sink) serve() {
+func (s *sink) serve(ln net.Listener) {
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}

@@ -60,6 +60,7 @@ type world struct {
 	milter  *daemonProc
 	ports   struct{ policy, socketmap, milter int }
 	dkimTXT map[string]string // selector._domainkey.domain -> TXT value
+	dnsTO   string            // [dns] timeout
 }
 
 type worldOptions struct {
@@ -67,20 +68,30 @@ type worldOptions struct {
 	ExtraCfg string // more TOML
 	Postfix  postfixOptions
 	NoMilter bool
+	// DNSTimeout is the daemons' [dns] timeout ("" = 500ms).
+	DNSTimeout string
+	// BeforeStart runs after the config is written, before the daemons start.
+	BeforeStart func(w *world)
 }
 
 func newWorld(t *testing.T, o worldOptions) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), dkimTXT: map[string]string{}}
+	w := &world{t: t, dir: t.TempDir(), dkimTXT: map[string]string{}, dnsTO: o.DNSTimeout}
+	if w.dnsTO == "" {
+		w.dnsTO = "500ms"
+	}
 	w.dns = dnstest.New(t, zone())
 	w.relay = newSink(t, "relay")
 	w.direct = newSink(t, "direct")
 	w.ports.policy, w.ports.socketmap, w.ports.milter = testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 
 	o.Postfix.DirectPort = w.direct.port()
-	o.Postfix.Extra = append(o.Postfix.Extra, w.postfixWiring(o.Wiring, o.NoMilter)...)
+	w.postfixWiring(&o.Postfix, o.Wiring, o.NoMilter)
 	w.pf = startPostfix(t, o.Postfix)
 	w.writeConfig(o.ExtraCfg)
+	if o.BeforeStart != nil {
+		o.BeforeStart(w)
+	}
 	w.policyd = startDaemon(t, binPolicyd, w.cfgPath, w.ports.policy, w.ports.socketmap)
 	if !o.NoMilter {
 		w.milter = startDaemon(t, binMilter, w.cfgPath, w.ports.milter)
@@ -88,27 +99,34 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	return w
 }
 
-func (w *world) postfixWiring(wiring string, noMilter bool) []string {
-	var l []string
+// postfixWiring adds contrib/postfix's wiring to o: for the socketmap,
+// transport_maps for the queue manager and a trivial-rewrite without it for
+// smtpd (so smtpd's RCPT never waits on policyd); the milter with its short
+// timeouts.
+func (w *world) postfixWiring(o *postfixOptions, wiring string, noMilter bool) {
 	switch wiring {
 	case "socketmap":
-		l = append(l, fmt.Sprintf("transport_maps = socketmap:inet:127.0.0.1:%d:transport", w.ports.socketmap))
+		o.Extra = append(o.Extra, fmt.Sprintf("transport_maps = socketmap:inet:127.0.0.1:%d:transport", w.ports.socketmap))
+		o.MasterExtra += "rewrite-smtpd unix - - n - - trivial-rewrite\n  -o transport_maps=\n"
+		o.SmtpdOpts = append(o.SmtpdOpts, "rewrite_service_name=rewrite-smtpd")
 	case "policy":
-		l = append(l, fmt.Sprintf("smtpd_recipient_restrictions = check_policy_service { inet:127.0.0.1:%d, timeout=2s, try_limit=1, default_action=DUNNO }, permit_mynetworks, reject_unauth_destination", w.ports.policy))
+		o.Extra = append(o.Extra, fmt.Sprintf("smtpd_recipient_restrictions = check_policy_service { inet:127.0.0.1:%d, timeout=2s, try_limit=1, default_action=DUNNO }, permit_mynetworks, reject_unauth_destination", w.ports.policy))
 	default:
 		w.t.Fatalf("unknown wiring %q", wiring)
 	}
 	if !noMilter {
-		l = append(l,
+		o.Extra = append(o.Extra,
 			fmt.Sprintf("smtpd_milters = inet:127.0.0.1:%d", w.ports.milter),
 			fmt.Sprintf("non_smtpd_milters = inet:127.0.0.1:%d", w.ports.milter),
 			"milter_default_action = accept",
+			"milter_connect_timeout = 5s",
+			"milter_command_timeout = 5s",
+			"milter_content_timeout = 30s",
 			// Postfix passes {auth_authen} to milters only with SASL on; XCLIENT
 			// LOGIN then sets it without a SASL backend being asked.
 			"smtpd_sasl_auth_enable = yes",
 		)
 	}
-	return l
 }
 
 func (w *world) writeConfig(extra string) {
@@ -119,7 +137,7 @@ format = "console"
 
 [dns]
 servers = [%q]
-timeout = "500ms"
+timeout = %q
 attempts = 1
 min_ttl = "1s"
 asn_zone = "origin.asn.e2e"
@@ -144,7 +162,7 @@ postfix_config = %q
 listen = "127.0.0.1:%d"
 trusted_networks = ["127.0.0.0/8"]
 %s
-`, w.dns.Addr(), w.ports.policy, w.ports.socketmap, w.relay.port(), w.pf.maillog,
+`, w.dns.Addr(), w.dnsTO, w.ports.policy, w.ports.socketmap, w.relay.port(), w.pf.maillog,
 		filepath.Join(w.dir, "state.json"), w.pf.conf, w.ports.milter, extra)
 	must(w.t, os.WriteFile(w.cfgPath, []byte(cfg), 0o644))
 }
