@@ -80,7 +80,7 @@ var (
 		rule("gmx-web.de", `(?i)IP address is (black|block) ?listed|[?&]c=bip\b`),
 		rule("orange", `\bOFR\d{3}_102\b|(?i)Adresse IP source bloquee|Client host blocked for spamming`),
 		rule("t-online", `(?i)IP=\S+ - .*\((BL|RBL|DIAL)\)|Dialup/transient IP not allowed|none/bad reputation`),
-		rule("comcast", `(?i)comcast \S+ (block|blocked) for spam|found on one or more DNSBLs|#BL0000\d\d`),
+		rule("comcast", `(?i)\bcomcast block(ed)? for spam|found on one or more DNSBLs|#BL0000\d\d`),
 		rule("att", `(?i)DNSBL:(ATT)?RBL \d+|_is_blocked|att\.net/blocks`),
 		rule("trendmicro-ers", `(?i)\bERS-(DUL|QIL|RBL)\b|sender IP found in ERS`),
 		rule("cloudmark", `(?i)poor reputation on Cloudmark|csi\.cloudmark\.com`),
