@@ -90,6 +90,9 @@ var (
 		rule("spamcop", `(?i)spamcop\.net/bl\.shtml`),
 		rule("uceprotect", `(?i)UCEPROTECT`),
 		rule("spamhaus", `(?i)was rejected due to listing in Spamhaus|spamhaus\.org/(query/ip/|query/bl\?ip=|sbl/query/)|Spamhaus XBL|Spamhaus's list`),
+		// "IP ... listed", before the message rules: "Message refused,
+		// your IP x is blacklisted" is about the IP, not the message.
+		rule("generic-blocklist", `(?i)\bIP( address)?\b[^.;]{0,40}?\b(black ?listed|block ?listed|listed (on|at|in|by))\b`),
 	}
 
 	// ptr rejects are about our reverse DNS. For IPv4 that is a fault to
@@ -127,7 +130,8 @@ var (
 
 	// A 5xx at the greeting comes before any envelope: it can only be
 	// about the client (smtp_skip_5xx_greeting logs it with a 4.x.x dsn).
-	greetingRE = regexp.MustCompile(`refused to talk to me: 5\d\d\b`)
+	// 521 is the exception: the host accepts no mail at all (RFC 7504).
+	greetingRE = regexp.MustCompile(`refused to talk to me: 5([013-9]\d|2[02-9])\b`)
 )
 
 // Classifier applies the patterns: the configured ignore patterns first,

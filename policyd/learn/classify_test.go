@@ -126,6 +126,10 @@ var replies = []struct {
 		logLine("3F1A2B4C76", "clerc@xxxxx.example", "mail.xxxxx.example", "80.11.178.84", "4.7.1", "deferred", `554 5.7.1 You are not allowed to connect.`, ""),
 		ip4, "greeting-refused"},
 
+	{"sending IP is listed on", "constructed from KumoCorp/kumomta assets/community/bounces.toml SpamBlock pattern",
+		logLine("3F1A2B4C7E", "u@kumo-receiver.example", "mx.kumo-receiver.example", "198.51.100.27", "5.7.1", "bounced", `550 5.7.1 The sending IP (192.0.2.28) is listed on https://rbl.example. Please resolve this and retry`, "RCPT TO"),
+		ip4, "generic-blocklist"},
+
 	// --- blocks of our IPv6 address: IPv4 is enough -----------------------
 	{"gmail ipv6 guidelines 550", "github.com/mailcow/mailcow/issues/238",
 		logLine("3F1A2B4C77", "u@gmail.com", "gmail-smtp-in.l.google.com", "2a00:1450:4013:c01::1a", "5.7.1", "bounced", `550-5.7.1 [2001:981:da0a:1:c8a1:53ff:fe0c:e44c] Our system has detected that 550-5.7.1 this message does not meet IPv6 sending guidelines regarding PTR 550-5.7.1 records and authentication. Please review 550-5.7.1 https://support.google.com/mail/?p=ipv6_authentication_error for more 550 5.7.1 information. z186si39663674wmz.15 - gsmtp`, "end of DATA"),
@@ -288,6 +292,12 @@ var replies = []struct {
 	{"apple too many errors", "github.com/ActiveCampaign/smtp-field-manual data/codes/421.json (Apple 4.7.0)",
 		logLine("5A1B2C3D2D", "u@me.com", "mx01.mail.icloud.com", "17.57.154.33", "4.7.0", "deferred", `421 4.7.0 me.com Error: too many errors`, "RCPT TO"),
 		none, "rate"},
+	{"a URL is listed on", "constructed from KumoCorp/kumomta assets/community/bounces.toml SpamContent pattern",
+		logLine("5A1B2C3D2F", "u@kumo-receiver.example", "mx.kumo-receiver.example", "198.51.100.27", "5.7.1", "bounced", `550 5.7.1 A URL in this email (spam.example) is listed on https://rbl.example. Please resolve and retry`, "end of DATA"),
+		none, ""},
+	{"521 accepts no mail", "constructed: RFC 7504 section 3, code 521 at the greeting",
+		logLine("5A1B2C3D30", "u@nomail.example", "mx.nomail.example", "198.51.100.39", "4.0.0", "deferred", `521 5.3.2 mx.nomail.example does not accept mail`, ""),
+		none, ""},
 	{"delivery requirements", "github.com/forwardemail/forwardemail.net/issues/423",
 		logLine("5A1B2C3D2E", "u@forwarded.example", "mx1.forwarded.example", "198.51.100.38", "5.7.1", "bounced", `554 5.7.1 This message does not meet our delivery requirements`, "end of DATA"),
 		none, ""},
