@@ -134,6 +134,8 @@ var (
 	greetingRE = regexp.MustCompile(`refused to talk to me: 5([013-9]\d|2[02-9])\b`)
 )
 
+const maxReply = 8 << 10
+
 // Classifier applies the patterns: the configured ignore patterns first,
 // then the configured block patterns, then the built-in rules in the
 // order of the variables above.
@@ -171,6 +173,9 @@ func (c *Classifier) Classify(d Delivery) Verdict {
 		return Verdict{Why: "status " + d.Status}
 	}
 	reply := d.Reply
+	if len(reply) > maxReply {
+		reply = reply[:maxReply] // a syslog line is at most 8 KiB (rsyslog's default); bounds the regexp work
+	}
 	if !strings.Contains(reply, "said:") && !strings.Contains(reply, "refused to talk to me") && d.Status != "" {
 		return Verdict{Why: "no reply from the remote server"}
 	}
