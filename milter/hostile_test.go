@@ -33,7 +33,7 @@ var (
 )
 
 // daemon is a running mxdetour-milter with one Ed25519 key for example.org.
-type daemon struct {
+type milterProc struct {
 	addr   string
 	cmd    *exec.Cmd
 	out    *testutil.LockedBuffer
@@ -42,7 +42,7 @@ type daemon struct {
 
 // startDaemon builds the binary once per test run and starts it, under
 // prefix (e.g. prlimit) when given.
-func startDaemon(t *testing.T, prefix ...string) *daemon {
+func startDaemon(t *testing.T, prefix ...string) *milterProc {
 	t.Helper()
 	hostileBuild.Do(func() {
 		dir, err := os.MkdirTemp("", "mxdetour-milter-hostile-")
@@ -62,7 +62,7 @@ func startDaemon(t *testing.T, prefix ...string) *daemon {
 	if out, err := exec.Command(hostileBin, "keygen", "-domain", "example.org", "-selector", "ed", "-algorithm", "ed25519", "-dir", dir).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
-	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), out: &testutil.LockedBuffer{}, exited: make(chan struct{})}
+	d := &milterProc{addr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), out: &testutil.LockedBuffer{}, exited: make(chan struct{})}
 	cfg := filepath.Join(dir, "mxdetour.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[milter]\nlisten = %q\n[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"ed\"\nkey_file = %q\n",
 		d.addr, filepath.Join(dir, "example.org.ed.key"))), 0o644)
@@ -92,7 +92,7 @@ func startDaemon(t *testing.T, prefix ...string) *daemon {
 }
 
 // alive fails the test if the daemon has exited.
-func (d *daemon) alive(t *testing.T, after string) {
+func (d *milterProc) alive(t *testing.T, after string) {
 	t.Helper()
 	select {
 	case <-d.exited:
@@ -103,7 +103,7 @@ func (d *daemon) alive(t *testing.T, after string) {
 
 // signs runs a whole message through a fresh session with go-milter's
 // client and fails unless it comes back signed once.
-func (d *daemon) signs(t *testing.T, after string) {
+func (d *milterProc) signs(t *testing.T, after string) {
 	t.Helper()
 	d.alive(t, after)
 	macros := milter.NewMacroBag()
@@ -139,7 +139,7 @@ func (d *daemon) signs(t *testing.T, after string) {
 }
 
 // rss returns the daemon's resident memory in bytes.
-func (d *daemon) rss(t *testing.T) int64 {
+func (d *milterProc) rss(t *testing.T) int64 {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
 	if err != nil {
