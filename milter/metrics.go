@@ -16,7 +16,7 @@ func serveMetrics(addr string, f *filter.Filter, log *zap.Logger) (*metrics.Serv
 	if addr == "" {
 		return nil, nil
 	}
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry(version)
 	st := f.Stats()
 	for _, c := range []struct {
 		name, help string

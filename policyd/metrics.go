@@ -19,7 +19,7 @@ func (d *policyd) serveMetrics() error {
 	if addr == "" {
 		return nil
 	}
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry(version)
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxdetour_policyd_decisions_total",
 		Help: "Decisions by route and provider."}, []string{"route", "provider", "reason"})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mxdetour_policyd_decision_seconds",
