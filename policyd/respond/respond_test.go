@@ -95,7 +95,7 @@ func TestDNSFailureLogged(t *testing.T) {
 	want := []line{
 		{"warn", "a@servfail.mxd", "TEMP", "dns-failure"},
 		{"warn", "b@servfail.mxd", "direct", "dns-failure"},
-		{"info", "c@plain.mxd", "direct", "no-provider"},
+		{"info", "c@plain.mxd", "direct", "provider-not-listed"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("decision log lines (-want +got):\n%s", diff)
