@@ -36,7 +36,7 @@ func BenchmarkSocketmapCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	d.resp = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, log)
+	d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
 	s := socketmap.NewServer(d.resp, socketmap.Options{}, log)
 	go s.Serve(ln)
 	defer s.Shutdown(context.Background())

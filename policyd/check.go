@@ -58,9 +58,10 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	// A person is waiting, not Postfix: give DNS its full time.
 	wait := time.Duration(cfg.DNS.Attempts+1)*cfg.DNS.Timeout.Duration + time.Second
-	if d.monitor != nil {
+	rt := d.runtime()
+	if rt.monitor != nil {
 		ctx, cancel := ctxTimeout(wait)
-		d.monitor.CheckNow(ctx)
+		rt.monitor.CheckNow(ctx)
 		cancel()
 	}
 	var results []checkResult
@@ -71,7 +72,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 			addr = "postmaster@" + arg
 		}
 		ctx, cancel := ctxTimeout(wait)
-		dec := d.engine.Explain(ctx, addr)
+		dec := rt.engine.Explain(ctx, addr)
 		cancel()
 		if dec.Reason == route.ReasonNoDomain {
 			code = exitFailure

@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/mxdetour/mxdetour/internal/alert"
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
@@ -25,87 +30,122 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
-// policyd is mxdetour-policyd's running parts.
+// policyd is mxdetour-policyd's running parts. What a configuration
+// determines (resolver, blocklist monitor, engine, learner) is a runtime,
+// built whole and swapped in at once by a reload; what must survive a
+// reload is owned here and never replaced: the learned state, the alerter
+// with its pending events, the responders (and so the counters), the
+// listeners and the metrics endpoint.
 type policyd struct {
-	cfg      *config.Config
-	log      *zap.Logger
-	resolver *lookup.Client
-	monitor  *dnsbl.Monitor // nil when no provider routes "when-listed"
-	store    *learn.Store   // nil when learning is off
-	engine   *route.Engine
-	resp     *respond.Responder
-	probe    *respond.Responder // the watchdog's: same engine, no log lines, no counters
-	cancel   context.CancelFunc
-	learned  chan struct{} // closed when the learner has stopped (and saved)
-	metrics  *metrics.Server
+	log     *zap.Logger
+	store   *learn.Store // nil when learning is off at start
+	alerts  *alert.Alerter
+	resp    *respond.Responder
+	probe   *respond.Responder // the watchdog's: same engine, no log lines, no counters
+	metrics *metrics.Server
+	cancel  context.CancelFunc // ends the alerter
+
+	mu sync.Mutex // serialises reloads and stop
+	rt atomic.Pointer[runtime]
 }
 
+// runtime is everything one configuration determines.
+type runtime struct {
+	cfg      *config.Config
+	resolver *lookup.Client
+	monitor  *dnsbl.Monitor // nil when no provider names a zone
+	engine   *route.Engine
+
+	monitorStop context.CancelFunc // nil when the monitor is not ours to stop (shared) or absent
+	learnerStop context.CancelFunc
+	learned     chan struct{} // closed when the learner has stopped (and saved); nil without one
+}
+
+func (d *policyd) runtime() *runtime { return d.rt.Load() }
+
 // parts builds the decision side (resolver, listings, learned blocks,
-// engine) shared by the daemon and the check command.
+// engine) shared by the daemon and the check command; nothing runs yet.
 func parts(cfg *config.Config, log *zap.Logger) (*policyd, error) {
-	d := &policyd{cfg: cfg, log: log}
-	var err error
-	if d.resolver, err = lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup")); err != nil {
-		return nil, fmt.Errorf("dns: %w", err)
-	}
-	if zones := listedZones(cfg); len(zones) > 0 {
-		d.monitor = dnsbl.NewMonitor(d.resolver, dnsbl.MonitorConfig{
-			IPv4: cfg.Self.IPv4, IPv6: cfg.Self.IPv6, Zones: zones,
-			ErrorCodes: cfg.DNSBL.ErrorCodes, ZoneErrorCodes: cfg.DNSBL.ZoneErrorCodes,
-			Interval: cfg.Self.CheckInterval.Duration,
-		}, log.Named("dnsbl"))
-	}
+	d := &policyd{log: log}
 	if cfg.Learn.Enabled {
+		var err error
 		if d.store, err = learn.OpenStore(cfg.Learn.StateFile, log.Named("learn")); err != nil {
 			return nil, fmt.Errorf("learn: %w", err)
 		}
 	}
+	rt, err := d.build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.rt.Store(rt)
+	return d, nil
+}
+
+// build makes the runtime of cfg, reusing from old (the running one, or
+// nil) what cfg does not change: the resolver keeps its cache and the
+// monitor its last check when their settings are the same.
+func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
+	rt := &runtime{cfg: cfg}
+	if old != nil && reflect.DeepEqual(setup.Lookup(old.cfg.DNS), setup.Lookup(cfg.DNS)) {
+		rt.resolver = old.resolver
+	} else {
+		var err error
+		if rt.resolver, err = lookup.New(setup.Lookup(cfg.DNS), d.log.Named("lookup")); err != nil {
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+	}
+	if mc, ok := d.monitorConfig(cfg); ok {
+		if old != nil && old.monitor != nil && rt.resolver == old.resolver && sameMonitor(old.cfg, cfg) {
+			rt.monitor = old.monitor
+		} else {
+			rt.monitor = dnsbl.NewMonitor(rt.resolver, mc, d.log.Named("dnsbl"))
+		}
+	}
 	var listings route.Listings
-	if d.monitor != nil {
-		listings = d.monitor
+	if rt.monitor != nil {
+		listings = rt.monitor
 	}
 	var blocks route.Blocks
-	if d.store != nil {
+	if d.store != nil && cfg.Learn.Enabled {
 		blocks = d.store
 	}
-	d.engine = route.New(cfg, d.resolver, listings, blocks)
-	return d, nil
+	rt.engine = route.New(cfg, rt.resolver, listings, blocks)
+	return rt, nil
+}
+
+// monitorConfig is the self-check of cfg; false when no enabled provider
+// names a blocklist zone.
+func (d *policyd) monitorConfig(cfg *config.Config) (dnsbl.MonitorConfig, bool) {
+	zones := listedZones(cfg)
+	return dnsbl.MonitorConfig{
+		IPv4: cfg.Self.IPv4, IPv6: cfg.Self.IPv6, Zones: zones,
+		ErrorCodes: cfg.DNSBL.ErrorCodes, ZoneErrorCodes: cfg.DNSBL.ZoneErrorCodes,
+		Interval: cfg.Self.CheckInterval.Duration, OnChange: d.listingChanged,
+	}, len(zones) > 0
+}
+
+func sameMonitor(a, b *config.Config) bool {
+	return slices.Equal(listedZones(a), listedZones(b)) && slices.Equal(a.Self.IPv4, b.Self.IPv4) &&
+		slices.Equal(a.Self.IPv6, b.Self.IPv6) && a.Self.CheckInterval == b.Self.CheckInterval &&
+		reflect.DeepEqual(a.DNSBL, b.DNSBL)
 }
 
 // start builds the daemon and starts its background work; the runner
 // opens the listeners.
 func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
-	if err := checkDeps(cfg); err != nil {
-		return nil, configError{err}
-	}
 	d, err := parts(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	if d.monitor != nil {
-		go d.monitor.Run(ctx)
-	}
-	if d.store != nil {
-		cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
-		l := learn.NewLearner(learn.Options{
-			LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
-			Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
-			ProviderOf: d.providerOf, SaveEvery: 10 * time.Second,
-			SkipHosts: nexthopHosts(cfg.Transports.Relay),
-		}, cls, d.store, log.Named("learn"))
-		d.learned = make(chan struct{})
-		go func() {
-			defer close(d.learned)
-			if err := l.Run(ctx); err != nil && ctx.Err() == nil {
-				log.Error("learning from the delivery log stopped", zap.Error(err))
-			}
-		}()
-	}
-	d.resp = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
-	d.probe = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
-	if err := d.serveMetrics(); err != nil {
+	d.alerts = alert.New(alertOptions(cfg), log.Named("alert"))
+	go d.alerts.Run(ctx)
+	rt := d.runtime()
+	d.run(rt)
+	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
+	d.probe = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
+	if err := d.serveMetrics(cfg); err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		d.stop(ctx)
@@ -114,16 +154,102 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	return d, nil
 }
 
-func (d *policyd) providerOf(host string) string {
-	if p := d.engine.Classifier().ByHost(host); p != nil {
+// run starts the background work of rt: the blocklist monitor (unless rt
+// took it over running from the runtime it replaces) and the learner.
+func (d *policyd) run(rt *runtime) {
+	if rt.monitor != nil && rt.monitorStop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		rt.monitorStop = cancel
+		go rt.monitor.Run(ctx)
+	}
+	if d.store == nil || !rt.cfg.Learn.Enabled {
+		return
+	}
+	cfg := rt.cfg
+	cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
+	engine := rt.engine
+	l := learn.NewLearner(learn.Options{
+		LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
+		Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
+		ProviderOf: func(host string) string { return providerOf(engine, host) }, SaveEvery: 10 * time.Second,
+		SkipHosts: nexthopHosts(cfg.Transports.Relay),
+	}, cls, d.store, d.log.Named("learn"))
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.learnerStop, rt.learned = cancel, make(chan struct{})
+	go func() {
+		defer close(rt.learned)
+		if err := l.Run(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("learning from the delivery log stopped", zap.Error(err))
+		}
+	}()
+}
+
+// halt stops what rt runs, waiting for the learner to save until ctx ends.
+func (d *policyd) halt(ctx context.Context, rt *runtime) {
+	if rt.monitorStop != nil {
+		rt.monitorStop()
+	}
+	if rt.learnerStop == nil {
+		return
+	}
+	rt.learnerStop()
+	select {
+	case <-rt.learned:
+	case <-ctx.Done():
+		d.log.Warn("the learner did not stop in time; its last changes may be lost")
+	}
+}
+
+func providerOf(e *route.Engine, host string) string {
+	if p := e.Classifier().ByHost(host); p != nil {
 		return p.Name
 	}
 	return ""
 }
 
+// alertOptions maps [alerts].
+func alertOptions(cfg *config.Config) alert.Options {
+	a := cfg.Alerts
+	return alert.Options{MailTo: a.MailTo, From: a.From, Sendmail: a.Sendmail, WebhookURL: a.WebhookURL,
+		Interval: a.Interval.Duration, Daemon: "mxdetour-policyd"}
+}
+
+// listingChanged tells the postmaster that one of our addresses became
+// listed or clean, and which destinations change route because of it.
+func (d *policyd) listingChanged(r dnsbl.Result) {
+	rt := d.runtime()
+	if rt == nil {
+		return
+	}
+	fields := map[string]string{"address": r.Addr.String(), "zone": r.Zone}
+	kind, summary := "delisted", fmt.Sprintf("our address %s is no longer listed on %s", r.Addr, r.Zone)
+	if r.State == dnsbl.Listed {
+		kind, summary = "listed", fmt.Sprintf("our address %s is listed on %s", r.Addr, r.Zone)
+		fields["reason"] = r.Reason
+	}
+	if routes := listingRoutes(rt.cfg, r); routes != "" {
+		fields["routes"] = routes
+	}
+	d.alerts.Notify(alert.Event{Kind: kind, Summary: summary, Fields: fields})
+}
+
+// listingRoutes says, per provider using r's zone, what its destinations
+// do while r's address is listed.
+func listingRoutes(cfg *config.Config, r dnsbl.Result) string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(cfg.Providers)) {
+		p := cfg.Providers[name]
+		if !p.Enabled || !slices.Contains(p.Zones, r.Zone) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: route %s", name, p.Route))
+	}
+	return strings.Join(out, "; ")
+}
+
 // sockets are the daemon's two services, by their systemd names.
 func (d *policyd) sockets() []daemon.Socket {
-	p := d.cfg.Policyd
+	p := d.runtime().cfg.Policyd
 	mode, _ := strconv.ParseUint(p.SocketMode, 8, 32) // validated by config
 	return []daemon.Socket{
 		{Name: "policy", Addr: p.PolicyListen, Mode: os.FileMode(mode), Server: policy.NewServer(d.resp, policy.Options{
@@ -151,8 +277,8 @@ func (d *policyd) health(ctx context.Context) error {
 	return nil
 }
 
-// reloadFrom reads the configuration again and swaps it in (SIGHUP); on
-// an error the running configuration stays.
+// reloadFrom reads the configuration again and swaps a runtime built from
+// it in at once (SIGHUP); on an error the running one stays.
 func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
 	next, _, err := config.LoadDefault(path)
 	if err == nil {
@@ -164,43 +290,87 @@ func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
 	if err := logging.SetLevel(level, next.Log.Level); err != nil {
 		return err
 	}
-	d.reload(next)
-	return nil
+	return d.reload(next)
 }
 
-// reload swaps in a new configuration. Listen addresses, [dns] and [self]
-// are read at start only; a change there is logged as needing a restart.
-func (d *policyd) reload(next *config.Config) {
-	if next.Policyd.PolicyListen != d.cfg.Policyd.PolicyListen ||
-		next.Policyd.SocketmapListen != d.cfg.Policyd.SocketmapListen ||
-		!slices.Equal(next.DNS.Servers, d.cfg.DNS.Servers) ||
-		!slices.Equal(listedZones(next), listedZones(d.cfg)) {
-		d.log.Warn("listen addresses, [dns] servers and blocklist zones change only on restart")
+// reload builds the runtime of next beside the running one, swaps it in
+// for every later request, then stops what the old one ran and no longer
+// needs. Learned blocks are merged from the state file, never replaced.
+func (d *policyd) reload(next *config.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.runtime()
+	if changed := restartOnly(old.cfg, next); len(changed) > 0 {
+		d.log.Warn("these settings change only on restart; the running values stay", zap.Strings("keys", changed))
 	}
-	d.engine.Swap(next)
-	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
-	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	if next.Learn.Enabled && d.store == nil {
+		d.log.Warn("learn.enabled changes only on restart")
+	}
+	rt, err := d.build(next, old)
+	if err != nil {
+		return err
+	}
+	d.alerts.Configure(alertOptions(next)) // before the new self-check, which may have news
 	if d.store != nil {
 		if err := d.store.Reload(); err != nil {
 			d.log.Error("reload: state file", zap.Error(err))
 		}
 	}
-	d.cfg = next
+	if rt.monitor != nil && rt.monitor == old.monitor { // still checking: hand it over
+		rt.monitorStop, old.monitorStop = old.monitorStop, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rt.monitor != nil && rt.monitorStop == nil {
+		rt.monitor.CheckNow(ctx) // a new self-check starts with what it knows, not blank
+	}
+	d.halt(ctx, old) // the old learner saves its offset; the new one resumes there
+	d.run(rt)
+	d.rt.Store(rt)
+	d.resp.SetEngine(rt.engine)
+	d.probe.SetEngine(rt.engine)
+	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	return nil
+}
+
+// restartOnly names the keys that differ between a and b and that only a
+// restart applies: sockets, connection limits, the metrics endpoint, the
+// log format and where learned state lives.
+func restartOnly(a, b *config.Config) []string {
+	var keys []string
+	for _, k := range []struct {
+		key      string
+		was, now any
+	}{
+		{"policyd.policy_listen", a.Policyd.PolicyListen, b.Policyd.PolicyListen},
+		{"policyd.socketmap_listen", a.Policyd.SocketmapListen, b.Policyd.SocketmapListen},
+		{"policyd.socket_mode", a.Policyd.SocketMode, b.Policyd.SocketMode},
+		{"policyd.idle_timeout", a.Policyd.IdleTimeout, b.Policyd.IdleTimeout},
+		{"policyd.max_connections", a.Policyd.MaxConnections, b.Policyd.MaxConnections},
+		{"policyd.max_request_size", a.Policyd.MaxRequestSize, b.Policyd.MaxRequestSize},
+		{"metrics.policyd_listen", a.Metrics.PolicydListen, b.Metrics.PolicydListen},
+		{"log.format", a.Log.Format, b.Log.Format},
+		{"learn.state_file", a.Learn.StateFile, b.Learn.StateFile},
+	} {
+		if k.was != k.now {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
 }
 
 // stop ends the background work once the runner has drained the
 // listeners, and saves learned state before ctx ends.
 func (d *policyd) stop(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.metrics.Close()
-	if d.cancel != nil {
-		d.cancel()
+	if rt := d.runtime(); rt != nil {
+		d.halt(ctx, rt)
 	}
-	if d.learned != nil { // the learner saves what it learned as it ends
-		select {
-		case <-d.learned:
-		case <-ctx.Done():
-			d.log.Warn("the learner did not stop in time; its last changes may be lost")
-		}
+	if d.cancel != nil {
+		d.cancel() // the alerter sends what is pending
 	}
 }
 

@@ -116,7 +116,7 @@ func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log
 		return err
 	}
 	log.Info("started", zap.String("version", version), zap.String("config", orEmbedded(used)))
-	if d.engine.DryRun() {
+	if d.runtime().engine.DryRun() {
 		log.Warn("dry run: no relay transport configured ([transports] relay); decisions are logged and Postfix is always told to go direct")
 	}
 	return daemon.Run(context.Background(), daemon.Options{

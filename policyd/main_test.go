@@ -78,6 +78,7 @@ socketmap_listen = "127.0.0.1:%d"
 decision_timeout = "200ms"
 [transports]
 relay = "relay:[mx03.example.net]:587"
+ipv4 = "smtp-ipv4:"
 [learn]
 state_file = %q
 log_file = %q
@@ -253,7 +254,7 @@ func TestCheckConfig(t *testing.T) {
 	if code := exitCode(err); code != 78 {
 		t.Errorf("bad config: exit %d (%v), want 78", code, err)
 	}
-	if !strings.Contains(string(out), "mxdetour.toml:17: policyd.extra: unknown key") {
+	if !strings.Contains(string(out), "mxdetour.toml:18: policyd.extra: unknown key") {
 		t.Errorf("bad config message:\n%s", out)
 	}
 	pat, _, _ := writeConfig(t, srv.Addr(), "")
@@ -476,7 +477,7 @@ func probeDaemon(t testing.TB) *policyd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.probe = respond.New(d.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
+	d.probe = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
 	return d
 }
 
@@ -485,7 +486,7 @@ func probeDaemon(t testing.TB) *policyd {
 // to the decision counters that metrics export.
 func TestHealthProbe(t *testing.T) {
 	d := probeDaemon(t)
-	d.resp = respond.New(d.engine, time.Second, zap.NewNop())
+	d.resp = respond.New(d.runtime().engine, time.Second, zap.NewNop())
 	if err := d.health(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
+	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/policyd/route"
 )
@@ -14,8 +16,8 @@ import (
 // policyd_listen is set: decisions by route and provider with their
 // latency, DNS cache counters, our listings per address and zone, learned
 // blocks, and the protocol servers' counters.
-func (d *policyd) serveMetrics() error {
-	addr := d.cfg.Metrics.PolicydListen
+func (d *policyd) serveMetrics(cfg *config.Config) error {
+	addr := cfg.Metrics.PolicydListen
 	if addr == "" {
 		return nil
 	}
@@ -29,17 +31,21 @@ func (d *policyd) serveMetrics() error {
 		decisions.WithLabelValues(string(dec.Route), dec.Provider, string(dec.Reason)).Inc()
 		latency.Observe(took.Seconds())
 	})
-	metrics.Lookups(reg, "mxdetour_policyd", d.resolver)
+	metrics.Lookups(reg, "mxdetour_policyd", func() lookup.Stats { return d.runtime().resolver.Stats() })
 	st := d.resp.Stats()
 	metrics.Counter(reg, "mxdetour_policyd_deadline_answers_total", "Answers given as direct because DNS was slower than decision_timeout.", func() float64 { return float64(st.Deadline.Load()) })
 	metrics.Counter(reg, "mxdetour_policyd_dry_run_total", "Decisions to relay answered as direct because no relay is configured.", func() float64 { return float64(st.DryRun.Load()) })
 	if d.store != nil {
 		metrics.Gauge(reg, "mxdetour_policyd_learned_blocks", "Blocks learned from the delivery log, not expired.", func() float64 { return float64(len(d.store.List(time.Now()))) })
 	}
-	if d.monitor != nil {
+	{
 		desc := prometheus.NewDesc("mxdetour_policyd_listed", "1 when our address is listed on the zone, 0 when clean, -1 when unknown.", []string{"addr", "zone"}, nil)
 		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc}, Fn: func(ch chan<- prometheus.Metric) {
-			for _, r := range d.monitor.Results() {
+			m := d.runtime().monitor
+			if m == nil {
+				return
+			}
+			for _, r := range m.Results() {
 				v := map[dnsbl.State]float64{dnsbl.Listed: 1, dnsbl.Clean: 0, dnsbl.Unknown: -1}[r.State]
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, r.Addr.String(), r.Zone)
 			}

@@ -71,8 +71,38 @@ func New(o Options, log *zap.Logger) *Alerter {
 	return &Alerter{o: o, log: log, wake: make(chan struct{}, 1), client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
 }
 
+// Configure replaces the destinations and the interval (SIGHUP); events
+// already waiting go to the new destinations.
+func (a *Alerter) Configure(o Options) {
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = 100
+	}
+	if o.Hostname == "" {
+		o.Hostname = a.opts().Hostname
+	}
+	a.mu.Lock()
+	a.o = o
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Alerter) opts() Options {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.o
+}
+
 // Enabled reports whether alerts go anywhere but the log.
-func (a *Alerter) Enabled() bool { return a != nil && (a.o.MailTo != "" || a.o.WebhookURL != "") }
+func (a *Alerter) Enabled() bool {
+	if a == nil {
+		return false
+	}
+	o := a.opts()
+	return o.MailTo != "" || o.WebhookURL != ""
+}
 
 // Notify records e for the next alert; it never blocks. A nil Alerter
 // ignores it.
@@ -112,7 +142,7 @@ func (a *Alerter) Run(ctx context.Context) {
 		case <-timer:
 			timer = nil
 		}
-		if wait := a.lastSentAt().Add(a.o.Interval).Sub(a.now()); wait > 0 {
+		if wait := a.lastSentAt().Add(a.opts().Interval).Sub(a.now()); wait > 0 {
 			if timer == nil {
 				timer = time.After(wait)
 			}
@@ -131,7 +161,7 @@ func (a *Alerter) lastSentAt() time.Time {
 // flush sends the pending events as one alert.
 func (a *Alerter) flush(ctx context.Context) {
 	a.mu.Lock()
-	events, dropped := a.pending, a.dropped
+	events, dropped, o := a.pending, a.dropped, a.o
 	a.pending, a.dropped = nil, 0
 	if len(events) > 0 {
 		a.lastSent = a.now()
@@ -140,21 +170,21 @@ func (a *Alerter) flush(ctx context.Context) {
 	if len(events) == 0 {
 		return
 	}
-	if a.o.MailTo != "" {
-		if err := a.mail(ctx, events, dropped); err != nil {
-			a.log.Error("alert mail not sent", zap.String("to", a.o.MailTo), zap.Error(err))
+	if o.MailTo != "" {
+		if err := mail(ctx, o, events, dropped); err != nil {
+			a.log.Error("alert mail not sent", zap.String("to", o.MailTo), zap.Error(err))
 		}
 	}
-	if a.o.WebhookURL != "" {
-		if err := a.post(ctx, events, dropped); err != nil {
+	if o.WebhookURL != "" {
+		if err := post(ctx, a.client, o, events, dropped); err != nil {
 			a.log.Error("alert webhook not called", zap.Error(err))
 		}
 	}
 }
 
 // Subject is the one line an alert is known by.
-func (a *Alerter) subject(events []Event) string {
-	s := fmt.Sprintf("[%s %s] %s", a.o.Daemon, a.o.Hostname, events[0].Summary)
+func subject(o Options, events []Event) string {
+	s := fmt.Sprintf("[%s %s] %s", o.Daemon, o.Hostname, events[0].Summary)
 	if len(events) > 1 {
 		s += fmt.Sprintf(" (+%d more)", len(events)-1)
 	}
@@ -162,13 +192,13 @@ func (a *Alerter) subject(events []Event) string {
 }
 
 // Message renders the alert mail (RFC 5322, Auto-Submitted per RFC 3834).
-func (a *Alerter) message(events []Event, dropped int) []byte {
+func message(o Options, events []Event, dropped int) []byte {
 	var b bytes.Buffer
-	if a.o.From != "" {
-		fmt.Fprintf(&b, "From: %s\n", a.o.From)
+	if o.From != "" {
+		fmt.Fprintf(&b, "From: %s\n", o.From)
 	}
 	fmt.Fprintf(&b, "To: %s\nSubject: %s\nAuto-Submitted: auto-generated\nContent-Type: text/plain; charset=utf-8\n\n",
-		a.o.MailTo, oneLine(a.subject(events)))
+		o.MailTo, oneLine(subject(o, events)))
 	for _, e := range events {
 		fmt.Fprintf(&b, "%s  %s\n", e.Time.UTC().Format(time.RFC3339), e.Summary)
 		for _, k := range sortedKeys(e.Fields) {
@@ -178,22 +208,22 @@ func (a *Alerter) message(events []Event, dropped int) []byte {
 	if dropped > 0 {
 		fmt.Fprintf(&b, "\n%d more events were not listed; see the log.\n", dropped)
 	}
-	fmt.Fprintf(&b, "\n-- \n%s on %s\n", a.o.Daemon, a.o.Hostname)
+	fmt.Fprintf(&b, "\n-- \n%s on %s\n", o.Daemon, o.Hostname)
 	return b.Bytes()
 }
 
-func (a *Alerter) mail(ctx context.Context, events []Event, dropped int) error {
+func mail(ctx context.Context, o Options, events []Event, dropped int) error {
 	args := []string{"-i"}
-	if a.o.From != "" {
-		args = append(args, "-f", a.o.From)
+	if o.From != "" {
+		args = append(args, "-f", o.From)
 	}
-	args = append(args, "--", a.o.MailTo)
+	args = append(args, "--", o.MailTo)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, a.o.Sendmail, args...)
-	cmd.Stdin = bytes.NewReader(a.message(events, dropped))
+	cmd := exec.CommandContext(ctx, o.Sendmail, args...)
+	cmd.Stdin = bytes.NewReader(message(o, events, dropped))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", a.o.Sendmail, err, bytes.TrimSpace(out))
+		return fmt.Errorf("%s: %w: %s", o.Sendmail, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -207,17 +237,17 @@ type Payload struct {
 	Dropped int     `json:"dropped,omitempty"`
 }
 
-func (a *Alerter) post(ctx context.Context, events []Event, dropped int) error {
-	body, err := json.Marshal(Payload{Daemon: a.o.Daemon, Host: a.o.Hostname, Subject: a.subject(events), Events: events, Dropped: dropped})
+func post(ctx context.Context, client *http.Client, o Options, events []Event, dropped int) error {
+	body, err := json.Marshal(Payload{Daemon: o.Daemon, Host: o.Hostname, Subject: subject(o, events), Events: events, Dropped: dropped})
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.o.WebhookURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.WebhookURL, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

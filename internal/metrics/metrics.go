@@ -88,21 +88,21 @@ func Gauge(reg *prometheus.Registry, name, help string, f func() float64) {
 }
 
 // Lookups registers the DNS cache counters.
-func Lookups(reg *prometheus.Registry, prefix string, c *lookup.Client) {
-	reg.MustRegister(&lookupCollector{c: c, desc: prometheus.NewDesc(prefix+"_dns_lookups_total",
+func Lookups(reg *prometheus.Registry, prefix string, stats func() lookup.Stats) {
+	reg.MustRegister(&lookupCollector{stats: stats, desc: prometheus.NewDesc(prefix+"_dns_lookups_total",
 		"DNS lookups by outcome: hit and miss of the cache, upstream queries, errors, stale answers served.", []string{"result"}, nil),
 		entries: prometheus.NewDesc(prefix+"_dns_cache_entries", "Entries in the DNS cache.", nil, nil)})
 }
 
 type lookupCollector struct {
-	c             *lookup.Client
+	stats         func() lookup.Stats // of the resolver in use: a reload may replace it
 	desc, entries *prometheus.Desc
 }
 
 func (l *lookupCollector) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc; ch <- l.entries }
 
 func (l *lookupCollector) Collect(ch chan<- prometheus.Metric) {
-	st := l.c.Stats()
+	st := l.stats()
 	for _, v := range []struct {
 		label string
 		n     uint64

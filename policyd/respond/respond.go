@@ -28,7 +28,7 @@ import (
 
 // Responder answers both protocols from one engine.
 type Responder struct {
-	engine  *route.Engine
+	engine  atomic.Pointer[route.Engine]
 	timeout atomic.Int64 // decision deadline, nanoseconds
 	log     *zap.Logger
 	stats   Stats
@@ -50,10 +50,15 @@ type Stats struct {
 
 // New returns a Responder deciding with e within timeout per request.
 func New(e *route.Engine, timeout time.Duration, log *zap.Logger) *Responder {
-	r := &Responder{engine: e, log: log}
+	r := &Responder{log: log}
+	r.engine.Store(e)
 	r.SetTimeout(timeout)
 	return r
 }
+
+// SetEngine makes e decide every later request (SIGHUP builds a new
+// engine on the side and swaps it in here).
+func (r *Responder) SetEngine(e *route.Engine) { r.engine.Store(e) }
 
 // SetTimeout changes the decision deadline (SIGHUP).
 func (r *Responder) SetTimeout(d time.Duration) { r.timeout.Store(int64(d)) }
@@ -87,7 +92,7 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 // deadline of its own (the servers pass Background); ours is lazy.
 func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route.Decision {
 	dl := newDeadline(time.Duration(r.timeout.Load()))
-	d := r.engine.Decide(dl, rcpt)
+	d := r.engine.Load().Decide(dl, rcpt)
 	dl.stop()
 	temp := proto == "socketmap" && d.Temporary
 	r.count(d, temp)
