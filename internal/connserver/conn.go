@@ -9,15 +9,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// The states of a connection. Its session goroutine moves it between
+// A connection's state word packs what it is doing (the low bits) with
+// since when (the high bits, ns since srv.epoch), so that one atomic
+// operation reads or claims both. Its session goroutine moves it between
 // active, idle and stalled; the server moves an idle (or long-stalled) one
-// to closed to make room or to shut down, and nothing moves an active one.
+// to closed, to make room or to shut down; nothing moves an active one.
 const (
-	stActive  int32 = iota // a request is being read, decided or answered
-	stIdle                 // waiting for the next request (in Await)
-	stStalled              // waiting for the rest of a request, or for the client to take the answer
+	stActive  int64 = iota // a request is being read, decided or answered
+	stIdle                 // waiting for the next request (in Await); since: when the wait began
+	stStalled              // waiting for the rest of a request, or for the client to take the answer; since: when the server first saw it so, 0 before
 	stClosed               // claimed by the server: eviction or shutdown
+
+	stateBits = 2
+	stateMask = 1<<stateBits - 1
 )
+
+func pack(st, since int64) int64       { return since<<stateBits | st }
+func unpack(v int64) (st, since int64) { return v & stateMask, v >> stateBits }
 
 // Conn is one client connection.
 type Conn struct {
@@ -29,10 +37,10 @@ type Conn struct {
 	idx      int       // position in srv.conns, -1 once forgotten; under srv.mu
 	deadline time.Time // the read deadline in force; session goroutine only
 
-	// What the server reads to choose a connection to close. The request
-	// path stores to them, and to no state shared between connections.
-	state atomic.Int32
-	since atomic.Int64 // when the current wait began, ns since srv.epoch
+	// state is what the server reads to choose a connection to close. The
+	// request path stores to it, and to no state shared between
+	// connections, and calls no clock beyond Await's.
+	state atomic.Int64
 }
 
 func newConn(nc net.Conn, s *Server) *Conn {
@@ -62,8 +70,8 @@ func (c *Conn) Await() bool {
 		_ = c.Conn.SetWriteDeadline(c.deadline.Add(s.opts.IdleTimeout / 2))
 	}
 	if c.R.Buffered() == 0 {
-		c.since.Store(int64(now.Sub(s.epoch)))
-		c.state.Store(stIdle)
+		idle := pack(stIdle, int64(now.Sub(s.epoch)))
+		c.state.Store(idle)
 		// Shutdown closes the idle connections after setting closing: if
 		// it looked before the Store above, see it here.
 		if s.closing.Load() {
@@ -73,7 +81,7 @@ func (c *Conn) Await() bool {
 		// The server may have claimed this connection just as the
 		// request came: then it is closed, and the client's retry goes
 		// to a new connection.
-		if !c.state.CompareAndSwap(stIdle, stActive) || err != nil {
+		if !c.state.CompareAndSwap(idle, stActive) || err != nil {
 			return false
 		}
 	}
@@ -127,16 +135,20 @@ func (t tracked) Write(p []byte) (int, error) {
 	return c.unstall(n, err)
 }
 
-func (c *Conn) stall() {
-	c.since.Store(int64(time.Since(c.srv.epoch)))
-	c.state.Store(stStalled)
-}
+// stall marks a blocking read or write. Its time is taken by the server
+// when it first sees the stall, so that the request path reads no clock.
+func (c *Conn) stall() { c.state.Store(stStalled) }
 
 // unstall makes the connection active again, unless the server closed it
 // meanwhile.
 func (c *Conn) unstall(n int, err error) (int, error) {
-	if !c.state.CompareAndSwap(stStalled, stActive) {
-		return n, net.ErrClosed
+	for {
+		v := c.state.Load()
+		if v&stateMask == stClosed {
+			return n, net.ErrClosed
+		}
+		if c.state.CompareAndSwap(v, stActive) {
+			return n, err
+		}
 	}
-	return n, err
 }

@@ -209,13 +209,14 @@ func (s *Server) evicted(c *Conn) {
 }
 
 // claimVictimLocked picks the connection that has waited longest for its
-// next request (or, after stallGrace, for the rest of a request or for
-// the client to take its answer), marks it closed and forgets it. It never
-// picks one with a request being answered. It returns nil when there is
-// none.
+// next request (or, stallGrace after the server first saw it stalled, for
+// the rest of a request or for the client to take its answer), marks it
+// closed and forgets it. It never picks one with a request being
+// answered. It returns nil when there is none.
 //
 // The scan is O(n), but it runs only at the limit; the request path pays
-// two stores to its own connection's fields and no shared lock (Await).
+// a store and a compare-and-swap on its own connection's state word, and
+// takes no shared lock (Await).
 func (s *Server) claimVictimLocked() *Conn {
 	now := int64(time.Since(s.epoch))
 	grace := int64(s.stallGrace)
@@ -223,21 +224,30 @@ func (s *Server) claimVictimLocked() *Conn {
 	// then scan again. Each retry means a request was served meanwhile.
 	for range 4 {
 		var best *Conn
-		var bestState int32
-		var bestSince int64
+		var bestV, bestSince int64
 		for _, c := range s.conns {
-			st, since := c.state.Load(), c.since.Load()
-			if st != stIdle && (st != stStalled || now-since < grace) {
+			v := c.state.Load()
+			st, since := unpack(v)
+			switch {
+			case st == stIdle:
+			case st == stStalled && since == 0:
+				// First seen stalled: its grace starts now.
+				c.state.CompareAndSwap(v, pack(stStalled, now))
+				continue
+			case st == stStalled && now-since >= grace:
+			default:
 				continue
 			}
 			if best == nil || since < bestSince {
-				best, bestState, bestSince = c, st, since
+				best, bestV, bestSince = c, v, since
 			}
 		}
 		if best == nil {
 			return nil
 		}
-		if best.state.CompareAndSwap(bestState, stClosed) {
+		// The CAS also fails if the connection stalled anew, so the grace
+		// is never counted from an earlier stall.
+		if best.state.CompareAndSwap(bestV, stClosed) {
 			s.forgetLocked(best)
 			return best
 		}
@@ -286,7 +296,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.ln.Close()
 		}
 		for _, c := range s.conns {
-			if c.state.CompareAndSwap(stIdle, stClosed) {
+			if v := c.state.Load(); v&stateMask == stIdle && c.state.CompareAndSwap(v, stClosed) {
 				c.Conn.Close()
 			}
 		}

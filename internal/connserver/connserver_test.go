@@ -120,7 +120,7 @@ func idleCount(s *Server) int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, c := range s.conns {
-		if c.state.Load() == stIdle {
+		if st, _ := unpack(c.state.Load()); st == stIdle {
 			n++
 		}
 	}
@@ -222,7 +222,11 @@ func TestStalledRequestMakesRoomAfterGrace(t *testing.T) {
 	eventually(t, "a stalled request", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return len(s.conns) == 1 && s.conns[0].state.Load() == stStalled
+		if len(s.conns) != 1 {
+			return false
+		}
+		st, _ := unpack(s.conns[0].state.Load())
+		return st == stStalled
 	})
 	if early := dial(t, addr); !early.closedByServer() {
 		t.Error("a stalled request lost its connection before its grace")
