@@ -125,8 +125,8 @@ const ipv6Tag = "ipv6:"
 // General address literals ("[tag:content]") name no transport Postfix
 // has, so they are refused like any other invalid domain.
 func parseLiteral(d string) (netip.Addr, error) {
-	inner, ok := strings.CutPrefix(d, "[")
-	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
+	inner, ok := strings.CutSuffix(d[1:], "]") // d[0] is '['
+	if !ok {
 		return netip.Addr{}, fmt.Errorf("address literal %q: no closing ']'", d)
 	}
 	want6 := len(inner) >= len(ipv6Tag) && strings.EqualFold(inner[:len(ipv6Tag)], ipv6Tag)
