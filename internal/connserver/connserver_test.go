@@ -550,3 +550,59 @@ func BenchmarkRequest(b *testing.B) {
 		}
 	}
 }
+
+// memConn always has the next request, "x\n", ready and discards answers:
+// what is left to measure is the server's own work per request.
+type memConn struct{ net.Conn }
+
+func (memConn) Read(p []byte) (int, error)       { return copy(p, "x\n"), nil }
+func (memConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (memConn) Close() error                     { return nil }
+func (memConn) SetDeadline(time.Time) error      { return nil }
+func (memConn) SetReadDeadline(time.Time) error  { return nil }
+func (memConn) SetWriteDeadline(time.Time) error { return nil }
+func (memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+type oneConnListener struct {
+	c    chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.c:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *oneConnListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *oneConnListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// BenchmarkHotPath measures the server's own work per request (Await,
+// the tracked read and write, Done) with no socket in the way.
+func BenchmarkHotPath(b *testing.B) {
+	finished := make(chan struct{})
+	n := 0
+	s := New(Options{}, func(c *Conn) {
+		for c.Await() {
+			line, _ := c.R.ReadSlice('\n')
+			c.W.Write(line)
+			c.W.Flush()
+			c.Done()
+			if n++; n == b.N {
+				close(finished)
+				return
+			}
+		}
+	}, zap.NewNop())
+	l := &oneConnListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
+	l.c <- memConn{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	go s.Serve(l)
+	<-finished
+	b.StopTimer()
+	s.Shutdown(context.Background())
+}
