@@ -6,6 +6,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 
@@ -65,15 +66,19 @@ func lastAt(addr string) int {
 }
 
 // Normalize returns d in the form mxdetour compares and looks up: lower
-// case, IDNA A-labels, no trailing dot. Address literals ("[192.0.2.1]")
-// are returned unchanged but for case.
+// case, IDNA A-labels, no trailing dot. An address literal comes back in
+// its canonical form ("[192.0.2.1]", "[ipv6:2001:db8::1]"; see Literal).
 func Normalize(d string) (string, error) {
 	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
 	if d == "" {
 		return "", ErrNoDomain
 	}
 	if d[0] == '[' {
-		return strings.ToLower(d), nil
+		a, err := parseLiteral(d)
+		if err != nil {
+			return "", err
+		}
+		return formatLiteral(a), nil
 	}
 	if isLowerASCII(d) {
 		return d, nil
@@ -94,6 +99,57 @@ func Normalize(d string) (string, error) {
 		return "", fmt.Errorf("domain %q: not a valid host name", d)
 	}
 	return a, nil
+}
+
+// IsLiteral reports whether the normalised domain d is an address literal
+// (RFC 5321 section 4.1.3), such as "[192.0.2.1]": mail for it goes to that
+// address, with no DNS lookup.
+func IsLiteral(d string) bool { return d != "" && d[0] == '[' }
+
+// Literal returns the address of an address literal, in any form Normalize
+// accepts; false when d is not one.
+func Literal(d string) (netip.Addr, bool) {
+	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
+	if !IsLiteral(d) {
+		return netip.Addr{}, false
+	}
+	a, err := parseLiteral(d)
+	return a, err == nil
+}
+
+// ipv6Tag starts an IPv6 address literal (RFC 5321 section 4.1.3); the
+// tag is matched without regard to case, as Postfix does.
+const ipv6Tag = "ipv6:"
+
+// parseLiteral reads "[IPv4]" or "[IPv6:IPv6]" (RFC 5321 section 4.1.3).
+// General address literals ("[tag:content]") name no transport Postfix
+// has, so they are refused like any other invalid domain.
+func parseLiteral(d string) (netip.Addr, error) {
+	inner, ok := strings.CutSuffix(d[1:], "]") // d[0] is '['
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("address literal %q: no closing ']'", d)
+	}
+	want6 := len(inner) >= len(ipv6Tag) && strings.EqualFold(inner[:len(ipv6Tag)], ipv6Tag)
+	if want6 {
+		inner = inner[len(ipv6Tag):]
+	}
+	a, err := netip.ParseAddr(inner)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("address literal %q: %w", d, err)
+	case a.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("address literal %q: an IPv6 zone has no meaning in mail", d)
+	case want6 != a.Is6():
+		return netip.Addr{}, fmt.Errorf("address literal %q: write IPv4 addresses as [192.0.2.1], IPv6 ones as [IPv6:2001:db8::1]", d)
+	}
+	return a, nil
+}
+
+func formatLiteral(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + ipv6Tag + a.String() + "]"
+	}
+	return "[" + a.String() + "]"
 }
 
 // isLowerASCII reports whether d is already in the normal form for the

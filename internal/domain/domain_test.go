@@ -2,6 +2,7 @@ package domain
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -23,6 +24,17 @@ func TestFromAddress(t *testing.T) {
 		{"erin@BÜCHER.de", "xn--bcher-kva.de", false},
 		{"frank@xn--bcher-kva.de", "xn--bcher-kva.de", false},
 		{"grace@[192.0.2.1]", "[192.0.2.1]", false},
+		{"grace@[IPv6:2001:DB8:0::1]", "[ipv6:2001:db8::1]", false},
+		{"grace@[ipv6:::ffff:192.0.2.1]", "[ipv6:::ffff:192.0.2.1]", false},
+		{"<grace@[192.0.2.1].>", "[192.0.2.1]", false},
+		{"grace@[ ", "", true},
+		{"grace@[192.0.2.1", "", true},
+		{"grace@[192.0.2.256]", "", true},
+		{"grace@[2001:db8::1]", "", true},
+		{"grace@[IPv6:192.0.2.1]", "", true},
+		{"grace@[IPv6:fe80::1%eth0]", "", true},
+		{"grace@[x400:c=us;a=b]", "", true},
+		{"grace@[ 192.0.2.1]", "", true},
 		{"heidi@mx_under.test", "mx_under.test", false},
 		{"no-domain", "", true},
 		{"<>", "", true},
@@ -41,6 +53,36 @@ func TestFromAddress(t *testing.T) {
 	}
 	if _, err := FromAddress("x"); !errors.Is(err, ErrNoDomain) {
 		t.Errorf("FromAddress(x) = %v, want ErrNoDomain", err)
+	}
+}
+
+func TestLiteral(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // "" when not a literal
+	}{
+		{"[192.0.2.1]", "192.0.2.1"},
+		{"[IPv6:2001:db8::1]", "2001:db8::1"},
+		{"[ipv6:2001:db8::1].", "2001:db8::1"},
+		{"[2001:db8::1]", ""},
+		{"[ ", ""},
+		{"192.0.2.1", ""},
+		{"example.org", ""},
+		{"", ""},
+	} {
+		a, ok := Literal(tc.in)
+		got := ""
+		if ok {
+			got = a.String()
+		}
+		if got != tc.want {
+			t.Errorf("Literal(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	for d, want := range map[string]bool{"[192.0.2.1]": true, "[ipv6:2001:db8::1]": true, "example.org": false, "": false} {
+		if got := IsLiteral(d); got != want {
+			t.Errorf("IsLiteral(%q) = %v, want %v", d, got, want)
+		}
 	}
 }
 
@@ -101,6 +143,27 @@ func FuzzFromAddress(f *testing.F) {
 		again, err := Normalize(d)
 		if err != nil || again != d {
 			t.Fatalf("Normalize(%q) = %q, %v; want a fixed point", d, again, err)
+		}
+	})
+}
+
+// FuzzNormalize checks that whatever Normalize accepts comes back in a form
+// it returns unchanged, and that is a lower-case host name or a literal.
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"Example.ORG.", "bücher.de", "[192.0.2.1]", "[IPv6:2001:DB8::1]", "[ ", "a..b", "xn--zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := Normalize(s)
+		if err != nil {
+			return
+		}
+		again, err := Normalize(d)
+		if err != nil || again != d {
+			t.Fatalf("Normalize(%q) = %q; Normalize(%q) = %q, %v; want a fixed point", s, d, d, again, err)
+		}
+		if _, ok := Literal(d); !ok && !isLowerASCII(strings.ReplaceAll(d, "xn--", "xn-")) {
+			t.Fatalf("Normalize(%q) = %q: neither a lower-case host name nor an address literal", s, d)
 		}
 	})
 }

@@ -3,14 +3,23 @@ package dkim
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 
@@ -189,18 +198,140 @@ func TestLoadTable(t *testing.T) {
 	if tbl.For("example.net") != nil || tbl.For("badexample.org") != nil {
 		t.Error("keys for foreign domains")
 	}
-	// Other key formats: raw base64 Ed25519 (rspamd, dkimpy).
-	raw := e.Signer.(interface{ Seed() []byte }).Seed()
-	seedFile := filepath.Join(dir, "seed.key")
-	os.WriteFile(seedFile, []byte(b64(raw)+"\n"), 0o600)
-	if _, _, err := LoadTable([]config.DKIMKey{{Domain: "a.example", Selector: "s", KeyFile: seedFile}}, false); err != nil {
-		t.Errorf("dkimpy seed key: %v", err)
+	// The issue: the Ed25519 TXT p= value put in a key_file was taken for a seed.
+	txt := TXTRecord(e.Signer.Public())
+	pubFile := filepath.Join(dir, "pub.key")
+	os.WriteFile(pubFile, []byte(txt[strings.Index(txt, "p=")+2:]+"\n"), 0o600)
+	_, _, err = LoadTable([]config.DKIMKey{{Domain: "a.example", Selector: "s", KeyFile: pubFile}}, false)
+	if err == nil || !strings.Contains(err.Error(), "dkim key "+pubFile+" holds a public key (the DNS record's p= value") {
+		t.Errorf("public key as key_file: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "junk.key"), []byte("junk"), 0o600)
 	_, _, err = LoadTable([]config.DKIMKey{{Domain: "a.example", Selector: "s", KeyFile: filepath.Join(dir, "junk.key")}, {Domain: "b.example", Selector: "s", KeyFile: filepath.Join(dir, "missing.key")}}, false)
 	if err == nil || !strings.Contains(err.Error(), "junk.key") || !strings.Contains(err.Error(), "missing.key") {
 		t.Errorf("both bad rows should be reported: %v", err)
 	}
+}
+
+// TestParsePrivateKey feeds the key loader what keygen writes, what
+// OpenDKIM users have, and what gets put in a key_file by mistake; the
+// mistakes must be refused with words for what the file holds.
+func TestParsePrivateKey(t *testing.T) {
+	r, e := testKeys(t)
+	rsaPriv, edPriv := r.Signer.(*rsa.PrivateKey), e.Signer.(ed25519.PrivateKey)
+	pemOf := func(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+	must := func(b []byte, err error) []byte {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	keygenRSA, keygenEd := must(MarshalPrivateKey(rsaPriv)), must(MarshalPrivateKey(edPriv))
+	edTXT := TXTRecord(edPriv.Public())
+	edP := edTXT[strings.Index(edTXT, "p=")+2:]
+	rsaTXT := TXTRecord(rsaPriv.Public())
+	rsaP := rsaTXT[strings.Index(rsaTXT, "p=")+2:]
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	cert := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, edPriv.Public(), edPriv))
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string // the algorithm, or a part of the error
+	}{
+		{"keygen RSA (PEM PKCS#8)", keygenRSA, "rsa"},
+		{"keygen Ed25519 (PEM PKCS#8)", keygenEd, "ed25519"},
+		{"PEM PKCS#1 RSA (opendkim-genkey)", pemOf("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaPriv)), "rsa"},
+		{"keygen key with a blank line around it", append(append([]byte("\n"), keygenEd...), '\n'), "ed25519"},
+
+		{"Ed25519 p= value", []byte(edP + "\n"), "holds a public key (the DNS record's p= value, 32 bytes"},
+		{"RSA p= value", []byte(rsaP + "\n"), "holds a public key (the DNS record's p= value), not a private key"},
+		{"RSA p= value, wrapped", []byte(rsaP[:64] + "\n" + rsaP[64:] + "\n"), "holds a public key (the DNS record's p= value)"},
+		{"TXT record", []byte(edTXT + "\n"), "holds a DNS TXT record (the public key), not a private key"},
+		{"zone line", []byte(ZoneLine("ed", "example.org", rsaPriv.Public()) + "\n"), "holds a DNS TXT record"},
+		{"p= tag alone", []byte("p=" + edP), "holds a DNS TXT record"},
+		{"PEM PUBLIC KEY", pemOf("PUBLIC KEY", must(x509.MarshalPKIXPublicKey(edPriv.Public()))), "holds a public key (PEM PUBLIC KEY;"},
+		{"PEM RSA PUBLIC KEY", pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&rsaPriv.PublicKey)), "holds a public key (PEM RSA PUBLIC KEY;"},
+		{"certificate", pemOf("CERTIFICATE", cert), "holds a certificate, not a private key"},
+		{"key and certificate", append(append([]byte{}, keygenEd...), pemOf("CERTIFICATE", cert)...), "holds more than one PEM block (PRIVATE KEY, then CERTIFICATE)"},
+		{"public key labelled PRIVATE KEY", pemOf("PRIVATE KEY", must(x509.MarshalPKIXPublicKey(edPriv.Public()))), "not a PKCS#8 private key (a public key"},
+		{"raw 32-byte seed (dkimpy)", []byte(b64(edPriv.Seed())), "holds a public key (the DNS record's p= value, 32 bytes: an Ed25519 public key, or a bare seed"},
+		{"raw 64-byte key (rspamd)", []byte(b64(edPriv)), "holds a raw 64-byte Ed25519 key, not a PEM private key"},
+		{"base64 DER without PEM lines", []byte(b64(must(x509.MarshalPKCS8PrivateKey(edPriv)))), "holds base64 DER data (a PKCS#8 private key) without its PEM lines"},
+		{"binary DER", must(x509.MarshalPKCS8PrivateKey(rsaPriv)), "holds binary DER data (a PKCS#8 private key)"},
+		{"encrypted PKCS#8", pemOf("ENCRYPTED PRIVATE KEY", []byte{0x30, 0}), "holds an encrypted private key"},
+		{"encrypted PKCS#1", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00"}, Bytes: []byte{0}}), "holds an encrypted private key"},
+		{"EC key", pemOf("EC PRIVATE KEY", must(x509.MarshalECPrivateKey(ecKey))), "holds an EC (ECDSA) private key"},
+		{"ECDSA in PKCS#8", pemOf("PRIVATE KEY", must(x509.MarshalPKCS8PrivateKey(ecKey))), "of a kind DKIM does not use (*ecdsa.PrivateKey)"},
+		{"OpenSSH key", pemOf("OPENSSH PRIVATE KEY", []byte("x")), `holds a PEM "OPENSSH PRIVATE KEY" block, not a private key`},
+		{"garbage", []byte("# not a key!\n"), "holds no PEM private key"},
+		{"short base64", []byte("AAAA"), "holds 3 bytes of base64, not a PEM private key"},
+		{"empty", []byte(" \n"), "is empty"},
+	} {
+		k, err := ParsePrivateKey(tc.data)
+		got := ""
+		switch k.(type) {
+		case *rsa.PrivateKey:
+			got = "rsa"
+		case ed25519.PrivateKey:
+			got = "ed25519"
+		}
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tc.want) || (err != nil) == (tc.want == "rsa" || tc.want == "ed25519") {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestKeyFilesFromTools loads what opendkim-genkey and openssl write, and
+// refuses the DNS record opendkim-genkey writes beside the key.
+func TestKeyFilesFromTools(t *testing.T) {
+	dir := t.TempDir()
+	load := func(file string) error {
+		os.Chmod(file, 0o600)
+		_, _, err := LoadTable([]config.DKIMKey{{Domain: "example.org", Selector: "s", KeyFile: file}}, false)
+		return err
+	}
+	t.Run("opendkim-genkey", func(t *testing.T) {
+		if _, err := exec.LookPath("opendkim-genkey"); err != nil {
+			t.Skip("opendkim-genkey is not installed (Debian: opendkim-tools)")
+		}
+		if out, err := exec.Command("opendkim-genkey", "-b", "2048", "-d", "example.org", "-s", "sel", "-D", dir).CombinedOutput(); err != nil {
+			t.Fatalf("opendkim-genkey: %v\n%s", err, out)
+		}
+		if err := load(filepath.Join(dir, "sel.private")); err != nil {
+			t.Errorf("opendkim-genkey's key: %v", err)
+		}
+		txt := filepath.Join(dir, "sel.txt")
+		if err := load(txt); err == nil || !strings.Contains(err.Error(), "dkim key "+txt+" holds a DNS TXT record (the public key), not a private key") {
+			t.Errorf("opendkim-genkey's DNS record as key_file: %v", err)
+		}
+	})
+	t.Run("openssl", func(t *testing.T) {
+		if _, err := exec.LookPath("openssl"); err != nil {
+			t.Skip("openssl is not installed")
+		}
+		run := func(args ...string) {
+			t.Helper()
+			if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+				t.Fatalf("openssl %v: %v\n%s", args, err, out)
+			}
+		}
+		ed, pub, rsa1 := filepath.Join(dir, "ed.pem"), filepath.Join(dir, "ed.pub"), filepath.Join(dir, "rsa1.pem")
+		run("genpkey", "-algorithm", "ed25519", "-out", ed)
+		run("pkey", "-in", ed, "-pubout", "-out", pub)
+		run("genrsa", "-traditional", "-out", rsa1, "2048")
+		for _, f := range []string{ed, rsa1} {
+			if err := load(f); err != nil {
+				t.Errorf("openssl key %s: %v", filepath.Base(f), err)
+			}
+		}
+		if err := load(pub); err == nil || !strings.Contains(err.Error(), "dkim key "+pub+" holds a public key") {
+			t.Errorf("openssl public key as key_file: %v", err)
+		}
+	})
 }
 
 func TestGeneratedRecordVerifies(t *testing.T) {
@@ -245,7 +376,16 @@ func TestFromDomain(t *testing.T) {
 func FuzzParsePrivateKey(f *testing.F) {
 	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
 	f.Add([]byte("MTdYZPqaSKrDF63DolRJ+Zp/tDzuBzJgwhQ5QIYP5MQ="))
-	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParsePrivateKey(b) })
+	f.Add([]byte("v=DKIM1; k=ed25519; p=MTdYZPqaSKrDF63DolRJ+Zp/tDzuBzJgwhQ5QIYP5MQ="))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := ParsePrivateKey(b)
+		if (k == nil) == (err == nil) {
+			t.Fatalf("ParsePrivateKey = %v, %v: want a key or an error", k, err)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "holds ") && !strings.HasPrefix(err.Error(), "is empty") {
+			t.Fatalf("error %q does not say what the file holds", err)
+		}
+	})
 }
 
 func benchSign(b *testing.B, keys []*Key) {

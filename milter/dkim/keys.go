@@ -69,6 +69,9 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("dkim key for %s: %w", d, err)
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, "", fmt.Errorf("dkim key %s is not a regular file", r.KeyFile)
+	}
 	mask := os.FileMode(0o077)
 	if allowGroupReadable {
 		mask = 0o007
@@ -82,7 +85,7 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 	}
 	signer, err := ParsePrivateKey(data)
 	if err != nil {
-		return nil, "", fmt.Errorf("dkim key %s: %w", r.KeyFile, err)
+		return nil, "", fmt.Errorf("dkim key %s %w", r.KeyFile, err)
 	}
 	k := &Key{Domain: d, Selector: r.Selector, File: r.KeyFile, Subdomains: r.Subdomains, Signer: signer}
 	var warn string
@@ -101,36 +104,116 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 	return k, warn, nil
 }
 
-// ParsePrivateKey reads the key formats in use: PEM PKCS#8 (RSA or
-// Ed25519, as openssl and opendkim-genkey write), PEM PKCS#1 RSA, and raw
-// base64 Ed25519 keys of 64 bytes (rspamd) or a 32-byte seed (dkimpy).
+// ParsePrivateKey reads a private key in the forms keygen writes (PEM
+// PKCS#8, RSA or Ed25519) and the PEM form older opendkim-genkey writes
+// (PKCS#1 "RSA PRIVATE KEY"). Anything else is refused with an error that
+// says what data holds instead, worded to follow a file name ("FILE holds
+// a public key ..."): above all a public key, whose signatures would
+// never verify.
 func ParsePrivateKey(data []byte) (crypto.Signer, error) {
-	if block, _ := pem.Decode(data); block != nil {
-		if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-			switch k := k.(type) {
-			case *rsa.PrivateKey:
-				return k, nil
-			case ed25519.PrivateKey:
-				return k, nil
-			}
-			return nil, fmt.Errorf("unsupported key type %T", k)
-		}
-		if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-			return k, nil
-		}
-		return nil, errors.New("PEM block is neither a PKCS#8 nor a PKCS#1 private key")
+	block, rest := pem.Decode(data)
+	if block == nil {
+		return nil, notPEM(data)
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if next, _ := pem.Decode(rest); next != nil {
+		return nil, fmt.Errorf("holds more than one PEM block (%s, then %s): keep only the private key", block.Type, next.Type)
+	}
+	switch block.Type {
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("holds a PRIVATE KEY block that is not a PKCS#8 private key%s: %w", derHint(block.Bytes), err)
+		}
+		return signer(k)
+	case "RSA PRIVATE KEY":
+		if _, encrypted := block.Headers["DEK-Info"]; encrypted {
+			return nil, errors.New(encryptedKey)
+		}
+		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("holds an RSA PRIVATE KEY block that is not a PKCS#1 private key%s: %w", derHint(block.Bytes), err)
+		}
+		return k, nil
+	case "PUBLIC KEY", "RSA PUBLIC KEY":
+		return nil, errors.New("holds a public key (PEM " + block.Type + "; the DNS record's p= value is its base64), not a private key" + nameThePrivateKey)
+	case "CERTIFICATE":
+		return nil, errors.New("holds a certificate, not a private key (DKIM uses none)" + nameThePrivateKey)
+	case "ENCRYPTED PRIVATE KEY":
+		return nil, errors.New(encryptedKey)
+	case "EC PRIVATE KEY":
+		return nil, errors.New("holds an EC (ECDSA) private key: DKIM signs with RSA or Ed25519 (RFC 6376, RFC 8463); write a key with mxdetour-milter keygen")
+	}
+	return nil, fmt.Errorf("holds a PEM %q block, not a private key%s", block.Type, nameThePrivateKey)
+}
+
+const (
+	nameThePrivateKey = "; key_file must name a private key such as mxdetour-milter keygen writes (PEM PKCS#8)"
+	encryptedKey      = "holds an encrypted private key: the milter cannot ask for its passphrase; decrypt it (openssl pkey -in FILE -out NEW) and keep NEW mode 0600"
+)
+
+// signer accepts the key types DKIM signs with.
+func signer(k any) (crypto.Signer, error) {
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("holds a PKCS#8 private key of a kind DKIM does not use (%T): DKIM signs with RSA or Ed25519 (RFC 6376, RFC 8463)", k)
+}
+
+// notPEM says what data without PEM armour holds: most often a DNS
+// record or its p= value put where the private key belongs.
+func notPEM(data []byte) error {
+	text := strings.TrimSpace(string(data))
+	switch {
+	case text == "":
+		return errors.New("is empty: it holds no private key")
+	case strings.Contains(text, "v=DKIM1") || strings.Contains(text, "_domainkey") ||
+		strings.HasPrefix(text, "p=") || strings.Contains(text, " p=") || strings.Contains(text, ";p="):
+		return errors.New("holds a DNS TXT record (the public key), not a private key" + nameThePrivateKey)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(text), ""))
 	if err != nil {
-		return nil, errors.New("not a PEM private key, nor a base64 Ed25519 key")
+		if hint := derHint(data); hint != "" {
+			return fmt.Errorf("holds binary DER data%s, not a PEM private key%s", hint, nameThePrivateKey)
+		}
+		return errors.New("holds no PEM private key (no -----BEGIN PRIVATE KEY----- line)" + nameThePrivateKey)
 	}
 	switch len(raw) {
+	case ed25519.PublicKeySize:
+		return errors.New("holds a public key (the DNS record's p= value, 32 bytes: an Ed25519 public key, or a bare seed, which cannot be told apart), not a private key" + nameThePrivateKey)
 	case ed25519.PrivateKeySize:
-		return ed25519.PrivateKey(raw), nil
-	case ed25519.SeedSize:
-		return ed25519.NewKeyFromSeed(raw), nil
+		return errors.New("holds a raw 64-byte Ed25519 key, not a PEM private key" + nameThePrivateKey)
 	}
-	return nil, fmt.Errorf("base64 key of %d bytes is not an Ed25519 key", len(raw))
+	if _, err := x509.ParsePKIXPublicKey(raw); err == nil {
+		return errors.New("holds a public key (the DNS record's p= value), not a private key" + nameThePrivateKey)
+	}
+	if hint := derHint(raw); hint != "" {
+		return fmt.Errorf("holds base64 DER data%s without its PEM lines, not a PEM private key%s", hint, nameThePrivateKey)
+	}
+	return fmt.Errorf("holds %d bytes of base64, not a PEM private key%s", len(raw), nameThePrivateKey)
+}
+
+// derHint names what DER data is, as " (a public key)", or "" when it
+// is none of the structures a key file is mistaken for.
+func derHint(der []byte) string {
+	if _, err := x509.ParsePKIXPublicKey(der); err == nil {
+		return " (a public key: the DNS record's p= value)"
+	}
+	if _, err := x509.ParsePKCS1PublicKey(der); err == nil {
+		return " (an RSA public key)"
+	}
+	if _, err := x509.ParseCertificate(der); err == nil {
+		return " (a certificate)"
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		return " (a PKCS#8 private key)"
+	}
+	if _, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return " (a PKCS#1 RSA private key)"
+	}
+	return ""
 }
 
 // For returns the keys that sign for the normalised domain d: its own rows,

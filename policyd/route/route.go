@@ -5,7 +5,9 @@
 //
 //  0. a reserved domain (RFC 2606/6761), or a null MX (RFC 7505) when so
 //     configured: Postfix's error transport bounces at once;
-//  1. a static rule from the config;
+//  1. a static rule from the config; then an address literal
+//     ("user@[192.0.2.1]", RFC 5321 section 4.1.3) goes direct, as Postfix
+//     delivers it to that address: a literal is never looked up in DNS;
 //  2. a block learned from the delivery log, for the domain or one of its MX hosts;
 //  3. the provider of the MX (host name, else the network of the MX address):
 //     route "always" → relay; "when-listed" → relay while one of our addresses
@@ -22,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -66,6 +69,8 @@ const (
 	ReasonDNSFailure    Reason = "dns-failure"
 	ReasonDeadline      Reason = "deadline"
 	ReasonProviderNone  Reason = "provider-route-never"
+	ReasonLiteral       Reason = "address-literal"
+	ReasonNumeric       Reason = "numeric-domain"
 )
 
 // Decision is the outcome for one recipient.
@@ -146,8 +151,12 @@ func (e *Engine) Swap(cfg *config.Config) {
 		ipv4:       cfg.Transports.IPv4,
 	}
 	for _, r := range cfg.Rules {
+		dom := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+		if lit, err := domain.Normalize(dom); err == nil && domain.IsLiteral(lit) {
+			dom = lit // any spelling of the address names it
+		}
 		st.rules = append(st.rules, rule{
-			domain:  strings.ToLower(strings.TrimSuffix(r.Domain, ".")),
+			domain:  dom,
 			address: strings.ToLower(r.Address),
 			route:   Route(r.Route),
 		})
@@ -194,7 +203,30 @@ func (e *Engine) decide(ctx context.Context, recipient string, explain bool) Dec
 		d.why("%s", r.describe())
 		return st.route(d, r.route)
 	}
+	if a, ok := domain.Literal(dom); ok {
+		// RFC 5321 section 4.1.3: mail goes to that address, no MX.
+		d.Route, d.Reason = Direct, ReasonLiteral
+		d.why("address literal: Postfix delivers straight to %s, with no DNS lookup; only a static rule naming %s routes it", a, dom)
+		return d
+	}
+	if isNumeric(dom) {
+		d.Route, d.Reason = Direct, ReasonNumeric
+		d.why("a bare IP address is not a domain (write it as [%s]): Postfix rejects it, unless resolve_numeric_domain = yes delivers to that address", dom)
+		return d
+	}
 	return e.decideByMX(ctx, st, d)
+}
+
+// isNumeric reports whether the normalised domain d is an IPv4 address
+// without the brackets of a literal, which is no name to look up. No
+// top-level domain ends in a digit, so a name almost never gets as far as
+// the parse. (Normalize refuses a bare IPv6 address.)
+func isNumeric(d string) bool {
+	if c := d[len(d)-1]; c < '0' || c > '9' {
+		return false
+	}
+	_, err := netip.ParseAddr(d)
+	return err == nil
 }
 
 func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision {
@@ -374,7 +406,7 @@ func (st *state) matchRule(recipient, dom string) (rule, bool) {
 			}
 			continue
 		}
-		if domain.IsSubdomain(dom, r.domain) {
+		if dom == r.domain || !domain.IsLiteral(dom) && domain.IsSubdomain(dom, r.domain) {
 			return r, true
 		}
 	}

@@ -130,6 +130,10 @@ func TestDecide(t *testing.T) {
 		{"walter@Example.COM", short{"example.com", "error:5.1.2 example.com is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
 		{"walter@mail.example.org", short{"mail.example.org", "error:5.1.2 mail.example.org is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
 		{"nodomain", short{"", "", "", "", Direct, ReasonNoDomain}},
+		{"xavier@[192.0.2.1]", short{"[192.0.2.1]", "", "", "", Direct, ReasonLiteral}},
+		{"xavier@[IPv6:2001:DB8::1]", short{"[ipv6:2001:db8::1]", "", "", "", Direct, ReasonLiteral}},
+		{"xavier@192.0.2.1", short{"192.0.2.1", "", "", "", Direct, ReasonNumeric}},
+		{"xavier@[192.0.2.256]", short{"", "", "", "", Direct, ReasonNoDomain}},
 	} {
 		// A generous deadline (a loaded test machine), but shorter than the
 		// resolver's own timeout for the name that never answers.
@@ -143,6 +147,37 @@ func TestDecide(t *testing.T) {
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("Decide(%q) (-want +got):\n%s", tc.rcpt, diff)
 		}
+	}
+}
+
+// TestDecideLiteral checks that address literals never reach DNS, go
+// direct, and follow a static rule that names them in any spelling.
+func TestDecideLiteral(t *testing.T) {
+	e, srv := newEngine(t, func(c *config.Config) {
+		c.Rules = append(c.Rules, config.Rule{Domain: "[IPv6:2001:DB8:0::2]", Route: "relay"}, config.Rule{Domain: "0.2.1]", Route: "relay"})
+	}, nil, nil)
+	for _, tc := range []struct {
+		rcpt string
+		want short
+		why  string
+	}{
+		{"u@[192.0.2.1]", short{"[192.0.2.1]", "", "", "", Direct, ReasonLiteral},
+			"address literal: Postfix delivers straight to 192.0.2.1, with no DNS lookup; only a static rule naming [192.0.2.1] routes it"},
+		{"u@[ipv6:2001:db8::2]", short{"[ipv6:2001:db8::2]", relay, "", "", Relay, ReasonRule},
+			"rule: domain [ipv6:2001:db8::2] → relay"},
+		{"u@10.0.0.1", short{"10.0.0.1", "", "", "", Direct, ReasonNumeric},
+			"a bare IP address is not a domain (write it as [10.0.0.1]): Postfix rejects it, unless resolve_numeric_domain = yes delivers to that address"},
+	} {
+		d := e.Explain(context.Background(), tc.rcpt)
+		if diff := cmp.Diff(tc.want, shorten(d)); diff != "" {
+			t.Errorf("Decide(%q) (-want +got):\n%s", tc.rcpt, diff)
+		}
+		if diff := cmp.Diff([]string{tc.why}, d.Detail); diff != "" {
+			t.Errorf("Explain(%q) (-want +got):\n%s", tc.rcpt, diff)
+		}
+	}
+	if n := srv.Total(); n != 0 {
+		t.Errorf("%d DNS queries for address literals, want none", n)
 	}
 }
 
