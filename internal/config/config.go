@@ -141,10 +141,13 @@ type Milter struct {
 	SocketMode      string         `toml:"socket_mode"`
 	OnError         string         `toml:"on_error"` // "accept" or "tempfail"
 	TrustedNetworks []netip.Prefix `toml:"trusted_networks"`
-	MaxMessageSize  int64          `toml:"max_message_size"` // bytes; at least Postfix's message_size_limit
-	RejectReserved  bool           `toml:"reject_reserved"`
-	DKIM            DKIM           `toml:"dkim"`
-	Geo             Geo            `toml:"geo"`
+	// MaxMessageSize is accepted and ignored: the milter streams the body
+	// and needs no limit of its own. Kept so that files written for earlier
+	// versions (the packaged mxdetour.toml is kept on upgrade) still load.
+	MaxMessageSize int64 `toml:"max_message_size"`
+	RejectReserved bool  `toml:"reject_reserved"`
+	DKIM           DKIM  `toml:"dkim"`
+	Geo            Geo   `toml:"geo"`
 }
 
 // DKIM configures signing (RFC 6376, RFC 8463).
@@ -271,7 +274,6 @@ func Default() *Config {
 			SocketMode:      "0660",
 			OnError:         "accept",
 			TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-			MaxMessageSize:  256 << 20,
 			RejectReserved:  true,
 			DKIM: DKIM{
 				SignAuthenticated: true,

@@ -3,12 +3,15 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +108,10 @@ func Parse(name string, data []byte) (*Config, error) {
 	p.decodeTable(top, reflect.ValueOf(c).Elem(), "")
 	c.validate(p)
 	if len(p.errs) > 0 {
+		// In the order of the file, whatever order the checks ran in.
+		slices.SortStableFunc(p.errs, func(a, b *Error) int {
+			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Key, b.Key))
+		})
 		return nil, p.errs
 	}
 	return c, nil
@@ -150,7 +157,11 @@ func (p *parser) decodeTable(tbl map[string]toml.Primitive, v reflect.Value, pat
 		key := join(path, k)
 		f, ok := fields[k]
 		if !ok {
-			p.add(key, "unknown key")
+			if near := nearest(k, slices.Collect(maps.Keys(fields))); near != "" {
+				p.add(key, "unknown key (did you mean %s?)", join(path, near))
+			} else {
+				p.add(key, "unknown key")
+			}
 			continue
 		}
 		p.decodeValue(prim, f, key)
@@ -245,7 +256,7 @@ func (p *parser) parseList(raw []string, typ reflect.Type, key string) reflect.V
 			v, err = netip.ParsePrefix(r)
 		}
 		if err != nil {
-			p.add(key, "%v", err)
+			p.add(key, "%q is not %s", r, strings.TrimPrefix(describe(typ.Elem()), "a list of "))
 			continue
 		}
 		out = reflect.Append(out, reflect.ValueOf(v))
@@ -308,7 +319,7 @@ func join(path, k string) string {
 var (
 	arrayHeader = regexp.MustCompile(`^\s*\[\[\s*([^\]]+?)\s*\]\]`)
 	tableHeader = regexp.MustCompile(`^\s*\[\s*([^\]]+?)\s*\]`)
-	keyLine     = regexp.MustCompile(`^\s*("[^"]*"|[A-Za-z0-9_-]+)\s*=`)
+	keyLine     = regexp.MustCompile(`^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*=`)
 )
 
 // keyLines maps each key path written in data ("dns.timeout",
@@ -334,7 +345,14 @@ func keyLines(data []byte) map[string]int {
 			continue
 		}
 		if m := keyLine.FindStringSubmatch(l); m != nil {
-			lines[join(cur, strings.Trim(m[1], `"`))] = n
+			// A dotted key (a.b = 1) names its tables too.
+			full := join(cur, unquote(m[1]))
+			lines[full] = n
+			for i := strings.LastIndexByte(full, '.'); i > len(cur); i = strings.LastIndexByte(full[:i], '.') {
+				if _, seen := lines[full[:i]]; !seen {
+					lines[full[:i]] = n
+				}
+			}
 		}
 	}
 	return lines
@@ -361,4 +379,42 @@ func unquote(s string) string {
 		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
 	}
 	return strings.Join(parts, ".")
+}
+
+// nearest returns the known key closest to k — at most two edits away, or
+// the one k is a prefix of — for a "did you mean" hint; "" when none is.
+func nearest(k string, known []string) string {
+	slices.Sort(known)
+	best, bestD := "", 3
+	for _, c := range known {
+		d := editDistance(k, c)
+		if strings.HasPrefix(c, k) && len(k) >= 3 {
+			d = min(d, 2)
+		}
+		if d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is Levenshtein's distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mxdetour/mxdetour/internal/domain"
 )
 
 // Validate checks the meaning of every value; Parse calls it. Problems are
@@ -52,8 +54,8 @@ func (c *Config) validate(p *parser) Errors {
 	atLeast(p, "dns.attempts", c.DNS.Attempts, 1)
 	atLeast(p, "dns.cache_size", c.DNS.CacheSize, 1)
 
-	c.Domains.Reserved = domains(c.Domains.Reserved)
-	c.Domains.Local = domains(c.Domains.Local)
+	c.Domains.Reserved = domains(p, "domains.reserved", c.Domains.Reserved)
+	c.Domains.Local = domains(p, "domains.local", c.Domains.Local)
 
 	listenAddr(p, "policyd.policy_listen", c.Policyd.PolicyListen, true)
 	listenAddr(p, "policyd.socketmap_listen", c.Policyd.SocketmapListen, true)
@@ -90,8 +92,8 @@ func (c *Config) validate(p *parser) Errors {
 		case name != DefaultProvider && pr.Enabled && len(pr.MXSuffixes) == 0 && len(pr.ASNs) == 0:
 			p.add(key, "names neither mx_suffixes nor asns: it can never match")
 		}
-		pr.MXSuffixes = domains(pr.MXSuffixes)
-		pr.Zones = domains(pr.Zones)
+		pr.MXSuffixes = domains(p, key+".mx_suffixes", pr.MXSuffixes)
+		pr.Zones = domains(p, key+".zones", pr.Zones)
 		c.Providers[name] = pr
 	}
 	for i, r := range c.Rules {
@@ -100,7 +102,9 @@ func (c *Config) validate(p *parser) Errors {
 			p.add(key, "needs exactly one of domain or address")
 		}
 		oneOf(p, key+".route", r.Route, "direct", "relay", "ipv4")
-		c.Rules[i].Domain = strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+		if r.Domain != "" {
+			c.Rules[i].Domain = domainName(p, key+".domain", r.Domain)
+		}
 	}
 
 	if c.Learn.Enabled {
@@ -119,9 +123,6 @@ func (c *Config) validate(p *parser) Errors {
 	listenAddr(p, "milter.listen", c.Milter.Listen, false)
 	socketMode(p, "milter.socket_mode", c.Milter.SocketMode)
 	oneOf(p, "milter.on_error", c.Milter.OnError, "accept", "tempfail")
-	if c.Milter.MaxMessageSize < 1<<20 {
-		p.add("milter.max_message_size", "must be at least 1048576 bytes (and at least Postfix's message_size_limit)")
-	}
 	canon(p, c.Milter.DKIM.Canonicalization)
 	for i, k := range c.Milter.DKIM.Keys {
 		key := fmt.Sprintf("milter.dkim.keys[%d]", i)
@@ -130,7 +131,9 @@ func (c *Config) validate(p *parser) Errors {
 				p.add(key+"."+f.name, "must be set")
 			}
 		}
-		c.Milter.DKIM.Keys[i].Domain = strings.ToLower(strings.TrimSuffix(k.Domain, "."))
+		if k.Domain != "" {
+			c.Milter.DKIM.Keys[i].Domain = domainName(p, key+".domain", k.Domain)
+		}
 	}
 	g := &c.Milter.Geo
 	for i, cc := range g.BlockCountries {
@@ -238,11 +241,23 @@ func canon(p *parser, v string) {
 	}
 }
 
-func domains(l []string) []string {
+// domains normalises a list of domain names as recipient domains are
+// (lower case, IDNA A-labels, no trailing dot), so that
+// local = ["Bücher.example"] matches mail to xn--bcher-kva.example.
+func domains(p *parser, key string, l []string) []string {
 	for i, d := range l {
-		l[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+		l[i] = domainName(p, key, d)
 	}
 	return l
+}
+
+func domainName(p *parser, key, d string) string {
+	n, err := domain.Normalize(strings.TrimSpace(d))
+	if err != nil || domain.IsLiteral(n) {
+		p.add(key, "%q is not a domain name", d)
+		return d
+	}
+	return n
 }
 
 func (c *Config) validateAlerts(p *parser) {
