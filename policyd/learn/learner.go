@@ -2,12 +2,16 @@
 // destinations refuse our sending IP (Gmail's IP-reputation rejects,
 // Microsoft's S3140/S3150, "blocked using zen.spamhaus.org", Yahoo's
 // TSS04 ...), so that mxdetour-policyd routes their recipients through the
-// relay until the block expires. Learned blocks and the log position are
-// kept in a state file that survives restarts.
+// relay until the block expires — or, for a refusal of our IPv6 address
+// only (Gmail's IPv6 sending guidelines, a blocklist quoting our IPv6
+// address), through the ipv4 transport. Learned blocks and the log
+// position are kept in a state file that survives restarts. Each new block
+// is reported through Options.OnBlock, for the postmaster's alert
+// (AlertEvent).
 //
 // Requeueing (learn.requeue = true) runs `postsuper -r QUEUEID` for the
 // deferred messages a block line named, so their next attempt is resolved
-// again through the socketmap transport_maps and takes the relay.
+// again through the socketmap transport_maps and takes the new route.
 // postsuper must run as root (or Postfix's mail_owner): with the shipped
 // unit, which runs as user mxdetour, grant it through sudo, e.g. in
 // /etc/sudoers.d/mxdetour

@@ -239,7 +239,8 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 
 	b, learned := e.learned(d)
 	if learned && !b.IPv6Only() {
-		d.Reason, d.Block = ReasonLearned, &b
+		hit := b // escapes to the heap: only on a hit
+		d.Reason, d.Block = ReasonLearned, &hit
 		d.Provider = b.Provider
 		d.why("learned block (%s) of our IP from %s, until %s: %s",
 			b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
