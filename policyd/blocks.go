@@ -17,6 +17,9 @@ import (
 
 // blocksCommand lists the blocks learned from the delivery log, or forgets
 // one: `blocks [-config FILE] [-json]`, `blocks [-config FILE] forget DOMAIN`.
+// Each block shows its kind (the rule that recognised the refusal) and its
+// route: "relay" for a refusal of our IP, "ipv4" for one of our IPv6
+// address only.
 func blocksCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-policyd blocks", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -71,8 +74,8 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "no learned blocks")
 	}
 	for _, b := range blocks {
-		fmt.Fprintf(stdout, "%s\tmx=%s\tprovider=%s\tkind=%s\tuntil=%s\n\t%s\n",
-			b.Domain, b.MXHost, b.Provider, b.Kind, b.Expires.UTC().Format(time.RFC3339), b.Reply)
+		fmt.Fprintf(stdout, "%s\tmx=%s\tprovider=%s\tkind=%s\troute=%s\tuntil=%s\n\t%s\n",
+			b.Domain, b.MXHost, b.Provider, b.Kind, b.Via(), b.Expires.UTC().Format(time.RFC3339), b.Reply)
 	}
 	return 0
 }

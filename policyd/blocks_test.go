@@ -9,9 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
@@ -106,4 +109,60 @@ func TestBlocksForgetThenReload(t *testing.T) {
 	daemon.Process.Signal(syscall.SIGHUP)
 	waitRoutes(map[string]string{"a.mxd": "NOTFOUND ", "b.mxd": relayed, "c.mxd": relayed})
 	waitBlocks("b.mxd", "c.mxd")
+}
+
+// `blocks` and `check` show each block's kind and route: a block of our
+// IPv6 address only sends over IPv4, a block from a state file written
+// before routes existed needs the relay.
+func TestBlocksAndCheckShowRoute(t *testing.T) {
+	srv := dnstest.New(t, zone())
+	cfg, _, _ := writeConfig(t, srv.Addr(), "") // with an ipv4 transport
+	now := time.Now().UTC()
+	ts := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
+	state := `{"version": 1, "offset": {}, "blocks": [
+	  {"domain": "plain.mxd", "mx_host": "mx.plain.mxd", "kind": "gmail-ipv6-auth", "route": "ipv4",
+	   "reply": "421-4.7.0 [2001:db8::25] ... does not meet IPv6 sending guidelines", "learned": "` + ts(0) + `", "expires": "` + ts(time.Hour) + `"},
+	  {"domain": "old.mxd", "mx_host": "mx.old.mxd", "kind": "dnsbl:zen.spamhaus.org",
+	   "reply": "554 5.7.1 blocked using zen.spamhaus.org", "learned": "` + ts(0) + `", "expires": "` + ts(time.Hour) + `"}]}`
+	os.WriteFile(filepath.Join(filepath.Dir(cfg), "state.json"), []byte(state), 0o640)
+
+	out, err := exec.Command(bin, "blocks", "-config", cfg, "-json").Output()
+	if err != nil {
+		t.Fatalf("blocks -json: %v", err)
+	}
+	var bs []block.Block
+	if err := json.Unmarshal(out, &bs); err != nil {
+		t.Fatalf("blocks -json: %v\n%s", err, out)
+	}
+	var got []string
+	for _, b := range bs {
+		got = append(got, b.Domain+" "+b.Kind+" "+b.Route)
+	}
+	if diff := cmp.Diff([]string{"old.mxd dnsbl:zen.spamhaus.org relay", "plain.mxd gmail-ipv6-auth ipv4"}, got); diff != "" {
+		t.Errorf("blocks -json (-want +got):\n%s", diff)
+	}
+	out, _ = exec.Command(bin, "blocks", "-config", cfg).Output()
+	for _, w := range []string{"plain.mxd\tmx=mx.plain.mxd\tprovider=\tkind=gmail-ipv6-auth\troute=ipv4\t", "old.mxd\tmx=mx.old.mxd\tprovider=\tkind=dnsbl:zen.spamhaus.org\troute=relay\t"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("blocks output lacks %q:\n%s", w, out)
+		}
+	}
+
+	out, err = exec.Command(bin, "check", "-config", cfg, "-json", "plain.mxd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	var res []checkResult
+	if err := json.Unmarshal(out, &res); err != nil || len(res) != 1 {
+		t.Fatalf("check -json: %v\n%s", err, out)
+	}
+	r := res[0]
+	if r.Route != "ipv4" || r.Transport != "smtp-ipv4:" || r.Reason != "learned-ipv6-block" || r.Socketmap != "OK smtp-ipv4:" ||
+		r.Block == nil || r.Block.Kind != "gmail-ipv6-auth" || r.Block.Route != "ipv4" || r.Block.MXHost != "mx.plain.mxd" {
+		t.Errorf("check -json: %+v block %+v", r, r.Block)
+	}
+	out, _ = exec.Command(bin, "check", "-config", cfg, "plain.mxd").CombinedOutput()
+	if w := "block:     gmail-ipv6-auth (route ipv4) learned for plain.mxd from mx.plain.mxd, until "; !strings.Contains(string(out), w) {
+		t.Errorf("check output lacks %q:\n%s", w, out)
+	}
 }

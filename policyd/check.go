@@ -29,7 +29,17 @@ type checkResult struct {
 	Policy    string      `json:"policy"`
 	Socketmap string      `json:"socketmap"`
 	DryRun    bool        `json:"dry_run,omitempty"`
+	Block     *checkBlock `json:"block,omitempty"` // the learned block that applied
 	Why       []string    `json:"why"`
+}
+
+// checkBlock is the learned block behind a decision, as `check` shows it.
+type checkBlock struct {
+	Domain string    `json:"domain"`
+	MXHost string    `json:"mx_host"`
+	Kind   string    `json:"kind"`
+	Route  string    `json:"route"` // what the block asks for: "relay" or "ipv4"
+	Until  time.Time `json:"until"`
 }
 
 // checkCommand prints, per address or domain, the decision, the answer each
@@ -96,12 +106,17 @@ func describe(input string, d route.Decision) checkResult {
 	if why == nil {
 		why = []string{}
 	}
+	var b *checkBlock
+	if d.Block != nil {
+		b = &checkBlock{Domain: d.Block.Domain, MXHost: d.Block.MXHost, Kind: d.Block.Kind,
+			Route: d.Block.Via(), Until: d.Block.Expires.UTC()}
+	}
 	return checkResult{
 		Input: input, Domain: d.Domain, Route: d.Route, Transport: d.Transport,
 		Reason: string(d.Reason), Provider: d.Provider, Method: d.Method, MX: d.MX,
 		Policy:    "action=" + respond.PolicyAction(d),
 		Socketmap: respond.SocketmapReply(d).String(),
-		DryRun:    d.DryRun, Why: why,
+		DryRun:    d.DryRun, Block: b, Why: why,
 	}
 }
 
@@ -119,6 +134,10 @@ func printResult(w io.Writer, r checkResult) {
 	fmt.Fprintf(w, "  reason:    %s\n", r.Reason)
 	if r.Provider != "" {
 		fmt.Fprintf(w, "  provider:  %s (%s)\n", r.Provider, r.Method)
+	}
+	if b := r.Block; b != nil {
+		fmt.Fprintf(w, "  block:     %s (route %s) learned for %s from %s, until %s\n",
+			b.Kind, b.Route, b.Domain, b.MXHost, b.Until.Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "  policy:    %s\n", r.Policy)
 	fmt.Fprintf(w, "  socketmap: %s\n", r.Socketmap)

@@ -23,6 +23,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
@@ -173,6 +174,7 @@ func (d *policyd) run(rt *runtime) {
 		Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
 		ProviderOf: func(host string) string { return providerOf(engine, host) }, SaveEvery: 10 * time.Second,
 		SkipHosts: nexthopHosts(cfg.Transports.Relay),
+		OnBlock:   func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
 	}, cls, d.store, d.log.Named("learn"))
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.learnerStop, rt.learned = cancel, make(chan struct{})
@@ -393,10 +395,14 @@ func listedZones(cfg *config.Config) []string {
 	return zones
 }
 
-// checkDeps validates what config.Validate cannot: the learn patterns.
+// checkDeps validates what config.Validate cannot: the learn patterns
+// and where learned state is kept.
 func checkDeps(cfg *config.Config) error {
 	if _, err := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns); err != nil {
 		return fmt.Errorf("[learn]: %w", err)
+	}
+	if cfg.Learn.Enabled {
+		return learn.CheckStateFile(cfg.Learn.StateFile)
 	}
 	return nil
 }

@@ -5,20 +5,47 @@ package block
 
 import "time"
 
+// The routes a learned block asks for.
+const (
+	// RouteRelay: the destination refuses our sending IP (or, for blocks
+	// saved before routes existed, we do not know which): the relay.
+	RouteRelay = "relay"
+	// RouteIPv4: the destination refuses only our IPv6 address (Gmail's
+	// IPv6 sending guidelines, a blocklist quoting our IPv6 address):
+	// sending over IPv4 is enough.
+	RouteIPv4 = "ipv4"
+)
+
 // Block is a learned refusal of our sending IP by a destination: its
 // domain and the MX host that refused, until Expires. A block of an MX
 // host also covers the other domains that use that host.
 type Block struct {
-	Domain   string    `json:"domain"`
-	MXHost   string    `json:"mx_host"`
-	Provider string    `json:"provider,omitempty"`
-	Kind     string    `json:"kind"`  // which pattern recognised the refusal ("gmail-ip-reputation", "dnsbl:ZONE" ...)
+	Domain   string `json:"domain"`
+	MXHost   string `json:"mx_host"`
+	Provider string `json:"provider,omitempty"`
+	Kind     string `json:"kind"` // which pattern recognised the refusal ("gmail-ip-reputation", "dnsbl:ZONE" ...)
+	// Route is what the block asks for: RouteIPv4 or RouteRelay. A state
+	// file written before routes existed has none: read it with Via.
+	Route    string    `json:"route"`
 	Reply    string    `json:"reply"` // the refusal as Postfix logged it
 	QueueIDs []string  `json:"queue_ids,omitempty"`
 	Learned  time.Time `json:"learned"`       // the first refusal
 	Seen     time.Time `json:"seen,omitzero"` // the latest refusal (zero: Learned)
 	Expires  time.Time `json:"expires"`       // Seen plus the block lifetime
 }
+
+// Via returns the route b asks for: RouteIPv4 for a refusal of our IPv6
+// address only, else RouteRelay (also for a block without a route).
+func (b Block) Via() string {
+	if b.Route == RouteIPv4 {
+		return RouteIPv4
+	}
+	return RouteRelay
+}
+
+// IPv6Only reports whether b refuses only our IPv6 address, so that
+// sending over IPv4 is enough.
+func (b Block) IPv6Only() bool { return b.Via() == RouteIPv4 }
 
 // LastSeen returns the time of the latest refusal that made or extended b.
 func (b Block) LastSeen() time.Time {

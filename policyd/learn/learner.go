@@ -2,12 +2,16 @@
 // destinations refuse our sending IP (Gmail's IP-reputation rejects,
 // Microsoft's S3140/S3150, "blocked using zen.spamhaus.org", Yahoo's
 // TSS04 ...), so that mxdetour-policyd routes their recipients through the
-// relay until the block expires. Learned blocks and the log position are
-// kept in a state file that survives restarts.
+// relay until the block expires — or, for a refusal of our IPv6 address
+// only (Gmail's IPv6 sending guidelines, a blocklist quoting our IPv6
+// address), through the ipv4 transport. Learned blocks and the log
+// position are kept in a state file that survives restarts. Each new block
+// is reported through Options.OnBlock, for the postmaster's alert
+// (AlertEvent).
 //
 // Requeueing (learn.requeue = true) runs `postsuper -r QUEUEID` for the
 // deferred messages a block line named, so their next attempt is resolved
-// again through the socketmap transport_maps and takes the relay.
+// again through the socketmap transport_maps and takes the new route.
 // postsuper must run as root (or Postfix's mail_owner): with the shipped
 // unit, which runs as user mxdetour, grant it through sudo, e.g. in
 // /etc/sudoers.d/mxdetour
@@ -57,7 +61,24 @@ type Options struct {
 	// SaveEvery saves the log position, and looks for changes another
 	// process made to the state file (`blocks forget`). Default 10 s.
 	SaveEvery time.Duration
+	// OnBlock, when set, is told of each block learned (fresh) and of
+	// each known block that changed route: an IPv4-only block that now
+	// needs the relay (not fresh). A refusal of a known block seen again
+	// is not reported. It is called from Run's own goroutine, never with
+	// a lock held, one call at a time; a slow OnBlock delays later calls,
+	// never the learner (at most maxEvents wait; more are dropped with a
+	// warning). alert.Alerter.Notify with AlertEvent fits.
+	OnBlock func(b Block, fresh bool)
 }
+
+// blockEvent is a call of Options.OnBlock waiting to be made.
+type blockEvent struct {
+	b     Block
+	fresh bool
+}
+
+// maxEvents bounds the OnBlock calls waiting.
+const maxEvents = 256
 
 // Learner turns delivery log lines into learned blocks.
 type Learner struct {
@@ -71,7 +92,17 @@ type Learner struct {
 	blocksDirty bool                 // ... and it is a block: save soon
 	done        map[string]time.Time // queue ids requeued, until when to remember them
 	pruned      time.Time            // when done was last pruned
+	old         oldLines             // refusals too old to learn, not yet reported
 	wg          sync.WaitGroup
+	events      chan blockEvent // for OnBlock
+}
+
+// oldLines counts refusals older than the block lifetime, skipped while
+// reading a log from its start, for one info line per read.
+type oldLines struct {
+	n             int
+	first, last   time.Time // when the oldest and newest of them were logged
+	nAtLastReport int       // n at the previous tick: unchanged means the catch-up is over
 }
 
 // maxRequeues bounds the queue ids remembered as requeued (and the
@@ -93,7 +124,8 @@ func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
 	if o.ProviderOf == nil {
 		o.ProviderOf = func(string) string { return "" }
 	}
-	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]time.Time{}}
+	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]time.Time{},
+		events: make(chan blockEvent, maxEvents)}
 }
 
 // Handle learns from one log line.
@@ -107,6 +139,9 @@ func (l *Learner) Handle(line string, now time.Time) {
 		if strings.EqualFold(host, d.RelayHost) && (!hasPort || port == strconv.Itoa(d.RelayPort)) {
 			return
 		}
+	}
+	if !d.Time.IsZero() && now.Sub(d.Time) < l.o.BlockTTL {
+		l.reportOld(true) // reading has reached recent lines
 	}
 	v := l.c.Classify(d)
 	if !v.Block {
@@ -126,19 +161,21 @@ func (l *Learner) Handle(line string, now time.Time) {
 	}
 	expires := when.Add(l.o.BlockTTL)
 	if !now.Before(expires) {
-		return // an old line: that block is over
+		l.countOld(when) // an old line: that block is over
+		return
 	}
 	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost), Kind: v.Kind,
-		Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
-	isNew := l.s.Add(b)
+		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
+	cur, c := l.s.learn(b)
 	l.mu.Lock()
 	l.dirty, l.blocksDirty = true, true
 	l.mu.Unlock()
-	if isNew {
-		l.log.Warn("learned: destination refuses our IP; routing it via the relay",
+	if c != unchanged {
+		l.log.Warn("learned: "+Summary(cur, c == added),
 			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider),
-			zap.String("kind", v.Kind), zap.Time("until", expires), zap.String("reply", short(d.Reply)),
-			zap.String("queue_id", d.QueueID))
+			zap.String("kind", cur.Kind), zap.String("route", cur.Route), zap.Time("until", cur.Expires),
+			zap.String("reply", short(d.Reply)), zap.String("queue_id", d.QueueID))
+		l.tell(blockEvent{cur, c == added})
 	}
 	// SOFTBOUNCE is a 5xx turned into a deferral by soft_bounce = yes.
 	if l.o.Requeue && (d.Status == "deferred" || d.Status == "SOFTBOUNCE") && now.Sub(when) < time.Hour {
@@ -201,7 +238,7 @@ func (l *Learner) requeue(id string) {
 			zap.Error(err), zap.String("output", strings.TrimSpace(string(out))))
 		return
 	}
-	l.log.Info("requeued a deferred message so that it takes the relay", zap.String("queue_id", id))
+	l.log.Info("requeued a deferred message so that it takes its new route", zap.String("queue_id", id))
 }
 
 // Run follows the log file from the stored position until ctx ends,
@@ -225,11 +262,16 @@ func (l *Learner) Run(ctx context.Context) error {
 	soon := time.NewTimer(l.o.SaveDelay)
 	soon.Stop()
 	armed := false
+	stop, told := make(chan struct{}), make(chan struct{})
+	go l.notify(stop, told)
 	defer func() {
 		soon.Stop()
 		_ = t.Stop()
 		t.Cleanup()
 		l.saveIfDirty()
+		l.reportOld(true)
+		close(stop)
+		<-told
 	}()
 	for {
 		select {
@@ -237,6 +279,7 @@ func (l *Learner) Run(ctx context.Context) error {
 			return nil
 		case <-every.C:
 			l.saveIfDirty()
+			l.reportOld(false)
 		case <-soon.C:
 			armed = false
 			l.saveIfDirty()
@@ -265,8 +308,8 @@ func (l *Learner) Run(ctx context.Context) error {
 }
 
 // startAt resumes at the stored position when it is still the same file
-// and not past its end; otherwise from the beginning (lines older than the
-// block lifetime are skipped by Handle).
+// and not past its end; otherwise from the beginning (refusals older than
+// the block lifetime are skipped by Handle, and counted in one info line).
 func (l *Learner) startAt() *tail.SeekInfo {
 	o := l.s.Offset()
 	fi, err := os.Stat(l.o.LogFile)
@@ -309,4 +352,71 @@ func inode(path string) uint64 {
 		return st.Ino
 	}
 	return 0
+}
+
+// tell queues a call of OnBlock; it never waits.
+func (l *Learner) tell(e blockEvent) {
+	if l.o.OnBlock == nil {
+		return
+	}
+	select {
+	case l.events <- e:
+	default:
+		l.log.Warn("too many blocks learned at once: the postmaster is not told of this one",
+			zap.String("domain", e.b.Domain), zap.String("route", e.b.Route))
+	}
+}
+
+// notify calls OnBlock for the queued events until stop is closed, then
+// for those still queued, and closes done.
+func (l *Learner) notify(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case e := <-l.events:
+			l.o.OnBlock(e.b, e.fresh)
+		case <-stop:
+			for {
+				select {
+				case e := <-l.events:
+					l.o.OnBlock(e.b, e.fresh)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// countOld counts a refusal logged at when, too old to learn.
+func (l *Learner) countOld(when time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	o := &l.old
+	if o.n == 0 || when.Before(o.first) {
+		o.first = when
+	}
+	if when.After(o.last) {
+		o.last = when
+	}
+	o.n++
+}
+
+// reportOld logs, once per read of a log from its start, how many
+// refusals were too old to learn: when reading reaches recent lines or
+// ends (done), or at a tick that found no new old ones (the log ends with
+// old lines).
+func (l *Learner) reportOld(done bool) {
+	l.mu.Lock()
+	o := l.old
+	if o.n == 0 || (!done && o.n != o.nAtLastReport) {
+		l.old.nAtLastReport = o.n
+		l.mu.Unlock()
+		return
+	}
+	l.old = oldLines{}
+	l.mu.Unlock()
+	l.log.Info("refusals older than block_ttl in the delivery log: not learned",
+		zap.Int("count", o.n), zap.String("file", l.o.LogFile), zap.Duration("block_ttl", l.o.BlockTTL),
+		zap.Time("oldest", o.first), zap.Time("newest", o.last))
 }

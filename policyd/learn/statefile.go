@@ -219,3 +219,30 @@ func keepCopy(dir *os.File, src, dst string) error {
 	defer os.Remove(tmp)
 	return os.Rename(tmp, dst)
 }
+
+// CheckStateFile reports, for -check-config, a state file the daemon
+// could not write: its directory is missing or not a directory, or the
+// path itself is a directory. The daemon would otherwise start and fail
+// at its first save. The error names the key, learn.state_file.
+func CheckStateFile(path string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("learn.state_file = %q: %s", path, fmt.Sprintf(format, args...))
+	}
+	if !filepath.IsAbs(path) {
+		return bad("must be an absolute path")
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return bad("directory %s does not exist; create it, writable by the daemon's user", dir)
+	case err != nil:
+		return fmt.Errorf("learn.state_file = %q: directory %s: %w", path, dir, err)
+	case !fi.IsDir():
+		return bad("%s is not a directory", dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return bad("is a directory, not a file")
+	}
+	return nil
+}

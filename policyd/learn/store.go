@@ -55,7 +55,7 @@ type Store struct {
 
 	mu        sync.RWMutex
 	byDomain  map[string]*Block
-	byHost    map[string]*Block
+	byHost    map[string][]*Block // a host shared by several domains has a block of each
 	forgotten map[string]Forgotten
 	offset    Offset
 
@@ -69,7 +69,7 @@ type Store struct {
 // used; when that is bad too the store starts empty. Losing learned blocks
 // must never stop the daemon: the error is always nil today.
 func OpenStore(path string, log *zap.Logger) (*Store, error) {
-	s := &Store{path: path, log: log, byDomain: map[string]*Block{}, byHost: map[string]*Block{},
+	s := &Store{path: path, log: log, byDomain: map[string]*Block{}, byHost: map[string][]*Block{},
 		forgotten: map[string]Forgotten{}}
 	return s, s.Reload()
 }
@@ -177,31 +177,59 @@ func (s *Store) count() int {
 func (s *Store) index(b *Block) {
 	s.byDomain[b.Domain] = b
 	if b.MXHost != "" && b.MXHost != "none" {
-		s.byHost[b.MXHost] = b
+		s.byHost[b.MXHost] = append(s.byHost[b.MXHost], b)
 	}
 }
 
 func (s *Store) unindex(b *Block) {
-	delete(s.byDomain, b.Domain)
-	if s.byHost[b.MXHost] == b {
-		delete(s.byHost, b.MXHost)
+	if s.byDomain[b.Domain] == b {
+		delete(s.byDomain, b.Domain)
 	}
+	s.unindexHost(b.MXHost, func(o *Block) bool { return o == b })
+}
+
+// unindexHost drops the blocks of host for which drop is true.
+func (s *Store) unindexHost(host string, drop func(*Block) bool) {
+	bs := slices.DeleteFunc(s.byHost[host], drop)
+	if len(bs) == 0 {
+		delete(s.byHost, host)
+		return
+	}
+	s.byHost[host] = bs
 }
 
 // Lookup returns a block, not expired at now, for domain or for one of its
-// MX hosts (learned from any domain that uses that host).
+// MX hosts (learned from any domain that uses that host). Where several
+// apply, a block that needs the relay wins over one that needs only IPv4:
+// a destination that refuses our IPv4 and our IPv6 addresses needs the
+// relay.
 func (s *Store) Lookup(domain string, mxHosts []string, now time.Time) (Block, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if b, ok := s.byDomain[domain]; ok && b.Active(now) {
-		return *b, true
+	var found *Block
+	consider := func(b *Block) bool {
+		if !b.Active(now) {
+			return false
+		}
+		if found == nil || (found.IPv6Only() && !b.IPv6Only()) {
+			found = b
+		}
+		return !found.IPv6Only()
+	}
+	if b, ok := s.byDomain[domain]; ok && consider(b) {
+		return *found, true
 	}
 	for _, h := range mxHosts {
-		if b, ok := s.byHost[h]; ok && b.Active(now) {
-			return *b, true
+		for _, b := range s.byHost[h] {
+			if consider(b) {
+				return *found, true
+			}
 		}
 	}
-	return Block{}, false
+	if found == nil {
+		return Block{}, false
+	}
+	return *found, true
 }
 
 // Add records a block; for a domain already blocked it extends the
@@ -209,28 +237,66 @@ func (s *Store) Lookup(domain string, mxHosts []string, now time.Time) (Block, b
 // had expired). A refusal seen before the domain's block was forgotten is
 // ignored (an old log line read again).
 func (s *Store) Add(b Block) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addLocked(b)
+	_, c := s.learn(b)
+	return c == added
 }
 
-func (s *Store) addLocked(b Block) bool {
-	if f, ok := s.forgotten[b.Domain]; ok && !b.LastSeen().After(f.At) {
-		return false
+// change is what adding a block did to the store.
+type change int
+
+const (
+	unchanged change = iota // ignored, or a known block seen again
+	added                   // a new block
+	rerouted                // a known IPv4-only block now needs the relay
+)
+
+// learn is Add that also tells a block that changed route, and returns
+// the block as stored.
+func (s *Store) learn(b Block) (Block, change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.addLocked(b)
+	if c == unchanged {
+		return Block{}, c
 	}
+	cur := *s.byDomain[b.Domain]
+	cur.QueueIDs = slices.Clone(cur.QueueIDs)
+	return cur, c
+}
+
+// addLocked merges b into memory. A refusal that needs the relay makes a
+// known IPv4-only block of the domain a relay block (our IPv4 and IPv6
+// addresses are both refused); the other way round it stays relay.
+func (s *Store) addLocked(b Block) change {
+	if f, ok := s.forgotten[b.Domain]; ok && !b.LastSeen().After(f.At) {
+		return unchanged
+	}
+	b.Route = b.Via() // a block from an old state file needs the relay
 	old, ok := s.byDomain[b.Domain]
 	if !ok || !b.Learned.Before(old.Expires) {
+		if ok {
+			s.unindex(old)
+		}
 		nb := b
 		nb.QueueIDs = slices.Clone(b.QueueIDs)
 		s.index(&nb)
-		return true
+		return added
+	}
+	c := unchanged
+	if old.IPv6Only() && !b.IPv6Only() {
+		old.Route, old.Kind, old.Reply = b.Route, b.Kind, b.Reply
+		c = rerouted
 	}
 	if b.Expires.After(old.Expires) {
 		old.Expires = b.Expires
 	}
+	// The latest refusal describes the block, unless it is only of our
+	// IPv6 address and the block is of both.
 	if seen := b.LastSeen(); seen.After(old.LastSeen()) {
 		old.Seen = seen
-		old.Reply, old.Kind = b.Reply, b.Kind
+		if b.IPv6Only() == old.IPv6Only() {
+			old.Reply, old.Kind = b.Reply, b.Kind
+		}
 	}
 	if b.Learned.Before(old.Learned) {
 		old.Learned = b.Learned
@@ -240,7 +306,7 @@ func (s *Store) addLocked(b Block) bool {
 			old.QueueIDs = append(old.QueueIDs, id)
 		}
 	}
-	return false
+	return c
 }
 
 // List returns the blocks not expired at now, by domain.
@@ -300,10 +366,8 @@ func (s *Store) snapshot(now time.Time) stateFile {
 			s.unindex(b)
 		}
 	}
-	for h, b := range s.byHost {
-		if !b.Active(now) {
-			delete(s.byHost, h)
-		}
+	for h := range s.byHost {
+		s.unindexHost(h, func(b *Block) bool { return !b.Active(now) })
 	}
 	for d, f := range s.forgotten {
 		if !now.Before(f.Until) {

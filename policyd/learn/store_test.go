@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -402,5 +403,121 @@ func TestSaveDropsExpired(t *testing.T) {
 	s.mu.RUnlock()
 	if n != 1 || h != 1 {
 		t.Errorf("%d domains, %d hosts in memory after save, want 1 and 1", n, h)
+	}
+}
+
+// How refusals of our IPv6 address and of our IP combine: per domain, a
+// relay refusal makes the block relay and nothing makes it IPv4 again;
+// across a domain and the MX hosts it shares, a relay block wins.
+func TestStoreRoutes(t *testing.T) {
+	now := time.Now()
+	v6 := func(dom, host string) Block {
+		return Block{Domain: dom, MXHost: host, Kind: "gmail-ipv6-auth", Route: "ipv4", Learned: now, Expires: now.Add(time.Hour)}
+	}
+	v4 := func(dom, host string) Block {
+		return Block{Domain: dom, MXHost: host, Kind: "dnsbl:zen.spamhaus.org", Route: "relay", Learned: now, Expires: now.Add(time.Hour)}
+	}
+	for _, tc := range []struct {
+		name      string
+		add       []Block
+		changes   []change
+		dom       string
+		hosts     []string
+		wantRoute string
+		wantFrom  string // the domain whose block decided
+	}{
+		{"IPv6 only", []Block{v6("a.example", "mx.a")}, []change{added}, "a.example", nil, "ipv4", "a.example"},
+		{"IPv6 then IPv4: relay", []Block{v6("a.example", "mx.a"), v4("a.example", "mx.a")}, []change{added, rerouted}, "a.example", nil, "relay", "a.example"},
+		{"IPv4 then IPv6: still relay", []Block{v4("a.example", "mx.a"), v6("a.example", "mx.a")}, []change{added, unchanged}, "a.example", nil, "relay", "a.example"},
+		{"IPv6 for the domain, IPv4 for its MX host: relay", []Block{v6("a.example", "mx.a"), v4("b.example", "mx.shared")}, []change{added, added}, "a.example", []string{"mx.shared"}, "relay", "b.example"},
+		{"two domains on one host, IPv4 first", []Block{v4("b.example", "mx.shared"), v6("c.example", "mx.shared")}, []change{added, added}, "d.example", []string{"mx.shared"}, "relay", "b.example"},
+		{"two domains on one host, IPv6 first", []Block{v6("c.example", "mx.shared"), v4("b.example", "mx.shared")}, []change{added, added}, "d.example", []string{"mx.shared"}, "relay", "b.example"},
+		{"a route-less block (old file) is relay", []Block{{Domain: "a.example", MXHost: "mx.a", Kind: "k", Learned: now, Expires: now.Add(time.Hour)}}, []change{added}, "a.example", nil, "relay", "a.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t, filepath.Join(t.TempDir(), "s.json"))
+			var changes []change
+			for _, b := range tc.add {
+				_, c := s.learn(b)
+				changes = append(changes, c)
+			}
+			if diff := cmp.Diff(tc.changes, changes); diff != "" {
+				t.Errorf("changes (-want +got):\n%s", diff)
+			}
+			b, ok := s.Lookup(tc.dom, tc.hosts, now)
+			if !ok || b.Route != tc.wantRoute || b.Domain != tc.wantFrom {
+				t.Errorf("Lookup: ok %v, route %q from %s; want %s from %s", ok, b.Route, b.Domain, tc.wantRoute, tc.wantFrom)
+			}
+		})
+	}
+}
+
+// A state file written before blocks had a route: its blocks need the
+// relay, and the next save writes the route out.
+func TestOldStateFileIsRelay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	old := `{"version": 1, "offset": {"path": "", "inode": 0, "pos": 0}, "blocks": [
+	  {"domain": "old.example", "mx_host": "mx.old.example", "kind": "dnsbl:zen.spamhaus.org", "reply": "554 5.7.1 blocked",
+	   "learned": "` + time.Now().UTC().Format(time.RFC3339) + `", "expires": "` + until + `"}]}`
+	if err := os.WriteFile(path, []byte(old), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t, path)
+	if b, ok := s.Lookup("old.example", nil, time.Now()); !ok || b.Via() != "relay" || b.Route != "relay" {
+		t.Fatalf("old block: %+v %v, want route relay", b, ok)
+	}
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := readState(path)
+	if err != nil || len(st.Blocks) != 1 || st.Blocks[0].Route != "relay" {
+		t.Errorf("saved: %+v %v", st, err)
+	}
+}
+
+func TestCheckStateFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o640)
+	for _, tc := range []struct {
+		path, want string // want: part of the error; "" for none
+	}{
+		{filepath.Join(dir, "state.json"), ""},
+		{filepath.Join(dir, "missing", "state.json"), "does not exist"},
+		{filepath.Join(file, "state.json"), "is not a directory"},
+		{dir, "is a directory, not a file"},
+		{"state.json", "absolute path"},
+	} {
+		err := CheckStateFile(tc.path)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.path, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "learn.state_file")):
+			t.Errorf("%s: error %v, want one naming learn.state_file and saying %q", tc.path, err, tc.want)
+		}
+	}
+}
+
+func TestAlertEvent(t *testing.T) {
+	learned := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	b := Block{Domain: "gmail.com", MXHost: "gmail-smtp-in.l.google.com", Provider: "google", Kind: "gmail-ipv6-auth",
+		Route: "ipv4", Reply: "421-4.7.0 ... IPv6 sending guidelines ...", QueueIDs: []string{"A1", "B2"},
+		Learned: learned, Expires: learned.Add(24 * time.Hour)}
+	e := AlertEvent(b, true)
+	want := map[string]string{"domain": "gmail.com", "mx_host": "gmail-smtp-in.l.google.com", "provider": "google",
+		"kind": "gmail-ipv6-auth", "route": "ipv4", "change": "new", "learned": "2026-03-01T10:00:00Z",
+		"until": "2026-03-02T10:00:00Z", "reply": b.Reply, "queue_ids": "A1 B2"}
+	if diff := cmp.Diff(want, e.Fields); diff != "" {
+		t.Errorf("fields (-want +got):\n%s", diff)
+	}
+	if e.Kind != "block-learned" || !e.Time.Equal(learned) ||
+		e.Summary != "gmail.com refuses our IPv6 address (gmail-ipv6-auth, MX gmail-smtp-in.l.google.com): its mail goes via IPv4 (the relay when no ipv4 transport is configured) until 2026-03-02T10:00:00Z" {
+		t.Errorf("event %+v", e)
+	}
+	b.Route, b.Kind = "relay", "dnsbl:zen.spamhaus.org"
+	if e := AlertEvent(b, false); e.Fields["change"] != "now-relay" || !strings.Contains(e.Summary, "refuses our IPv4 address too") ||
+		!strings.Contains(e.Summary, "via the relay") {
+		t.Errorf("rerouted: %+v", e)
 	}
 }

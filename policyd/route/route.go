@@ -8,12 +8,21 @@
 //  1. a static rule from the config; then an address literal
 //     ("user@[192.0.2.1]", RFC 5321 section 4.1.3) goes direct, as Postfix
 //     delivers it to that address: a literal is never looked up in DNS;
-//  2. a block learned from the delivery log, for the domain or one of its MX hosts;
+//  2. a block learned from the delivery log, for the domain or one of its MX
+//     hosts, that refuses our IP → relay;
 //  3. the provider of the MX (host name, else the network of the MX address):
 //     route "always" → relay; "when-listed" → relay while one of our addresses
 //     is listed on one of the provider's zones, or the ipv4 transport when only
-//     IPv6 is listed;
-//  4. otherwise direct.
+//     IPv6 is listed; "ipv4-when-listed" → the ipv4 transport while only IPv6
+//     is listed, never the relay. A destination no provider claims belongs to
+//     the provider named "default";
+//  4. a learned block that refuses only our IPv6 address → the ipv4 transport
+//     (the relay when none is configured), unless step 3 chose the relay;
+//  5. otherwise what step 3 chose, or direct.
+//
+// So a destination that goes through the relay anyway keeps the relay when
+// it also refuses our IPv6 address, and one that refuses both our IPv4 and
+// IPv6 addresses takes the relay (the blocks store prefers such a block).
 //
 // Decisions are not cached here: each one is made from cached lookups, so it
 // lives exactly as long as the shortest TTL of the records that made it, and
@@ -58,6 +67,7 @@ const (
 	ReasonReserved      Reason = "reserved-domain"
 	ReasonRule          Reason = "rule"
 	ReasonLearned       Reason = "learned-block"
+	ReasonLearnedIPv6   Reason = "learned-ipv6-block" // a learned block of our IPv6 address only: IPv4
 	ReasonProvider      Reason = "provider"
 	ReasonListed        Reason = "listed"
 	ReasonListedIPv6    Reason = "listed-ipv6-only"
@@ -106,6 +116,8 @@ type Listings interface {
 }
 
 // Blocks holds blocks learned from the delivery log; learn.Store implements it.
+// Where several blocks apply, Lookup returns one that needs the relay
+// before one that needs only IPv4.
 type Blocks interface {
 	Lookup(domain string, mxHosts []string, now time.Time) (block.Block, bool)
 }
@@ -259,21 +271,56 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 		d.why("MX %s", mxList(d.MX))
 	}
 
-	if e.blocks != nil {
-		var buf [8]string
-		hosts := buf[:0]
-		for _, m := range d.MX {
-			hosts = append(hosts, m.Host)
-		}
-		if b, ok := e.blocks.Lookup(d.Domain, hosts, e.now()); ok {
-			d.Reason, d.Block = ReasonLearned, &b
-			d.Provider = b.Provider
-			d.why("learned block (%s) from %s, until %s: %s",
-				b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
-			return st.route(d, Relay)
-		}
+	b, learned := e.learned(d)
+	if learned && !b.IPv6Only() {
+		hit := b // escapes to the heap: only on a hit
+		d.Reason, d.Block = ReasonLearned, &hit
+		d.Provider = b.Provider
+		d.why("learned block (%s) of our IP from %s, until %s: %s",
+			b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
+		return st.route(d, Relay)
 	}
+	d = e.byProvider(ctx, st, d)
+	if learned {
+		return st.learnedIPv6(d, b)
+	}
+	return d
+}
 
+// learned looks up a block learned for the domain or one of its MX hosts.
+func (e *Engine) learned(d Decision) (block.Block, bool) {
+	if e.blocks == nil {
+		return block.Block{}, false
+	}
+	var buf [8]string
+	hosts := buf[:0]
+	for _, m := range d.MX {
+		hosts = append(hosts, m.Host)
+	}
+	return e.blocks.Lookup(d.Domain, hosts, e.now())
+}
+
+// learnedIPv6 applies a learned block of our IPv6 address only, after
+// the provider step decided d: the relay stays the relay (it does not use
+// our IPv6 address); anything else becomes IPv4, also a relay in a dry run.
+func (st *state) learnedIPv6(d Decision, b block.Block) Decision {
+	d.Block = &b
+	if d.Provider == "" {
+		d.Provider = b.Provider
+	}
+	if d.Route == Relay && !d.DryRun {
+		d.why("learned block (%s) of our IPv6 address from %s, until %s: the relay is taken anyway",
+			b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339))
+		return d
+	}
+	d.Reason, d.Transport, d.DryRun = ReasonLearnedIPv6, "", false
+	d.why("learned block (%s) of our IPv6 address from %s, until %s: %s",
+		b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
+	return st.route(d, IPv4)
+}
+
+// byProvider decides by the provider of the MX (step 3).
+func (e *Engine) byProvider(ctx context.Context, st *state, d Decision) Decision {
 	m := st.classifier.Classify(ctx, d.MX)
 	if m.Err != nil {
 		d.why("%s", "network of the MX address unknown: "+m.Err.Error())

@@ -3,7 +3,9 @@ package route
 import (
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,5 +341,74 @@ func BenchmarkDecideCached(b *testing.B) {
 		if d := e.Decide(ctx, "someone@gmail.mxd"); d.Route != Relay {
 			b.Fatal(d.Route)
 		}
+	}
+}
+
+// A block of our IPv6 address only sends the destination over IPv4; the
+// relay wins wherever the destination goes through it anyway.
+func TestDecideLearnedIPv6(t *testing.T) {
+	now := time.Now()
+	const ipv4 = "smtp-ipv4:"
+	v6 := func(dom, host string) block.Block {
+		return block.Block{Domain: dom, MXHost: host, Kind: "gmail-ipv6-auth", Route: block.RouteIPv4, Learned: now, Expires: now.Add(time.Hour)}
+	}
+	v4 := func(dom, host string) block.Block {
+		return block.Block{Domain: dom, MXHost: host, Kind: "dnsbl:zen.spamhaus.org", Route: block.RouteRelay, Learned: now, Expires: now.Add(time.Hour)}
+	}
+	// An old state file's block has no route.
+	old := `{"version": 1, "offset": {}, "blocks": [{"domain": "learned.mxd", "mx_host": "mx.learned.mxd", "kind": "dnsbl:zen.spamhaus.org",
+	  "reply": "554 5.7.1 blocked using zen.spamhaus.org", "learned": "` + now.UTC().Format(time.RFC3339) + `", "expires": "` + now.Add(time.Hour).UTC().Format(time.RFC3339) + `"}]}`
+	for _, tc := range []struct {
+		name       string
+		blocks     []block.Block
+		stateFile  string // instead of blocks
+		relay      string
+		ipv4       string
+		rcpt       string
+		want       short
+		wantBlockK string // the kind of Decision.Block
+	}{
+		{"IPv6 block: the ipv4 transport", []block.Block{v6("learned.mxd", "mx.learned.mxd")}, "", relay, ipv4, "a@learned.mxd",
+			short{"learned.mxd", ipv4, "default", "default", IPv4, ReasonLearnedIPv6}, "gmail-ipv6-auth"},
+		{"IPv6 block of a shared MX host: the ipv4 transport", []block.Block{v6("other.mxd", "mx.shared-host.mxd")}, "", relay, ipv4, "a@sharedmx.mxd",
+			short{"sharedmx.mxd", ipv4, "default", "default", IPv4, ReasonLearnedIPv6}, "gmail-ipv6-auth"},
+		{"IPv6 block, provider always: the relay", []block.Block{v6("gmail.mxd", "gmail-smtp-in.l.google.com")}, "", relay, ipv4, "a@gmail.mxd",
+			short{"gmail.mxd", relay, "google", "mx-host", Relay, ReasonProvider}, "gmail-ipv6-auth"},
+		{"IPv6 block, provider always, dry run: the ipv4 transport", []block.Block{v6("gmail.mxd", "gmail-smtp-in.l.google.com")}, "", "", ipv4, "a@gmail.mxd",
+			short{"gmail.mxd", ipv4, "google", "mx-host", IPv4, ReasonLearnedIPv6}, "gmail-ipv6-auth"},
+		{"IPv6 block, no ipv4 transport: the relay", []block.Block{v6("learned.mxd", "mx.learned.mxd")}, "", relay, "", "a@learned.mxd",
+			short{"learned.mxd", relay, "default", "default", Relay, ReasonLearnedIPv6}, "gmail-ipv6-auth"},
+		{"IPv6 and IPv4 blocks of one domain: the relay", []block.Block{v6("learned.mxd", "mx.learned.mxd"), v4("learned.mxd", "mx.learned.mxd")}, "", relay, ipv4, "a@learned.mxd",
+			short{"learned.mxd", relay, "", "", Relay, ReasonLearned}, "dnsbl:zen.spamhaus.org"},
+		{"IPv6 block of the domain, IP block of its MX host: the relay", []block.Block{v6("learned.mxd", "mx.learned.mxd"), v4("other.mxd", "mx1.plain.mxd")}, "", relay, ipv4, "a@learned.mxd",
+			short{"learned.mxd", relay, "", "", Relay, ReasonLearned}, "dnsbl:zen.spamhaus.org"},
+		{"old state file without routes: the relay", nil, old, relay, ipv4, "a@learned.mxd",
+			short{"learned.mxd", relay, "", "", Relay, ReasonLearned}, "dnsbl:zen.spamhaus.org"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if tc.stateFile != "" {
+				if err := os.WriteFile(path, []byte(tc.stateFile), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			store, err := learn.OpenStore(path, zaptest.NewLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range tc.blocks {
+				store.Add(b)
+			}
+			e, _ := newEngine(t, func(c *config.Config) {
+				c.Transports.Relay, c.Transports.IPv4 = tc.relay, tc.ipv4
+			}, nil, store)
+			d := e.Explain(context.Background(), tc.rcpt)
+			if diff := cmp.Diff(tc.want, shorten(d)); diff != "" {
+				t.Errorf("(-want +got):\n%s\n%s", diff, strings.Join(d.Detail, "\n"))
+			}
+			if d.Block == nil || d.Block.Kind != tc.wantBlockK {
+				t.Errorf("Decision.Block %+v, want kind %s", d.Block, tc.wantBlockK)
+			}
+		})
 	}
 }
