@@ -17,12 +17,18 @@ build:
 
 # Both daemons in the foreground on embedded defaults (no config file needed):
 # policy 127.0.0.1:10040, socketmap 127.0.0.1:10041, milter 127.0.0.1:10042.
-# Ctrl-C stops both.
+# Ctrl-C (or SIGTERM to make) stops both, each draining as under systemd, and
+# ends quietly; the signal goes to the two daemons only, never to make's
+# process group. When one daemon exits on its own (an address in use), the
+# other is stopped and make fails with the first one's status. bash for
+# wait -n.
+run: SHELL := /bin/bash
 run: build
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/mxdetour-policyd & \
-	$(BIN)/mxdetour-milter & \
-	wait
+	@$(BIN)/mxdetour-policyd & policyd=$$!; \
+	$(BIN)/mxdetour-milter & milter=$$!; \
+	trap 'kill $$policyd $$milter 2>/dev/null; wait; exit 0' INT TERM; \
+	wait -n; status=$$?; \
+	kill $$policyd $$milter 2>/dev/null; wait; exit $$status
 
 # Every test, with the race detector. The end-to-end suite under test/ drives
 # a real Postfix; it needs root and the packages .ci/run installs.
