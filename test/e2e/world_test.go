@@ -61,6 +61,7 @@ type world struct {
 	ports   struct{ policy, socketmap, milter int }
 	dkimTXT map[string]string // selector._domainkey.domain -> TXT value
 	dnsTO   string            // [dns] timeout
+	ipv4TP  string            // [transports] ipv4 ("" = none)
 }
 
 type worldOptions struct {
@@ -70,13 +71,16 @@ type worldOptions struct {
 	NoMilter bool
 	// DNSTimeout is the daemons' [dns] timeout ("" = 500ms).
 	DNSTimeout string
+	// IPv4Transport is [transports] ipv4 ("" = none): ExtraCfg comes after
+	// [milter] and cannot add to [transports].
+	IPv4Transport string
 	// BeforeStart runs after the config is written, before the daemons start.
 	BeforeStart func(w *world)
 }
 
 func newWorld(t *testing.T, o worldOptions) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), dkimTXT: map[string]string{}, dnsTO: o.DNSTimeout}
+	w := &world{t: t, dir: t.TempDir(), dkimTXT: map[string]string{}, dnsTO: o.DNSTimeout, ipv4TP: o.IPv4Transport}
 	if w.dnsTO == "" {
 		w.dnsTO = "500ms"
 	}
@@ -150,6 +154,7 @@ decision_timeout = "300ms"
 
 [transports]
 relay = "relay:[127.0.0.1]:%d"
+ipv4 = %q
 
 [learn]
 enabled = true
@@ -162,7 +167,7 @@ postfix_config = %q
 listen = "127.0.0.1:%d"
 trusted_networks = ["127.0.0.0/8"]
 %s
-`, w.dns.Addr(), w.dnsTO, w.ports.policy, w.ports.socketmap, w.relay.port(), w.pf.maillog,
+`, w.dns.Addr(), w.dnsTO, w.ports.policy, w.ports.socketmap, w.relay.port(), w.ipv4TP, w.pf.maillog,
 		filepath.Join(w.dir, "state.json"), w.pf.conf, w.ports.milter, extra)
 	must(w.t, os.WriteFile(w.cfgPath, []byte(cfg), 0o644))
 }
