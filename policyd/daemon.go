@@ -99,7 +99,11 @@ func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 		if old != nil && old.monitor != nil && rt.resolver == old.resolver && sameMonitor(old.cfg, cfg) {
 			rt.monitor = old.monitor
 		} else {
-			rt.monitor = dnsbl.NewMonitor(rt.resolver, mc, d.log.Named("dnsbl"))
+			r, err := lookup.New(selfCheckLookup(cfg), d.log.Named("lookup"))
+			if err != nil {
+				return nil, fmt.Errorf("dns: %w", err)
+			}
+			rt.monitor = dnsbl.NewMonitor(r, mc, d.log.Named("dnsbl"))
 		}
 	}
 	var listings route.Listings
@@ -112,6 +116,20 @@ func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 	}
 	rt.engine = route.New(cfg, rt.resolver, listings, blocks)
 	return rt, nil
+}
+
+// selfCheckLookup is the resolver of the blocklist self-check: [dns] with
+// a cache of its own that keeps no answer longer than one check interval,
+// so that a listing or a delisting is seen at the next check however long
+// the list's TTL (or [dns] min_ttl) is, and no stale answer stands in for
+// a failed check (the monitor keeps the last known state itself).
+func selfCheckLookup(cfg *config.Config) lookup.Options {
+	o := setup.Lookup(cfg.DNS)
+	every := cfg.Self.CheckInterval.Duration / 2 // an answer of one check is gone by the next
+	o.MinTTL, o.MaxTTL = 0, min(o.MaxTTL, every)
+	o.NegativeMaxTTL, o.ErrorTTL = min(o.NegativeMaxTTL, every), min(o.ErrorTTL, every)
+	o.StaleTTL, o.CacheSize = 0, 1000
+	return o
 }
 
 // monitorConfig is the self-check of cfg; false when no enabled provider

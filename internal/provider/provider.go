@@ -137,11 +137,14 @@ func (c *Classifier) ByHost(host string) *Provider {
 
 // Classify recognises the provider of a domain from its MX records: any MX
 // host by name (the most preferred first), else the network of the
-// primary MX's first address, else the default provider — unless the
-// network lookup failed: then nobody can say (Match.Err).
+// primary MX's first address, else the default provider. When the network
+// lookup failed (Match.Err) the default provider is still the answer: the
+// destination may belong to another provider nobody could recognise, but
+// the catch-all's route (IPv4 while our IPv6 address is listed) is right
+// for it too, where "no provider" would send it direct.
 func (c *Classifier) Classify(ctx context.Context, mx []lookup.MX) Match {
 	m := c.classify(ctx, mx)
-	if m.Provider == nil && m.Err == nil && c.fallback != nil {
+	if m.Provider == nil && c.fallback != nil {
 		m.Provider, m.Method = c.fallback, ByDefault
 	}
 	return m

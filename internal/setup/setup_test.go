@@ -86,4 +86,11 @@ func TestDefaultProviderClaimsTheRest(t *testing.T) {
 	if m := c.Classify(t.Context(), []lookup.MX{{Host: "alt1.aspmx.l.google.com"}}); m.Provider.Name != "google" {
 		t.Errorf("google claimed by %+v", m.Provider)
 	}
+	// The network service fails: nobody can tell whose MX it is, and the
+	// catch-all still applies (with the error kept for check's why).
+	srv.Set("mx.broken.mxd", dnstest.Records{A: []string{"198.51.100.9"}})
+	srv.SetFault("9.100.51.198.origin.asn.cymru.com", dnstest.ServFail)
+	if m := c.Classify(t.Context(), []lookup.MX{{Host: "mx.broken.mxd"}}); m.Provider == nil || m.Provider.Name != "default" || m.Err == nil {
+		t.Errorf("with the network lookup failing: %+v", m)
+	}
 }
