@@ -45,7 +45,7 @@ test:
 FUZZTIME ?= 30s
 fuzz:
 	@failed=; out=$$(mktemp); trap 'rm -f $$out' EXIT; \
-	for t in $$(grep -rn --include='*_test.go' --exclude-dir=vendor --exclude-dir=.git '^func Fuzz' . | \
+	for t in $$(grep -rn --include='*_test.go' --exclude-dir=vendor --exclude-dir=third_party --exclude-dir=.git '^func Fuzz' . | \
 		sed -E 's|^\./(.*)/[^/]*_test\.go:[0-9]+:func (Fuzz[A-Za-z0-9_]*).*|\1:\2|' | sort); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
 		echo "fuzz ./$$pkg $$name ($(FUZZTIME))"; \
