@@ -1,0 +1,5 @@
+package main
+
+import "io"
+
+func importOpenDKIM(args []string, stdout, stderr io.Writer) int { return exitConfig }
