@@ -18,6 +18,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
+	"github.com/mxdetour/mxdetour/milter/filter"
 )
 
 const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
@@ -112,4 +113,25 @@ func outbound(s config.Self) []netip.Addr {
 		addrs = append(v4, v6...)
 	}
 	return addrs
+}
+
+// rotationInterval is how often the milter looks for new records (tests
+// shorten it).
+var rotationInterval = dkim.RotationCheckInterval
+
+// startRotation starts the milter's side of key rotation: the key check
+// of the doctor, at once and every dkim.RotationCheckInterval, against
+// the keys in use (keys is read at each check, so reloads are followed),
+// and hands the rotation to f. [milter.dkim] rotation_overlap and
+// rotation_state_file, and [dns], are read here once: they change on
+// restart.
+func startRotation(f *filter.Filter, cfg *config.Config, keys func() *dkim.Table, log *zap.Logger) error {
+	res, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
+	if err != nil {
+		return err
+	}
+	r := dkim.NewRotation(cfg.Milter.DKIM.RotationOverlap.Duration, cfg.Milter.DKIM.RotationStateFile, log.Named("rotation"))
+	f.Rotate(r)
+	go r.Run(context.Background(), res, keys, rotationInterval)
+	return nil
 }

@@ -42,9 +42,6 @@ type State struct {
 	Keys *dkim.Table
 	Opts dkim.Options
 	Geo  *geo.Blocker
-	// Rotation picks, among a domain's keys, those that sign while a
-	// key is being replaced (dkim.Rotation); nil: every key signs.
-	Rotation *dkim.Rotation
 }
 
 // Stats count since start.
@@ -58,7 +55,14 @@ type Filter struct {
 	log     *zap.Logger
 	stats   Stats
 	observe func(took time.Duration) // metrics; nil when off
+	// rotation picks, among a domain's keys, those that sign while one
+	// is being replaced (dkim.Rotation); nil: every key signs.
+	rotation atomic.Pointer[dkim.Rotation]
 }
+
+// Rotate makes r pick the signing keys of every later message; it lives
+// across reloads.
+func (f *Filter) Rotate(r *dkim.Rotation) { f.rotation.Store(r) }
 
 // Observe registers f to be told how long each message took from MAIL
 // FROM to the end of message (metrics). Call it before serving.
@@ -250,7 +254,7 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 		case ferr != nil:
 			s.why = ferr.Error()
 		default:
-			s.keys = s.st.Rotation.Signers(s.st.Keys.For(d))
+			s.keys = s.f.rotation.Load().Signers(s.st.Keys.For(d))
 			if len(s.keys) == 0 {
 				s.why = "no key for " + d
 			} else {

@@ -263,6 +263,7 @@ func (r *Result) tables(kl, sl line, multiple, subdomains bool) error {
 		}
 		if !filepath.IsAbs(k.file) {
 			k.file = filepath.Join(filepath.Dir(strings.TrimPrefix(strings.TrimPrefix(kl.value, "file:"), "refile:")), k.file)
+			r.Notes = append(r.Notes, Note{e.where, "key " + e.key + ": the relative path is taken from the KeyTable's directory: " + k.file + "; check it"})
 		}
 		keys[e.key] = k
 	}
