@@ -3,6 +3,7 @@ module github.com/mxdetour/mxdetour
 go 1.26.0
 
 require (
+	blitiri.com.ar/go/spf v1.6.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/d--j/go-milter v0.10.1

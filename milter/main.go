@@ -3,7 +3,10 @@
 // domains, and refuses clients from blocked countries.
 //
 //	mxdetour-milter [-config FILE]              run the milter
-//	mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR]
+//	mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR] [-owner USER]
+//	mxdetour-milter keygen -next -domain D [-config FILE] [-owner USER]
+//	mxdetour-milter doctor [-config FILE] [-json]
+//	mxdetour-milter import-opendkim /etc/opendkim.conf
 //	mxdetour-milter -check-config [-config FILE] | -version
 //
 // Under systemd it takes its socket by FileDescriptorName= "milter"
@@ -48,7 +51,10 @@ const usage = `usage:
   mxdetour-milter [-config FILE]                  run the milter
   mxdetour-milter -check-config [-config FILE]    validate the configuration, keys and country data, and exit
   mxdetour-milter -version
-  mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR]
+  mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR] [-owner USER]
+  mxdetour-milter keygen -next -domain D [-config FILE] [-owner USER]   the next key of a rotation
+  mxdetour-milter doctor [-config FILE] [-json]   check DNS: keys, SPF, DMARC, reverse DNS (exit 0/1/2)
+  mxdetour-milter import-opendkim FILE            print mxdetour.toml sections for an opendkim.conf
 `
 
 func main() {
@@ -56,8 +62,15 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "keygen" {
-		return keygen(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "keygen":
+			return keygen(args[1:], stdout, stderr)
+		case "doctor":
+			return doctor(args[1:], stdout, stderr)
+		case "import-opendkim":
+			return importOpenDKIM(args[1:], stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("mxdetour-milter", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -93,6 +93,7 @@ type Self struct {
 	IPv4          []netip.Addr `toml:"ipv4"` // empty = the host's global-scope addresses
 	IPv6          []netip.Addr `toml:"ipv6"`
 	CheckInterval Duration     `toml:"check_interval"`
+	HeloName      string       `toml:"helo_name"` // Postfix's smtp_helo_name, checked by mxdetour-milter doctor; "" = not checked
 }
 
 // DNSBL configures how blocklist answers are read (RFC 5782).
@@ -158,6 +159,8 @@ type DKIM struct {
 	Headers            []string  `toml:"headers"`          // signed once if present
 	OversignHeaders    []string  `toml:"oversign_headers"` // signed once more than present
 	AllowGroupReadable bool      `toml:"allow_group_readable_keys"`
+	RotationOverlap    Duration  `toml:"rotation_overlap"`    // old keys sign beside a newly published one this long
+	RotationStateFile  string    `toml:"rotation_state_file"` // when each key was first seen published; "" = memory only
 	Keys               []DKIMKey `toml:"keys"`
 }
 
@@ -287,6 +290,10 @@ func Default() *Config {
 					"Content-Transfer-Encoding", "Sender"},
 				OversignHeaders: []string{"From", "To", "Cc", "Subject", "Date", "Reply-To", "Message-ID",
 					"MIME-Version", "Content-Type", "Content-Transfer-Encoding"},
+				// Above Postfix's maximal_queue_lifetime (5d): when the old key
+				// stops, every queued message also has the new signature.
+				RotationOverlap:   d("168h"),
+				RotationStateFile: "/var/lib/mxdetour/dkim-rotation.json",
 			},
 			Geo: Geo{
 				DNSZone:  "origin.asn.cymru.com",

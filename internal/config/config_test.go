@@ -62,6 +62,9 @@ func TestErrorMessages(t *testing.T) {
 			`x.toml:2: providers.google.route: "sometimes" is not one of "always", "when-listed", "ipv4-when-listed", "never"`},
 		{"dkim key row", "[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\n",
 			"x.toml:1: milter.dkim.keys[0].key_file: must be set"},
+		{"rotation", "[milter.dkim]\nrotation_overlap = \"-1h\"\nrotation_state_file = \"state.json\"\n",
+			"x.toml:2: milter.dkim.rotation_overlap: must not be negative\n" +
+				"x.toml:3: milter.dkim.rotation_state_file: must be an absolute path (or \"\" to keep it in memory)"},
 		{"syntax", "[dns]\ntimeout = \n",
 			"x.toml:2: syntax error: expected value but found '\\n' instead"},
 		{"several at once", "[log]\nlevel = \"loud\"\n[dns]\ntimeout = \"x\"\nbogus = 1\n",

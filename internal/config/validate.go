@@ -124,6 +124,12 @@ func (c *Config) validate(p *parser) Errors {
 	socketMode(p, "milter.socket_mode", c.Milter.SocketMode)
 	oneOf(p, "milter.on_error", c.Milter.OnError, "accept", "tempfail")
 	canon(p, c.Milter.DKIM.Canonicalization)
+	if c.Milter.DKIM.RotationOverlap.Duration < 0 {
+		p.add("milter.dkim.rotation_overlap", "must not be negative")
+	}
+	if f := c.Milter.DKIM.RotationStateFile; f != "" && !filepath.IsAbs(f) {
+		p.add("milter.dkim.rotation_state_file", "must be an absolute path (or \"\" to keep it in memory)")
+	}
 	for i, k := range c.Milter.DKIM.Keys {
 		key := fmt.Sprintf("milter.dkim.keys[%d]", i)
 		for _, f := range []struct{ name, v string }{{"domain", k.Domain}, {"selector", k.Selector}, {"key_file", k.KeyFile}} {

@@ -8,9 +8,14 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // GenerateKey makes a new key: "rsa" (bits, at least 1024) or "ed25519".
@@ -78,4 +83,83 @@ func ZoneLine(selector, domain string, pub crypto.PublicKey) string {
 		txt = txt[n:]
 	}
 	return fmt.Sprintf("%s._domainkey.%s. IN TXT ( %s )", selector, strings.TrimSuffix(domain, "."), strings.Join(parts, " "))
+}
+
+// DaemonUser is the user the packaged units run the milter as.
+const DaemonUser = "mxdetour"
+
+// DefaultOwner is whom keygen gives a new key file to: the daemon's user
+// when we run as root and that user exists, else nobody (the file stays
+// ours).
+func DefaultOwner() string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	if _, err := user.Lookup(DaemonUser); err != nil {
+		return ""
+	}
+	return DaemonUser
+}
+
+// Chown gives path to the user name (and that user's primary group).
+func Chown(path, name string) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("owner %q: %w", name, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("owner %q: ids %q:%q are not numbers", name, u.Uid, u.Gid)
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		return fmt.Errorf("chown %s %s: %w", name, path, err)
+	}
+	return nil
+}
+
+// ReadHint is the advice to add to the error of reading a key file:
+// when we may not read it, which chown mends it. Key files written by
+// keygen as root belong to root, mode 0600, and the milter runs as
+// mxdetour.
+func ReadHint(path string, err error) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	who := DaemonUser
+	if u, uerr := user.Current(); uerr == nil && u.Uid != "0" {
+		who = u.Username
+	}
+	return fmt.Sprintf(" (the milter runs as %s: chown %s %s, keep mode 0600)", who, who, path)
+}
+
+// OwnerWarning says, when we run as root and the daemon's user exists
+// but could not read path, that the milter will fail to start with it; ""
+// when all is well. It is for -check-config run as root.
+func OwnerWarning(path string) string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	u, err := user.Lookup(DaemonUser)
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case strconv.Itoa(int(st.Uid)) == u.Uid && perm&0o400 != 0:
+		return ""
+	case strconv.Itoa(int(st.Gid)) == u.Gid && perm&0o040 != 0:
+		return ""
+	case perm&0o004 != 0:
+		return ""
+	}
+	return fmt.Sprintf("dkim key %s is not readable by %s, the user the milter runs as: chown %s %s", path, DaemonUser, DaemonUser, path)
 }

@@ -55,7 +55,14 @@ type Filter struct {
 	log     *zap.Logger
 	stats   Stats
 	observe func(took time.Duration) // metrics; nil when off
+	// rotation picks, among a domain's keys, those that sign while one
+	// is being replaced (dkim.Rotation); nil: every key signs.
+	rotation atomic.Pointer[dkim.Rotation]
 }
+
+// Rotate makes r pick the signing keys of every later message; it lives
+// across reloads.
+func (f *Filter) Rotate(r *dkim.Rotation) { f.rotation.Store(r) }
 
 // Observe registers f to be told how long each message took from MAIL
 // FROM to the end of message (metrics). Call it before serving.
@@ -133,6 +140,7 @@ type session struct {
 	header   bytes.Buffer
 	names    []string
 	from     []string
+	dkimSigs []string // values of the DKIM-Signature fields the message has
 	signing  *dkim.Signing
 	keys     []*dkim.Key
 	sdomain  string
@@ -217,6 +225,9 @@ func (s *session) Header(name, value string, _ milter.Modifier) (resp *milter.Re
 	if strings.EqualFold(name, "From") {
 		s.from = append(s.from, value)
 	}
+	if strings.EqualFold(name, "DKIM-Signature") {
+		s.dkimSigs = append(s.dkimSigs, value)
+	}
 	return milter.RespContinue, nil
 }
 
@@ -243,9 +254,11 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 		case ferr != nil:
 			s.why = ferr.Error()
 		default:
-			s.keys = s.st.Keys.For(d)
+			s.keys = s.f.rotation.Load().Signers(s.st.Keys.For(d))
 			if len(s.keys) == 0 {
 				s.why = "no key for " + d
+			} else {
+				s.skipOurSignatures()
 			}
 		}
 	}
@@ -257,6 +270,19 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 		}
 	}
 	return milter.RespContinue, nil
+}
+
+// skipOurSignatures drops the keys whose signature (same d= and s=) the
+// message already carries: never sign twice with one key.
+func (s *session) skipOurSignatures() {
+	todo, done := dkim.NotYetSigned(s.keys, s.dkimSigs, s.keys[0].Domain)
+	for _, k := range done {
+		s.f.log.Info("already signed by us", zap.String("d", k.Domain), zap.String("s", k.Selector))
+	}
+	s.keys = todo
+	if len(todo) == 0 {
+		s.why = "already signed by us"
+	}
 }
 
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (resp *milter.Response, err error) {
@@ -382,7 +408,7 @@ func (s *session) reset() {
 	s.abortSigning()
 	s.st, s.auth, s.trusted, s.keys, s.sdomain, s.why = nil, "", false, nil, "", ""
 	s.header.Reset()
-	s.names, s.from, s.rejected = s.names[:0], s.from[:0], nil
+	s.names, s.from, s.dkimSigs, s.rejected = s.names[:0], s.from[:0], s.dkimSigs[:0], nil
 }
 
 func inAny(a netip.Addr, ps []netip.Prefix) bool {

@@ -300,3 +300,54 @@ func TestSwapKeepsWorking(t *testing.T) {
 		t.Errorf("after swap to one key: %d signatures", n)
 	}
 }
+
+// A message that already carries our signature (re-injected after a
+// content filter, forwarded, expanded by a list on this host) gets only
+// the signatures it lacks: exactly one per key in the end.
+func TestNoDoubleSigning(t *testing.T) {
+	addr := serve(t, New(state(t, nil), zaptest.NewLogger(t)))
+	body := "once\r\n"
+	first := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"bob@partner.mxd"}, header: hdr, body: body})[0]
+	if n := inserted(first.mods); n != 2 {
+		t.Fatalf("first pass: %d signatures, want 2", n)
+	}
+	// The message as Postfix hands it on, then back in again.
+	var signed [][2]string
+	for _, m := range first.mods {
+		signed = append(signed, [2]string{m.HeaderName, m.HeaderValue})
+	}
+	signed = append(signed, hdr...)
+	again := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"bob@partner.mxd"}, header: signed, body: body})[0]
+	if n := inserted(again.mods); n != 0 || again.final.Type != milter.ActionAccept {
+		t.Errorf("second pass: %d more signatures, final %v; want none", n, again.final)
+	}
+	vs := verify(t, rebuild(nil, signed, body))
+	if len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+		t.Errorf("the first signatures no longer verify: %v", vs)
+	}
+
+	// Signed by one of our keys only (say, before the Ed25519 key was
+	// added; selectors compare without case): the other key signs.
+	var rsaOnly [][2]string
+	for _, h := range signed {
+		if h[0] == "DKIM-Signature" && strings.Contains(h[1], "s=ed;") {
+			continue
+		}
+		if h[0] == "DKIM-Signature" {
+			h[1] = strings.Replace(h[1], "s=rsa;", "s=RSA;", 1)
+		}
+		rsaOnly = append(rsaOnly, h)
+	}
+	third := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"bob@partner.mxd"}, header: rsaOnly, body: body})[0]
+	if n := inserted(third.mods); n != 1 || !strings.Contains(third.mods[0].HeaderValue, "s=ed;") {
+		t.Errorf("signed by the RSA key only: %d signatures added (%v), want the Ed25519 one", n, third.mods)
+	}
+
+	// Another domain's signature, or ours under another selector, is no reason to skip.
+	foreign := append([][2]string{{"DKIM-Signature", " v=1; a=rsa-sha256; d=partner.mxd; s=rsa; bh=x; b=y"},
+		{"DKIM-Signature", " v=1; a=rsa-sha256; d=example.org; s=old; bh=x; b=y"}}, hdr...)
+	o := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"bob@partner.mxd"}, header: foreign, body: body})[0]
+	if n := inserted(o.mods); n != 2 {
+		t.Errorf("with a foreign signature: %d signatures, want 2", n)
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/dnsbl"
+	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/milter/dkim"
+	"github.com/mxdetour/mxdetour/milter/filter"
+)
+
+const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
+	"  checks what DNS publishes for the configured keys, signing domains and outbound addresses;\n" +
+	"  exit 0 ok, 1 warning, 2 critical (as Nagios plugins)\n"
+
+// doctor checks DNS against the configuration: every key's record, SPF,
+// DMARC, reverse DNS and the HELO name, one line each with its fix.
+func doctor(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mxdetour-milter doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage, "\nflags:\n"); fs.PrintDefaults() }
+	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	asJSON := fs.Bool("json", false, "print the findings as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mxdetour-milter doctor: unknown argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitConfig
+	}
+	cfg, _, err := config.LoadDefault(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	keys, _, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n(the doctor compares each record with the private key: run it as root or as the milter's user)\n", err)
+		return exitConfig
+	}
+	res, err := lookup.New(setup.Lookup(cfg.DNS), zap.NewNop())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	d := dkim.Doctor{Keys: keys, Addrs: outbound(cfg.Self), Helo: cfg.Self.HeloName}
+	var stateErr error
+	if f := cfg.Milter.DKIM.RotationStateFile; f != "" {
+		d.Rotation, stateErr = dkim.ReadRotation(cfg.Milter.DKIM.RotationOverlap.Duration, f)
+		if stateErr != nil {
+			d.Rotation = nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	findings := d.Run(ctx, res)
+	if stateErr != nil {
+		findings = append(findings, dkim.Finding{Status: dkim.Warning, Check: "rotation", Subject: cfg.Milter.DKIM.RotationStateFile,
+			Message: "rotation state unreadable (" + stateErr.Error() + "): rotations shown as if not begun", Fix: "let the milter rewrite it: remove the file"})
+	}
+	worst := dkim.Worst(findings)
+	if *asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetIndent("", "  ")
+		_ = e.Encode(struct {
+			Status   dkim.Status    `json:"status"`
+			Findings []dkim.Finding `json:"findings"`
+		}{worst, findings})
+	} else {
+		printFindings(stdout, worst, findings)
+	}
+	return int(worst)
+}
+
+// printFindings writes a Nagios-style summary line, then one line per
+// finding with its fix.
+func printFindings(w io.Writer, worst dkim.Status, fs []dkim.Finding) {
+	n := map[dkim.Status]int{}
+	for _, f := range fs {
+		n[f.Status]++
+	}
+	fmt.Fprintf(w, "DOCTOR %s: %d critical, %d warning, %d ok\n", strings.ToUpper(worst.String()), n[dkim.Critical], n[dkim.Warning], n[dkim.OK])
+	for _, f := range fs {
+		line := fmt.Sprintf("%-8s %s %s: %s", strings.ToUpper(f.Status.String()), f.Check, f.Subject, f.Message)
+		if f.Fix != "" {
+			line += "; fix: " + f.Fix
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// outbound is [self] ipv4 and ipv6, else the host's global addresses.
+func outbound(s config.Self) []netip.Addr {
+	addrs := append(append([]netip.Addr{}, s.IPv4...), s.IPv6...)
+	if len(addrs) == 0 {
+		v4, v6, _ := dnsbl.SelfAddresses()
+		addrs = append(v4, v6...)
+	}
+	return addrs
+}
+
+// rotationInterval is how often the milter looks for new records (tests
+// shorten it).
+var rotationInterval = dkim.RotationCheckInterval
+
+// startRotation starts the milter's side of key rotation: the key check
+// of the doctor, at once and every dkim.RotationCheckInterval, against
+// the keys in use (keys is read at each check, so reloads are followed),
+// and hands the rotation to f. [milter.dkim] rotation_overlap and
+// rotation_state_file, and [dns], are read here once: they change on
+// restart.
+func startRotation(f *filter.Filter, cfg *config.Config, keys func() *dkim.Table, log *zap.Logger) error {
+	res, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
+	if err != nil {
+		return err
+	}
+	r := dkim.NewRotation(cfg.Milter.DKIM.RotationOverlap.Duration, cfg.Milter.DKIM.RotationStateFile, log.Named("rotation"))
+	f.Rotate(r)
+	go r.Run(context.Background(), res, keys, rotationInterval)
+	return nil
+}
