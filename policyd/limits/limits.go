@@ -144,15 +144,16 @@ type Limiter struct {
 	held     heldLog
 	dirty    atomic.Bool // counters changed since the last save
 
-	saveMu sync.Mutex // one save at a time
-	path   string     // state file; "" = none
-	stop   chan struct{}
-	done   chan struct{}
+	saveMu  sync.Mutex // one save at a time
+	path    string     // state file; "" = none
+	saveNow chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // New returns a Limiter counting in store and telling alerts (may be nil).
 func New(o Options, store Store, alerts Notifier, log *zap.Logger) *Limiter {
-	l := &Limiter{store: store, alerts: alerts, log: log, now: time.Now}
+	l := &Limiter{store: store, alerts: alerts, log: log, now: time.Now, saveNow: make(chan struct{}, 1)}
 	l.txns.init()
 	l.profiles.init()
 	l.held.init()
@@ -283,6 +284,10 @@ func (l *Limiter) noteQueueID(t *txn, queueID string, now time.Time) {
 	t.queueID = queueID
 	l.held.add(Held{QueueID: queueID, Key: t.held.subject, Limit: t.held.name, Reason: t.held.Text(), At: now})
 	l.dirty.Store(true)
+	select { // `holds` should list it at once, and a crash not lose it
+	case l.saveNow <- struct{}{}:
+	default:
+	}
 }
 
 // count takes the request's recipients from every limit that applies; on

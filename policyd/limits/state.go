@@ -135,6 +135,9 @@ func (l *Limiter) Run() {
 				if l.dirty.Swap(false) {
 					l.saveLogged()
 				}
+			case <-l.saveNow:
+				l.dirty.Store(false)
+				l.saveLogged()
 			}
 		}
 	}()
