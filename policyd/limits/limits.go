@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,11 +75,16 @@ type Limit struct {
 	Window   time.Duration // sliding
 	Provider string        // count only recipients at this provider (route's classification); "" = all
 	Action   Action
+
+	id string // ID(), computed once by Configure (the hot path)
 }
 
 // ID names the limit's counters. Max and Action are not in it: changing
 // them keeps the counts; changing the key, provider or window starts anew.
 func (l Limit) ID() string {
+	if l.id != "" {
+		return l.id
+	}
 	p := l.Provider
 	if p == "" {
 		p = "*"
@@ -165,6 +171,11 @@ func New(o Options, store Store, alerts Notifier, log *zap.Logger) *Limiter {
 func (l *Limiter) Configure(o Options) {
 	if o.GeoTimeout <= 0 {
 		o.GeoTimeout = 200 * time.Millisecond
+	}
+	o.Limits = slices.Clone(o.Limits)
+	for i := range o.Limits {
+		o.Limits[i].id = ""
+		o.Limits[i].id = o.Limits[i].ID()
 	}
 	l.o.Store(&o)
 }
@@ -319,7 +330,7 @@ func (l *Limiter) count(o *Options, t *txn, r *Request, subj *subjectSet, now ti
 		if s == "" {
 			continue
 		}
-		key := lim.ID() + "|" + s
+		key := lim.id + "|" + s
 		c, ok := l.store.Take(key, n, lim.Max, lim.Window, now)
 		if ok {
 			took = append(took, taking{key, n, lim.Window})

@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mxdetour/mxdetour/internal/alert"
@@ -398,4 +400,23 @@ func TestFormatWindow(t *testing.T) {
 			t.Errorf("FormatWindow(%v) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// BenchmarkCheck is one RCPT counted by two limits, from parallel
+// connections of one sender (the worst case: one key, one lock).
+func BenchmarkCheck(b *testing.B) {
+	l := New(Options{Trusted: trusted(), Limits: []Limit{
+		{Key: KeySASL, Max: 1 << 30, Window: time.Hour, Action: Hold},
+		{Key: KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: Hold},
+	}}, NewMemory(), nil, zap.NewNop())
+	var conn atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		inst := strconv.FormatInt(conn.Add(1), 10) + ".1"
+		r := Request{Stage: "RCPT", Instance: inst, Sender: "s@sender.bench", ClientAddress: "127.0.0.1", Provider: "google"}
+		for i := 0; pb.Next(); i++ {
+			r.Recipient = "user" + strconv.Itoa(i&1023) + "@d1.bench"
+			l.Check(context.Background(), &r)
+		}
+	})
 }

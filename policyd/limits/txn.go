@@ -84,13 +84,15 @@ type taken struct {
 
 // took adds what one request counted.
 func (t *txn) took(tk []taking, now time.Time) {
+next:
 	for _, k := range tk {
-		i := slices.IndexFunc(t.taken, func(x taken) bool { return x.key == k.key })
-		if i < 0 {
-			t.taken = append(t.taken, taken{k, now})
-			continue
+		for i := range t.taken {
+			if t.taken[i].key == k.key {
+				t.taken[i].n += k.n
+				continue next
+			}
 		}
-		t.taken[i].n += k.n
+		t.taken = append(t.taken, taken{k, now})
 	}
 }
 
