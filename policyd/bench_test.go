@@ -4,15 +4,21 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/limits"
+	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
@@ -59,4 +65,74 @@ func BenchmarkSocketmapCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkPolicy measures the policy delegation path for cached
+// decisions (socket, codec, decision, log line, answer), bare and with two
+// outbound limits that count every request (a trusted client keyed by
+// sender, and a per-client limit for Google-hosted recipients), never
+// reached. test/bench-policyd.sh compares both with the do-nothing floor.
+func BenchmarkPolicy(b *testing.B) {
+	for _, name := range []string{"bare", "two-limits"} {
+		b.Run(name, func(b *testing.B) {
+			srv := dnstest.New(b, zone())
+			cfg := config.Default()
+			cfg.DNS.Servers = []string{srv.Addr()}
+			cfg.Transports.Relay = "relay:[mx03.example.net]:587"
+			cfg.Learn.Enabled = false
+			devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			enc := zap.NewProductionEncoderConfig()
+			enc.EncodeTime = zapcore.ISO8601TimeEncoder
+			log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(devnull), zap.InfoLevel))
+			d, err := parts(cfg, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
+			var lim *limits.Limiter
+			if name == "two-limits" {
+				lim = limits.New(limits.Options{
+					Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+					Limits: []limits.Limit{
+						{Key: limits.KeySASL, Max: 1 << 30, Window: time.Hour, Action: limits.Hold},
+						{Key: limits.KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: limits.Hold},
+					}}, limits.NewMemory(), nil, log)
+				d.resp.SetLimits(lim)
+			}
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			s := policy.NewServer(d.resp, policy.Options{}, log)
+			go s.Serve(ln)
+			defer s.Shutdown(context.Background())
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			var conn atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer c.Close()
+				r := bufio.NewReader(c)
+				req := fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n"+
+					"sender=s@sender.bench\nrecipient=someone@gmail.mxd\nclient_address=192.0.2.1\ninstance=%d.1\n\n", conn.Add(1))
+				for pb.Next() {
+					io.WriteString(c, req)
+					for {
+						l, err := r.ReadSlice('\n')
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if len(l) == 1 {
+							break
+						}
+					}
+				}
+			})
+			if lim != nil && len(lim.Held()) != 0 {
+				b.Error("a limit was reached")
+			}
+		})
+	}
 }

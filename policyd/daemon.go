@@ -25,6 +25,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/learn"
+	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/route"
@@ -45,6 +46,9 @@ type policyd struct {
 	probe   *respond.Responder // the watchdog's: same engine, no log lines, no counters
 	metrics *metrics.Server
 	cancel  context.CancelFunc // ends the alerter
+
+	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
+	limitsGeo *limitsGeo
 
 	mu sync.Mutex // serialises reloads and stop
 	rt atomic.Pointer[runtime]
@@ -164,7 +168,11 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	d.run(rt)
 	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
 	d.probe = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
-	if err := d.serveMetrics(cfg); err != nil {
+	err = d.startLimits(cfg) // outbound limits (holds.go)
+	if err == nil {
+		err = d.serveMetrics(cfg)
+	}
+	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		d.stop(ctx)
@@ -351,6 +359,7 @@ func (d *policyd) reload(next *config.Config) error {
 	d.probe.SetEngine(rt.engine)
 	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
 	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	d.reloadLimits(next, rt) // outbound limits (holds.go)
 	return nil
 }
 
@@ -389,6 +398,7 @@ func (d *policyd) stop(ctx context.Context) {
 	if rt := d.runtime(); rt != nil {
 		d.halt(ctx, rt)
 	}
+	d.stopLimits() // saves the counters, before the alerter's last send
 	if d.cancel != nil {
 		d.cancel() // the alerter sends what is pending
 	}

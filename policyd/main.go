@@ -5,6 +5,7 @@
 //	mxdetour-policyd [-config FILE]                  run the daemon
 //	mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
 //	mxdetour-policyd blocks [-config FILE] [forget DOMAIN]
+//	mxdetour-policyd holds [-config FILE] [-json] [release KEY]
 //	mxdetour-policyd -check-config [-config FILE] | -version
 //
 // Under systemd it takes its sockets by FileDescriptorName= "policy" and
@@ -43,6 +44,7 @@ const usage = `usage:
   mxdetour-policyd -version
   mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
   mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]
+  mxdetour-policyd holds [-config FILE] [-json] [release KEY]
 `
 
 func main() {
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return checkCommand(args[1:], stdout, stderr)
 		case "blocks":
 			return blocksCommand(args[1:], stdout, stderr)
+		case "holds":
+			return holdsCommand(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-policyd", flag.ContinueOnError)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Measures mxdetour-policyd against the do-nothing responder (the floor),
 # both protocols, 8 and 64 persistent connections, in one run on this
-# machine. Cached decisions: the load tool warms the cache first.
+# machine. Cached decisions: the load tool warms the cache first. For the
+# policy protocol a third daemon with two outbound limits ([[limits]],
+# never reached) is measured beside them: the load's client is trusted, so
+# every request is counted.
 #   test/bench-policyd.sh [DURATION]      (default 10s per measurement)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +29,24 @@ socketmap_listen = "127.0.0.1:10061"
 relay = "relay:[mx03.example.net]:587"
 [learn]
 enabled = false
+state_file = "$tmp/state.json"
+EOT
+sed -e 's/127.0.0.1:10060/127.0.0.1:10080/' -e 's/127.0.0.1:10061/127.0.0.1:10081/' "$tmp/mxdetour.toml" > "$tmp/limits.toml"
+cat >> "$tmp/limits.toml" <<EOT
+[milter]
+trusted_networks = ["192.0.2.0/24"]
+[[limits]]
+key = "sasl_username"
+max = 1000000000
+window = "1h"
+[[limits]]
+key = "client_address"
+max = 1000000000
+window = "1h"
+destination_provider = "google"
 EOT
 "$tmp/policyd" -config "$tmp/mxdetour.toml" 2>/dev/null &
+"$tmp/policyd" -config "$tmp/limits.toml" 2>/dev/null &
 "$tmp/null" -policy 127.0.0.1:10070 -socketmap 127.0.0.1:10071 &
 sleep 1
 for proto in socketmap policy; do
@@ -35,5 +54,8 @@ for proto in socketmap policy; do
     if [ $proto = policy ]; then p=10060; n=10070; else p=10061; n=10071; fi
     echo "floor   $("$tmp/load" -proto $proto -addr 127.0.0.1:$n -conns $conns -duration "$dur")"
     echo "policyd $("$tmp/load" -proto $proto -addr 127.0.0.1:$p -conns $conns -duration "$dur")"
+    if [ $proto = policy ]; then
+      echo "limits  $("$tmp/load" -proto $proto -addr 127.0.0.1:10080 -conns $conns -duration "$dur")"
+    fi
   done
 done

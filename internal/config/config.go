@@ -27,6 +27,8 @@ type Config struct {
 	Milter     Milter              `toml:"milter"`
 	Metrics    Metrics             `toml:"metrics"`
 	Alerts     Alerts              `toml:"alerts"`
+	Limits     []Limit             `toml:"limits"`
+	Compromise Compromise          `toml:"compromise"`
 }
 
 // Duration is a time.Duration written in TOML as a string ("30s", "5m").
@@ -194,6 +196,30 @@ type Alerts struct {
 	Interval   Duration `toml:"interval"`    // at most one alert per interval; later events are grouped
 }
 
+// Limit is one outbound limit of mxdetour-policyd ([[limits]]): at most
+// Max recipients per sliding Window for each sender Key names. Only mail
+// of SASL-authenticated clients and of milter.trusted_networks is counted
+// (the latter, without a login, by sender where Key is sasl_username).
+// Counters are kept in limits.json next to learn.state_file.
+type Limit struct {
+	Key                 string   `toml:"key"`                  // "sasl_username", "sender", "client_address" or "sender_domain"
+	Max                 int      `toml:"max"`                  // recipients in window
+	Window              Duration `toml:"window"`               // e.g. "1h"
+	DestinationProvider string   `toml:"destination_provider"` // count only recipients at this provider; "" = all
+	Action              string   `toml:"action"`               // "HOLD" (default), "DEFER" (450 4.7.1) or "REJECT" (550 5.7.1)
+}
+
+// Compromise is the compromise signal of mxdetour-policyd: one SASL login
+// used from more than MaxCountries countries (needs a [milter.geo] source)
+// or MaxClients client networks (/24, /48) within Window holds its mail
+// and alerts.
+type Compromise struct {
+	Enabled      bool     `toml:"enabled"`
+	MaxCountries int      `toml:"max_countries"`
+	MaxClients   int      `toml:"max_clients"`
+	Window       Duration `toml:"window"`
+}
+
 // Metrics configures the Prometheus endpoint (off when Listen is empty).
 type Metrics struct {
 	PolicydListen string `toml:"policyd_listen"`
@@ -264,7 +290,8 @@ func Default() *Config {
 				Route: "always",
 			},
 		},
-		Alerts: Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
+		Alerts:     Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
+		Compromise: Compromise{MaxCountries: 3, MaxClients: 10, Window: d("1h")},
 		Learn: Learn{
 			Enabled:   true,
 			LogFile:   "/var/log/mail.log",

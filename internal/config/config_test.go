@@ -74,6 +74,14 @@ func TestErrorMessages(t *testing.T) {
 		{"alerts", "[alerts]\nmail_to = \"Postmaster <pm@example.net>\"\nwebhook_url = \"ftp://hook.example.net/\"\n",
 			"x.toml:2: alerts.mail_to: \"Postmaster <pm@example.net>\" is not one plain mail address (like \"postmaster@example.net\")\n" +
 				"x.toml:3: alerts.webhook_url: \"ftp://hook.example.net/\" is not an http:// or https:// URL"},
+		{"limits", "[[limits]]\nkey = \"login\"\nmax = 0\nwindow = \"1h\"\naction = \"hold\"\ndestination_provider = \"yahoo\"\n",
+			"x.toml:2: limits[0].key: \"login\" is not one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\"\n" +
+				"x.toml:3: limits[0].max: must be at least 1\n" +
+				"x.toml:6: limits[0].destination_provider: \"yahoo\" is not an enabled provider ([providers.NAME])"},
+		{"limits share a counter", "[[limits]]\nkey = \"sender\"\nmax = 5\nwindow = \"1h\"\n[[limits]]\nkey = \"sender\"\nmax = 9\nwindow = \"1h\"\n",
+			"x.toml:5: limits[1]: has the key, destination_provider and window of limits[0]: the two would share one counter"},
+		{"compromise", "[compromise]\nenabled = true\nmax_clients = 0\n",
+			"x.toml:3: compromise.max_clients: must be at least 1"},
 		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
 			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
 	} {
@@ -205,4 +213,30 @@ func errorsAs(err error, es *Errors) bool {
 	e, ok := err.(Errors)
 	*es = e
 	return ok
+}
+
+func TestLimits(t *testing.T) {
+	c, err := Parse("x.toml", []byte(`
+[[limits]]
+key = "sasl_username"
+max = 500
+window = "1h"
+
+[[limits]]
+key = "sender_domain"
+max = 50
+window = "10m"
+destination_provider = "google"
+action = "defer"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Limit{
+		{Key: "sasl_username", Max: 500, Window: d("1h"), Action: "HOLD"},
+		{Key: "sender_domain", Max: 50, Window: d("10m"), DestinationProvider: "google", Action: "DEFER"},
+	}
+	if diff := cmp.Diff(want, c.Limits); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
 }

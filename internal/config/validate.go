@@ -171,6 +171,7 @@ func (c *Config) validate(p *parser) Errors {
 	listenAddr(p, "metrics.policyd_listen", c.Metrics.PolicydListen, true)
 	listenAddr(p, "metrics.milter_listen", c.Metrics.MilterListen, true)
 	c.validateAlerts(p)
+	c.validateLimits(p)
 	return p.errs[before:]
 }
 
@@ -287,5 +288,39 @@ func (c *Config) validateAlerts(p *parser) {
 	}
 	if a.Interval.Duration < 0 {
 		p.add("alerts.interval", "must not be negative")
+	}
+}
+
+// validateLimits checks [[limits]] and [compromise]; an action left out
+// is "HOLD", written in any case.
+func (c *Config) validateLimits(p *parser) {
+	seen := map[string]int{}
+	for i := range c.Limits {
+		l := &c.Limits[i]
+		key := fmt.Sprintf("limits[%d]", i)
+		oneOf(p, key+".key", l.Key, "sasl_username", "sender", "client_address", "sender_domain")
+		atLeast(p, key+".max", l.Max, 1)
+		positive(p, key+".window", l.Window)
+		if l.Action = strings.ToUpper(l.Action); l.Action == "" {
+			l.Action = "HOLD"
+		}
+		oneOf(p, key+".action", l.Action, "HOLD", "DEFER", "REJECT")
+		if pr, ok := c.Providers[l.DestinationProvider]; l.DestinationProvider != "" && (!ok || !pr.Enabled) {
+			p.add(key+".destination_provider", "%q is not an enabled provider ([providers.NAME])", l.DestinationProvider)
+		}
+		id := l.Key + "/" + l.DestinationProvider + "/" + l.Window.String()
+		if j, dup := seen[id]; dup {
+			p.add(key, "has the key, destination_provider and window of limits[%d]: the two would share one counter", j)
+		}
+		seen[id] = i
+	}
+	k := c.Compromise
+	if k.Enabled {
+		atLeast(p, "compromise.max_countries", k.MaxCountries, 1)
+		atLeast(p, "compromise.max_clients", k.MaxClients, 1)
+		positive(p, "compromise.window", k.Window)
+	}
+	if (len(c.Limits) > 0 || k.Enabled) && !c.Learn.Enabled && !filepath.IsAbs(c.Learn.StateFile) {
+		p.add("learn.state_file", "must be an absolute path: limits keep their counters in limits.json beside it")
 	}
 }

@@ -32,6 +32,11 @@ type Request struct {
 	Recipient     string
 	ClientAddress string
 	SASLUsername  string
+	// RecipientCount is the number of accepted recipients, at DATA and
+	// END-OF-MESSAGE (0 before); PolicyContext is the check_policy_service
+	// policy_context= of Postfix 3.1+ ("limits": count only, never route).
+	RecipientCount int
+	PolicyContext  string
 }
 
 // ErrTooLarge is returned for a request over the size limit.
@@ -98,7 +103,24 @@ func (req *Request) set(name, value []byte) {
 		req.ClientAddress = string(value)
 	case "sasl_username":
 		req.SASLUsername = string(value)
+	case "recipient_count":
+		req.RecipientCount = atoi(value)
+	case "policy_context":
+		req.PolicyContext = string(value)
 	}
+}
+
+// atoi reads a count without allocating; anything but digits (or a
+// number beyond any recipient limit) is 0.
+func atoi(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' || n > 1<<30 {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 func truncate(b []byte) []byte {

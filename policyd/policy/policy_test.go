@@ -28,6 +28,10 @@ func TestReadRequest(t *testing.T) {
 	}{
 		{"rcpt", rcptRequest, Request{Request: "smtpd_access_policy", ProtocolState: "RCPT", Sender: "a@b.example",
 			Recipient: "alice@gmail.com", ClientAddress: "192.0.2.1", Instance: "1.2.3"}, false},
+		{"end of message", "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nrecipient_count=12\n" +
+			"sasl_username=alice\npolicy_context=limits\n\n", Request{Request: "smtpd_access_policy",
+			ProtocolState: "END-OF-MESSAGE", RecipientCount: 12, SASLUsername: "alice", PolicyContext: "limits"}, false},
+		{"bad recipient_count", "request=smtpd_access_policy\nrecipient_count=-3\n\n", Request{Request: "smtpd_access_policy"}, false},
 		{"no name=value", "request=smtpd_access_policy\ngarbage\n\n", Request{}, true},
 		{"empty name", "=x\n\n", Request{}, true},
 		{"wrong request", "request=other\n\n", Request{}, true},

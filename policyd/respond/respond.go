@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/route"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
@@ -33,7 +34,12 @@ type Responder struct {
 	log     *zap.Logger
 	stats   Stats
 	observe func(d route.Decision, took time.Duration) // metrics; nil when off
+	limits  atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
 }
+
+// SetLimits makes l count and limit every later policy request (nil: no
+// limits).
+func (r *Responder) SetLimits(l *limits.Limiter) { r.limits.Store(l) }
 
 // Observe registers f to be told of every decision and how long it took
 // (metrics). Call it before serving.
@@ -69,13 +75,37 @@ func (r *Responder) Stats() *Stats { return &r.stats }
 // Policy answers a policy delegation request. Only RCPT-stage requests with
 // a recipient are decided; everything else is DUNNO. A reserved domain is
 // DUNNO too: the milter rejects it at RCPT with a proper text.
+//
+// With outbound limits, every request (RCPT, DATA, END-OF-MESSAGE) is also
+// counted, and a limit's HOLD, DEFER or REJECT wins over the route: the
+// message waits for the postmaster, and once released takes the route the
+// socketmap gives it. Postfix asking with policy_context=limits (the limits
+// wiring of contrib/postfix) is never answered a route, only a limit.
 func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
-	if req.ProtocolState != "RCPT" || req.Recipient == "" {
-		return "DUNNO"
+	var d route.Decision
+	action := "DUNNO"
+	if req.ProtocolState == "RCPT" && req.Recipient != "" {
+		d = r.decide(ctx, "policy", req.QueueID, req.Recipient)
+		if req.PolicyContext != LimitsOnly {
+			action = PolicyAction(d)
+		}
 	}
-	d := r.decide(ctx, "policy", req.QueueID, req.Recipient)
-	return PolicyAction(d)
+	if l := r.limits.Load(); l != nil {
+		if a, limited := l.Check(ctx, &limits.Request{
+			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
+			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
+			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
+			Provider: d.Provider, Refused: d.Route == route.Reject,
+		}); limited {
+			return a
+		}
+	}
+	return action
 }
+
+// LimitsOnly is the policy_context of a check_policy_service that counts
+// for the outbound limits and never routes.
+const LimitsOnly = "limits"
 
 // Lookup answers a socketmap request. The key is the address exactly as
 // Postfix has it (any case); the wildcard key "*" that trivial-rewrite asks

@@ -16,6 +16,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/route"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
@@ -119,5 +120,33 @@ func BenchmarkLookupCached(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Lookup(ctx, "transport", "someone@gmail.mxd")
+	}
+}
+
+// With limits, a HOLD wins over the route; policy_context=limits never
+// routes; a provider limit counts by the route's provider; reserved
+// recipients are not counted.
+func TestPolicyLimits(t *testing.T) {
+	r := responder(t, zap.NewNop())
+	l := limits.New(limits.Options{Limits: []limits.Limit{
+		{Key: limits.KeySASL, Max: 2, Window: time.Hour, Provider: "google", Action: limits.Hold},
+	}}, limits.NewMemory(), nil, zap.NewNop())
+	r.SetLimits(l)
+	ctx := context.Background()
+	ask := func(inst, rcpt, pctx string) string {
+		return r.Policy(ctx, &policy.Request{Request: "smtpd_access_policy", ProtocolState: "RCPT", Instance: inst,
+			Recipient: rcpt, SASLUsername: "alice", ClientAddress: "192.0.2.1", Sender: "alice@ours.mxd", PolicyContext: pctx})
+	}
+	got := []string{
+		ask("1", "a@gmail.mxd", ""),         // routed, counted 1
+		ask("1", "b@plain.mxd", "limits"),   // not google: not counted; never routed
+		ask("1", "c@example.com", "limits"), // reserved: not counted
+		ask("2", "d@gmail.mxd", "limits"),   // counted 2
+		ask("3", "e@gmail.mxd", ""),         // 3/2: held, not routed
+	}
+	want := []string{"FILTER relay:[mx03.example.net]:587", "DUNNO", "DUNNO", "DUNNO",
+		"HOLD mxdetour: sasl_username limit for google exceeded (3/2 in 1h)"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

@@ -1,0 +1,286 @@
+package limits
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The state file, limits.json next to learn's state file, keeps the
+// counters, the alert marks and the held records across restarts. Only
+// the daemon writes it, each time whole (a temporary file, fsynced,
+// renamed over it). Others ask the daemon for a reset by dropping a
+// request file beside it, PATH.release-*, itself written whole and then
+// renamed into place; the daemon applies and removes these within a
+// second (pollEvery), or at its next start when it is not running. No
+// process ever rewrites a file another writes, so no lock is needed.
+
+// StatePath is the limiter's state file for learn's state file path.
+func StatePath(learnStateFile string) string {
+	return filepath.Join(filepath.Dir(learnStateFile), "limits.json")
+}
+
+const stateVersion = 1
+
+type stateFile struct {
+	Version  int       `json:"version"`
+	Saved    time.Time `json:"saved"`
+	Counters *Snapshot `json:"counters,omitempty"`
+	Held     []Held    `json:"held,omitempty"`
+}
+
+// releaseRequest is one PATH.release-* file.
+type releaseRequest struct {
+	Key string    `json:"key"`
+	At  time.Time `json:"at"`
+}
+
+// snapshotter is a store whose counters live here and are saved (Memory);
+// a shared store keeps its own.
+type snapshotter interface {
+	Snapshot(now time.Time) Snapshot
+	Restore(s Snapshot, now time.Time)
+	Prune(now time.Time)
+}
+
+const (
+	pollEvery = time.Second
+	saveEvery = 10 * time.Second
+)
+
+// Open loads the state file at path and applies waiting release requests;
+// from then on Run saves there. A missing file is an empty state; one that
+// cannot be read is set aside (PATH.corrupt-TIME) and counting starts
+// afresh — limits must never stop mail from flowing.
+func (l *Limiter) Open(path string) error {
+	l.path = path
+	st, err := readState(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		aside := path + ".corrupt-" + l.now().UTC().Format("20060102T150405")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return fmt.Errorf("limits state %s: %w (and it could not be set aside: %v)", path, err, rerr)
+		}
+		l.log.Error("limits state file unreadable; set aside, counting starts afresh", zap.String("file", aside), zap.Error(err))
+	default:
+		now := l.now()
+		if s, ok := l.store.(snapshotter); ok && st.Counters != nil {
+			s.Restore(*st.Counters, now)
+		}
+		for _, h := range st.Held {
+			if now.Sub(h.At) < heldKeep {
+				l.held.add(h)
+			}
+		}
+	}
+	l.applyReleases()
+	return nil
+}
+
+func readState(path string) (*stateFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("not a limits state file: %w", err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("limits state file version %d, want %d", st.Version, stateVersion)
+	}
+	return &st, nil
+}
+
+// ReadHeld returns the held records of the state file at path (for the
+// holds command); none when there is no file.
+func ReadHeld(path string) ([]Held, error) {
+	st, err := readState(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return st.Held, nil
+}
+
+// Run applies release requests and saves the state until Stop. Call Open
+// first.
+func (l *Limiter) Run() {
+	l.stop, l.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(l.done)
+		poll, save := time.NewTicker(pollEvery), time.NewTicker(saveEvery)
+		defer poll.Stop()
+		defer save.Stop()
+		for {
+			select {
+			case <-l.stop:
+				l.saveLogged()
+				return
+			case <-poll.C:
+				l.applyReleases()
+			case <-save.C:
+				l.prune()
+				if l.dirty.Swap(false) {
+					l.saveLogged()
+				}
+			case <-l.saveNow:
+				l.dirty.Store(false)
+				l.saveLogged()
+			}
+		}
+	}()
+}
+
+// Stop ends Run and saves.
+func (l *Limiter) Stop() {
+	if l.stop == nil {
+		return
+	}
+	close(l.stop)
+	<-l.done
+	l.stop = nil
+}
+
+func (l *Limiter) prune() {
+	now := l.now()
+	if s, ok := l.store.(snapshotter); ok {
+		s.Prune(now)
+	}
+	l.txns.prune(now)
+	l.held.prune(now)
+	keep := time.Hour
+	o := l.o.Load()
+	for _, lim := range o.Limits {
+		keep = max(keep, lim.Window)
+	}
+	l.profiles.prune(now, max(keep, o.Compromise.Window))
+}
+
+func (l *Limiter) saveLogged() {
+	if err := l.Save(); err != nil {
+		l.log.Error("saving the limits state", zap.String("file", l.path), zap.Error(err))
+	}
+}
+
+// Save writes the state file now.
+func (l *Limiter) Save() error {
+	if l.path == "" {
+		return nil
+	}
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
+	now := l.now()
+	st := stateFile{Version: stateVersion, Saved: now.UTC(), Held: l.held.list()}
+	if s, ok := l.store.(snapshotter); ok {
+		snap := s.Snapshot(now)
+		st.Counters = &snap
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(l.path, data)
+}
+
+// Held lists the messages held so far, oldest first.
+func (l *Limiter) Held() []Held { return l.held.list() }
+
+// applyReleases resets the keys named by PATH.release-* files and removes
+// them.
+func (l *Limiter) applyReleases() {
+	if l.path == "" {
+		return
+	}
+	files, _ := filepath.Glob(l.path + ".release-*")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		var req releaseRequest
+		if err == nil {
+			err = json.Unmarshal(data, &req)
+		}
+		if err != nil || req.Key == "" {
+			l.log.Error("ignoring a bad release request", zap.String("file", f), zap.Error(err))
+		} else {
+			l.Reset(req.Key)
+		}
+		if err := os.Remove(f); err != nil {
+			l.log.Error("removing a release request", zap.String("file", f), zap.Error(err))
+		}
+	}
+}
+
+// RequestRelease asks the daemon keeping its state at path to reset key:
+// at once when it runs, else at its next start.
+func RequestRelease(path, key string) error {
+	data, err := json.Marshal(releaseRequest{Key: key, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%s.release-%d-%d", path, time.Now().UnixNano(), os.Getpid())
+	return writeAtomic(name, data)
+}
+
+// writeAtomic writes data as the file path: a temporary file in the same
+// directory (mode 0640, owned like the directory when we are root, so the
+// daemon's user can read and remove what root wrote), fsynced, renamed,
+// and the directory fsynced.
+func writeAtomic(path string, data []byte) error {
+	dirName := filepath.Dir(path)
+	dir, err := os.Open(dirName)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	f, err := os.CreateTemp(dirName, "."+strings.TrimPrefix(filepath.Base(path), ".")+"-*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(0o640)
+	if err == nil {
+		err = chownLike(f, dir)
+	}
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return dir.Sync()
+}
+
+func chownLike(f, dir *os.File) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := dir.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return f.Chown(int(st.Uid), int(st.Gid))
+	}
+	return nil
+}

@@ -1,0 +1,376 @@
+package limits
+
+import (
+	"cmp"
+	"hash/maphash"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// subjectSet computes, once per request, whom each key type names:
+// "sasl_username:alice", "sender:bob@example.org", "client_address:192.0.2.1",
+// "sender_domain:example.org". A client in the trusted networks without a
+// login is keyed by its sender where a limit asks for the login. "" means
+// the key does not apply (no sender, a bounce).
+type subjectSet struct {
+	r       *Request
+	trusted bool
+	done    [len(keyTypes)]bool
+	v       [len(keyTypes)]string
+}
+
+func subjects(r *Request, trusted bool) subjectSet { return subjectSet{r: r, trusted: trusted} }
+
+func (s *subjectSet) of(k KeyType) string {
+	i := slices.Index(keyTypes[:], k)
+	if i < 0 {
+		return ""
+	}
+	if !s.done[i] {
+		s.v[i], s.done[i] = s.compute(k), true
+	}
+	return s.v[i]
+}
+
+func (s *subjectSet) compute(k KeyType) string {
+	r := s.r
+	switch k {
+	case KeySASL:
+		if r.SASLUsername != "" {
+			return string(KeySASL) + ":" + r.SASLUsername
+		}
+		return s.of(KeySender)
+	case KeySender:
+		if r.Sender != "" {
+			return string(KeySender) + ":" + strings.ToLower(r.Sender)
+		}
+	case KeyClient:
+		if r.ClientAddress != "" {
+			return string(KeyClient) + ":" + r.ClientAddress
+		}
+	case KeySenderDomain:
+		if at := strings.LastIndexByte(r.Sender, '@'); at >= 0 && at < len(r.Sender)-1 {
+			return string(KeySenderDomain) + ":" + strings.ToLower(r.Sender[at+1:])
+		}
+	}
+	return ""
+}
+
+// txn is one mail transaction, by its instance attribute.
+type txn struct {
+	mu        sync.Mutex // Postfix asks for one transaction at a time; this is for safety
+	seen      time.Time  // under the table's lock
+	counted   int        // recipients counted so far
+	lastRcpt  string     // the last recipient counted at RCPT
+	loginSeen bool       // the compromise signal ran
+	held      *verdict   // the hold that applies to the whole message
+	queueID   string     // once known, for a held message
+	taken     []taken    // what it counted, to give back if it is held
+}
+
+type taking struct {
+	key string
+	n   int
+	w   time.Duration
+}
+
+type taken struct {
+	taking
+	at time.Time
+}
+
+// took adds what one request counted.
+func (t *txn) took(tk []taking, now time.Time) {
+next:
+	for _, k := range tk {
+		for i := range t.taken {
+			if t.taken[i].key == k.key {
+				t.taken[i].n += k.n
+				continue next
+			}
+		}
+		t.taken = append(t.taken, taken{k, now})
+	}
+}
+
+// giveBack returns to store what the transaction counted.
+func (t *txn) giveBack(store Store) {
+	for _, k := range t.taken {
+		store.Give(k.key, k.n, k.w, k.at)
+	}
+	t.taken = nil
+}
+
+// txnIdle is how long a transaction is remembered after its last request;
+// Postfix ends a session idle for 300s (smtpd_timeout).
+const txnIdle = 10 * time.Minute
+
+// maxTxns bounds the transactions remembered; beyond it new ones are
+// counted at RCPT only (never twice).
+const maxTxns = 100000
+
+type txnShard struct {
+	mu sync.Mutex
+	m  map[string]*txn
+}
+
+type txnTable struct {
+	seed   maphash.Seed
+	shards [shards]txnShard
+}
+
+func (tt *txnTable) init() {
+	tt.seed = maphash.MakeSeed()
+	for i := range tt.shards {
+		tt.shards[i].m = map[string]*txn{}
+	}
+}
+
+func (tt *txnTable) shard(instance string) *txnShard {
+	return &tt.shards[maphash.String(tt.seed, instance)%shards]
+}
+
+// get returns the transaction of instance, made if new; nil without an
+// instance or when too many are open.
+func (tt *txnTable) get(instance string, now time.Time) *txn {
+	if instance == "" {
+		return nil
+	}
+	s := tt.shard(instance)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.m[instance]
+	if t == nil {
+		if len(s.m) >= maxTxns/shards {
+			return nil
+		}
+		t = &txn{}
+		s.m[instance] = t
+	}
+	t.seen = now
+	return t
+}
+
+// end forgets a finished transaction.
+func (tt *txnTable) end(instance string) {
+	s := tt.shard(instance)
+	s.mu.Lock()
+	delete(s.m, instance)
+	s.mu.Unlock()
+}
+
+// prune forgets transactions idle since before now-txnIdle (aborted ones).
+func (tt *txnTable) prune(now time.Time) {
+	for i := range tt.shards {
+		s := &tt.shards[i]
+		s.mu.Lock()
+		for k, t := range s.m {
+			if now.Sub(t.seen) > txnIdle {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// topN keeps the most frequent of a stream in a fixed space (the
+// Space-Saving algorithm): a new item when full replaces the least
+// counted, inheriting its count.
+type topN struct {
+	k []string
+	n []int
+}
+
+const topSize = 16
+
+func (t *topN) add(s string) {
+	if s == "" {
+		return
+	}
+	for i := range t.k {
+		if t.k[i] == s {
+			t.n[i]++
+			return
+		}
+	}
+	if len(t.k) < topSize {
+		t.k, t.n = append(t.k, strings.Clone(s)), append(t.n, 1)
+		return
+	}
+	m := 0
+	for i := range t.n {
+		if t.n[i] < t.n[m] {
+			m = i
+		}
+	}
+	t.k[m] = strings.Clone(s)
+	t.n[m]++
+}
+
+// String lists the first few, most frequent first: "gmail.com (40), example.org (3)".
+func (t *topN) String() string {
+	idx := make([]int, len(t.k))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(t.n[b], t.n[a]) })
+	var parts []string
+	for _, i := range idx[:min(len(idx), 5)] {
+		parts = append(parts, t.k[i]+" ("+strconv.Itoa(t.n[i])+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// profile is what a subject did lately, for the alert.
+type profile struct {
+	last    time.Time
+	dests   topN // recipient domains
+	clients topN // client addresses
+}
+
+type profileView struct{ destinations, clients string }
+
+type profileTable struct {
+	mu sync.Mutex
+	m  map[string]*profile
+}
+
+func (pt *profileTable) init() { pt.m = map[string]*profile{} }
+
+// record notes the request's recipient domain and client for each subject
+// a limit (or the compromise signal) counts.
+func (pt *profileTable) record(o *Options, subj *subjectSet, r *Request, client string, now time.Time) {
+	var dom string
+	if at := strings.LastIndexByte(r.Recipient, '@'); at >= 0 {
+		dom = strings.ToLower(r.Recipient[at+1:])
+	}
+	var seen [len(keyTypes)]bool
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	note := func(k KeyType) {
+		i := slices.Index(keyTypes[:], k)
+		if i < 0 || seen[i] {
+			return
+		}
+		seen[i] = true
+		s := subj.of(k)
+		if s == "" {
+			return
+		}
+		p := pt.m[s]
+		if p == nil {
+			p = &profile{}
+			pt.m[strings.Clone(s)] = p
+		}
+		p.last = now
+		if r.Stage == "RCPT" {
+			p.dests.add(dom)
+		}
+		p.clients.add(client)
+	}
+	for i := range o.Limits {
+		note(o.Limits[i].Key)
+	}
+	if o.Compromise.Window > 0 && r.SASLUsername != "" {
+		note(KeySASL)
+	}
+}
+
+func (pt *profileTable) snapshot(subject string) profileView {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	p := pt.m[subject]
+	if p == nil {
+		return profileView{}
+	}
+	return profileView{destinations: p.dests.String(), clients: p.clients.String()}
+}
+
+func (pt *profileTable) forget(subject string) {
+	pt.mu.Lock()
+	delete(pt.m, subject)
+	pt.mu.Unlock()
+}
+
+// prune forgets profiles idle for longer than keep.
+func (pt *profileTable) prune(now time.Time, keep time.Duration) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	for k, p := range pt.m {
+		if now.Sub(p.last) > keep {
+			delete(pt.m, k)
+		}
+	}
+}
+
+// Held is a message the limiter held, by queue id, for `holds`.
+type Held struct {
+	QueueID string    `json:"queue_id"`
+	Key     string    `json:"key"`    // "sasl_username:alice"
+	Limit   string    `json:"limit"`  // "sasl_username limit"
+	Reason  string    `json:"reason"` // the action Postfix was given
+	At      time.Time `json:"at"`
+}
+
+// heldKeep and maxHeld bound the held records: a message released or
+// deleted by hand leaves its record until then.
+const (
+	heldKeep = 30 * 24 * time.Hour
+	maxHeld  = 20000
+)
+
+type heldLog struct {
+	mu sync.Mutex
+	m  map[string]Held
+}
+
+func (h *heldLog) init() { h.m = map[string]Held{} }
+
+func (h *heldLog) add(r Held) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.m) >= maxHeld {
+		var oldest string
+		for id, x := range h.m {
+			if oldest == "" || x.At.Before(h.m[oldest].At) {
+				oldest = id
+			}
+		}
+		delete(h.m, oldest)
+	}
+	h.m[r.QueueID] = r
+}
+
+func (h *heldLog) forget(subject string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, x := range h.m {
+		if x.Key == subject {
+			delete(h.m, id)
+		}
+	}
+}
+
+func (h *heldLog) list() []Held {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Held, 0, len(h.m))
+	for _, x := range h.m {
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(a, b Held) int { return a.At.Compare(b.At) })
+	return out
+}
+
+func (h *heldLog) prune(now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, x := range h.m {
+		if now.Sub(x.At) > heldKeep {
+			delete(h.m, id)
+		}
+	}
+}
