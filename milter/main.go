@@ -91,11 +91,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	defer log.Sync() //nolint:errcheck
-	b := buildState(cfg, log, nil)
 	if *checkOnly {
-		b.st.Geo.Close()
-		return check(b, orEmbedded(used), stdout, stderr)
+		st, err := buildState(cfg, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", orEmbedded(used), err)
+			return exitConfig
+		}
+		st.Geo.Close()
+		fmt.Fprintf(stdout, "%s: OK (%d DKIM keys)\n", orEmbedded(used), st.Keys.Len())
+		return 0
 	}
+	b := newState(cfg, log, nil)
 	m := &milterd{path: *cfgPath, level: level, log: log, filter: filter.New(b.st, log.Named("milter"))}
 	m.cur.Store(b)
 	m.report(b)
@@ -106,23 +112,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// check is -check-config: every key that does not load and a country
-// source that does not open fail it (78), each named. The daemon would
-// start without them (degraded, not down); the check is for the admin.
-func check(b *built, file string, stdout, stderr io.Writer) int {
+// buildState is newState held to the standard of -check-config: every
+// key that does not load and a country source that does not open are
+// errors (78), all named at once. The daemon would start without them
+// (degraded, not down); the check is for the admin.
+func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
+	b := newState(cfg, log, nil)
 	for _, w := range b.warnings {
-		fmt.Fprintln(stderr, "warning: "+w)
+		log.Warn(w)
 	}
 	probs := b.problems()
-	if len(probs) > 0 {
-		fmt.Fprintf(stderr, "%s: %d problem(s); the milter would run without what they name:\n", file, len(probs))
-		for _, p := range probs {
-			fmt.Fprintln(stderr, "  "+p.Error())
-		}
-		return exitConfig
+	if len(probs) == 0 {
+		return b.st, nil
 	}
-	fmt.Fprintf(stdout, "%s: OK (%d DKIM keys)\n", file, b.st.Keys.Len())
-	return 0
+	b.st.Geo.Close()
+	errs := make([]error, len(probs))
+	for i, p := range probs {
+		errs[i] = fmt.Errorf("  %w", p)
+	}
+	return nil, fmt.Errorf("%d problem(s); the milter would run without what they name:\n%w", len(probs), errors.Join(errs...))
 }
 
 // built is a filter state and what it was built without.
@@ -158,7 +166,7 @@ func (b *built) problems() []error {
 	return out
 }
 
-// buildState loads keys and country data for cfg. What does not load is
+// newState loads keys and country data for cfg. What does not load is
 // left out and recorded, never fatal: a milter with one bad key still
 // signs with the others and still applies the reserved-domain and country
 // rules, where a milter that is down does none of it (Postfix's
@@ -169,7 +177,7 @@ func (b *built) problems() []error {
 // loaded before for the same domain and selector (dkim.Table.KeepFrom;
 // that key is still what DNS publishes), and a country source that fails
 // to open keeps the one in use (geo.Blocker.Reuse).
-func buildState(cfg *config.Config, log *zap.Logger, prev *built) *built {
+func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
 	keys, warnings, kerr := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
 	b := &built{keyErr: kerr, warnings: warnings, geo: geoNone}
 	if prev != nil {
@@ -271,7 +279,7 @@ func (m *milterd) serve() error {
 // reload builds the configuration, keys and country data on the side and
 // swaps them in whole (SIGHUP). A file that does not parse leaves
 // everything running as it was (the error is returned); bad keys and a
-// country source that does not open follow buildState's keep-what-works
+// country source that does not open follow newState's keep-what-works
 // policy, and the rest of the new file applies. The country source
 // replaced is closed once no lookup uses it.
 func (m *milterd) reload() error {
@@ -283,7 +291,7 @@ func (m *milterd) reload() error {
 		return err
 	}
 	old := m.cur.Load()
-	b := buildState(next, m.log, old)
+	b := newState(next, m.log, old)
 	if changed := restartOnly(old.st.Cfg, next); len(changed) > 0 {
 		m.log.Warn("these settings change only on restart; still running with the old values", zap.Strings("changed", changed))
 	}

@@ -24,17 +24,20 @@ func TestCountrySourceDegraded(t *testing.T) {
 	cfg := config.Default()
 	cfg.Milter.Geo = config.Geo{Source: "mmdb", MMDBFile: filepath.Join(dir, "missing.mmdb"), BlockCountries: []string{"RU"}}
 	log := zaptest.NewLogger(t)
-	b := buildState(cfg, log, nil)
+	b := newState(cfg, log, nil)
 	if b.geo != geoFailed || b.st.Geo.Active() || len(b.problems()) != 1 || !strings.Contains(b.problems()[0].Error(), "missing.mmdb") {
 		t.Errorf("at start: %s, active %v, problems %v; want failed, inactive, naming the file", b.geo, b.st.Geo.Active(), b.problems())
 	}
+	if _, err := buildState(cfg, log); err == nil || !strings.Contains(err.Error(), "1 problem(s)") || !strings.Contains(err.Error(), "missing.mmdb") {
+		t.Errorf("the check's build: %v, want the missing database named", err)
+	}
 	good := *cfg
 	good.Milter.Geo.MMDBFile = countryDB(t, dir)
-	running := buildState(&good, log, nil)
+	running := newState(&good, log, nil)
 	if running.geo != geoLoaded || len(running.problems()) != 0 {
 		t.Fatalf("a good database: %s %v", running.geo, running.problems())
 	}
-	next := buildState(cfg, log, running)
+	next := newState(cfg, log, running)
 	running.st.Geo.Close() // as reload does after the swap
 	defer next.st.Geo.Close()
 	blocked, cc, err := next.st.Geo.Check(context.Background(), netip.MustParseAddr("203.0.113.9"))
