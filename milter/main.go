@@ -94,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cfg, used, err := config.LoadDefault(*cfgPath)
-	if err != nil {
+	if err != nil { // a broken file (syntax, unknown key, bad value) is the admin's to fix: no start
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
@@ -104,17 +104,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	defer log.Sync() //nolint:errcheck
-	st, err := buildState(cfg, log)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitConfig
-	}
 	if *checkOnly {
+		st, err := buildState(cfg, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", orEmbedded(used), err)
+			return exitConfig
+		}
+		st.Geo.Close()
 		fmt.Fprintf(stdout, "%s: OK (%d DKIM keys)\n", orEmbedded(used), st.Keys.Len())
 		return 0
 	}
-	m := &milterd{path: *cfgPath, level: level, log: log, filter: filter.New(st, log.Named("milter"))}
-	m.state.Store(st)
+	b := newState(cfg, log, nil)
+	m := &milterd{path: *cfgPath, level: level, log: log, filter: filter.New(b.st, log.Named("milter"))}
+	m.cur.Store(b)
+	m.report(b)
 	if err := m.serve(); err != nil {
 		log.Error("exiting", zap.Error(err))
 		return exitFailure
@@ -122,34 +125,136 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// buildState loads keys and country data for cfg; it fails when either is
-// unusable, naming the file.
+// buildState is newState held to the standard of -check-config: every
+// key that does not load and a country source that does not open are
+// errors (78), all named at once. The daemon would start without them
+// (degraded, not down); the check is for the admin.
 func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
-	keys, warnings, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
+	b := newState(cfg, log, nil)
+	for _, w := range b.warnings {
+		log.Warn(w)
+	}
+	probs := b.problems()
+	if len(probs) == 0 {
+		return b.st, nil
+	}
+	b.st.Geo.Close()
+	errs := make([]error, len(probs))
+	for i, p := range probs {
+		errs[i] = fmt.Errorf("  %w", p)
+	}
+	return nil, fmt.Errorf("%d problem(s); the milter would run without what they name:\n%w", len(probs), errors.Join(errs...))
+}
+
+// built is a filter state and what it was built without.
+type built struct {
+	st       *filter.State
+	geo      geoState
+	geoErr   error    // why the country source did not open
+	keyErr   error    // one *dkim.KeyError per key file that did not load, joined
+	warnings []string // weak RSA keys
+}
+
+// geoState says where the country data in use comes from.
+type geoState string
+
+const (
+	geoNone   geoState = "none"   // no source configured
+	geoLoaded geoState = "loaded" // opened from the configuration
+	geoKept   geoState = "kept"   // the new source failed at reload; the one in use stays
+	geoFailed geoState = "failed" // did not open: no country block
+)
+
+// problems lists each bad key and a country source that did not open.
+func (b *built) problems() []error {
+	var out []error
+	for _, k := range b.st.Keys.Status() {
+		if k.Err != nil {
+			out = append(out, k.Err)
+		}
+	}
+	if b.geoErr != nil {
+		out = append(out, b.geoErr)
+	}
+	return out
+}
+
+// newState loads keys and country data for cfg. What does not load is
+// left out and recorded, never fatal: a milter with one bad key still
+// signs with the others and still applies the reserved-domain and country
+// rules, where a milter that is down does none of it (Postfix's
+// milter_default_action = accept lets mail through untouched).
+//
+// At a reload prev is the state in use and the policy is to keep what
+// still works: a key whose file now fails keeps signing with the key
+// loaded before for the same domain and selector (dkim.Table.KeepFrom;
+// that key is still what DNS publishes), and a country source that fails
+// to open keeps the one in use (geo.Blocker.Reuse).
+func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
+	keys, warnings, kerr := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
+	b := &built{keyErr: kerr, warnings: warnings, geo: geoNone}
+	if prev != nil {
+		keys.KeepFrom(prev.st.Keys)
+	}
+	g := cfg.Milter.Geo
+	var blocker *geo.Blocker
+	src, gerr := openGeo(cfg, log)
+	switch {
+	case gerr == nil:
+		blocker = geo.NewBlocker(src, g.BlockCountries, g.Allow)
+		if src != nil {
+			b.geo = geoLoaded
+		}
+	case prev != nil && prev.st.Geo.HasSource():
+		blocker, b.geo, b.geoErr = prev.st.Geo.Reuse(g.BlockCountries, g.Allow), geoKept, gerr
+	default:
+		blocker, b.geo, b.geoErr = geo.NewBlocker(nil, nil, nil), geoFailed, gerr
+	}
+	b.st = &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: blocker}
+	return b
+}
+
+// openGeo opens the configured country source; nil when none is.
+func openGeo(cfg *config.Config, log *zap.Logger) (geo.Source, error) {
+	if cfg.Milter.Geo.Source == "" {
+		return nil, nil
+	}
+	var r lookup.Resolver
+	if cfg.Milter.Geo.Source == "dns" {
+		c, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
+		if err != nil {
+			return nil, fmt.Errorf("country source dns: %w", err)
+		}
+		r = c
+	}
+	src, err := geo.Open(setup.Geo(cfg.Milter.Geo), r)
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range warnings {
-		log.Warn(w)
+	return src, nil
+}
+
+// report logs what b was built without, loudly: each key that does not
+// sign (or signs from memory only), and the country source.
+func (m *milterd) report(b *built) {
+	for _, w := range b.warnings {
+		m.log.Warn(w)
 	}
-	var src geo.Source
-	if cfg.Milter.Geo.Source != "" {
-		var r lookup.Resolver
-		if cfg.Milter.Geo.Source == "dns" {
-			c, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
-			if err != nil {
-				return nil, err
-			}
-			r = c
+	for _, k := range b.st.Keys.Status() {
+		f := []zap.Field{zap.String("domain", k.Domain), zap.String("selector", k.Selector), zap.String("file", k.File), zap.Error(k.Err)}
+		switch k.State {
+		case dkim.Failed:
+			m.log.Error("dkim key not loaded: mail from its domain leaves without this signature; the other keys sign", f...)
+		case dkim.Kept:
+			m.log.Error("dkim key file does not load: still signing with the key loaded before it broke; fix the file before the next restart", f...)
 		}
-		if src, err = geo.Open(setup.Geo(cfg.Milter.Geo), r); err != nil {
-			return nil, err
-		}
 	}
-	if len(cfg.Milter.Geo.BlockCountries) > 0 && src == nil {
-		return nil, errors.New("milter.geo.block_countries is set but no country source is configured")
+	switch b.geo {
+	case geoFailed:
+		m.log.Error("country source not opened: no country block until it opens (reload)", zap.Error(b.geoErr))
+	case geoKept:
+		m.log.Error("country source not opened: still using the one loaded before", zap.Error(b.geoErr))
 	}
-	return &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo.BlockCountries, cfg.Milter.Geo.Allow)}, nil
 }
 
 // milterd is the running milter: the filter and the state it works with.
@@ -158,22 +263,23 @@ type milterd struct {
 	level  zap.AtomicLevel
 	log    *zap.Logger
 	filter *filter.Filter
-	state  atomic.Pointer[filter.State] // what the filter was last given
+	cur    atomic.Pointer[built] // what the filter was last given
 }
 
 // serve hands the milter to the runner, which serves until SIGTERM and
 // reloads on SIGHUP.
 func (m *milterd) serve() error {
-	st := m.state.Load()
-	ms, err := serveMetrics(st.Cfg.Metrics.MilterListen, m.filter, m.log)
+	b := m.cur.Load()
+	cfg := b.st.Cfg
+	ms, err := serveMetrics(cfg.Metrics.MilterListen, m.filter, m.cur.Load, m.log)
 	if err != nil {
 		return err
 	}
-	mode, _ := strconv.ParseUint(st.Cfg.Milter.SocketMode, 8, 32) // validated by config
-	m.log.Info("started", zap.String("version", version),
-		zap.Int("dkim_keys", st.Keys.Len()), zap.Bool("country_block", st.Geo.Active()))
+	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32) // validated by config
+	m.log.Info("started", zap.String("version", version), zap.Int("dkim_keys", b.st.Keys.Len()),
+		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()))
 	return daemon.Run(context.Background(), daemon.Options{
-		Sockets: []daemon.Socket{{Name: "milter", Addr: st.Cfg.Milter.Listen, Mode: os.FileMode(mode),
+		Sockets: []daemon.Socket{{Name: "milter", Addr: cfg.Milter.Listen, Mode: os.FileMode(mode),
 			Server: milter.NewServer(m.filter.ServerOptions()...)}},
 		Reload: m.reload,
 		Health: m.health,
@@ -184,26 +290,52 @@ func (m *milterd) serve() error {
 }
 
 // reload builds the configuration, keys and country data on the side and
-// swaps them in whole (SIGHUP); on an error the running ones stay.
+// swaps them in whole (SIGHUP). A file that does not parse leaves
+// everything running as it was (the error is returned); bad keys and a
+// country source that does not open follow newState's keep-what-works
+// policy, and the rest of the new file applies. The country source
+// replaced is closed once no lookup uses it.
 func (m *milterd) reload() error {
 	next, _, err := config.LoadDefault(m.path)
-	if err != nil {
-		return err
-	}
-	st, err := buildState(next, m.log)
 	if err != nil {
 		return err
 	}
 	if err := logging.SetLevel(m.level, next.Log.Level); err != nil {
 		return err
 	}
-	if next.Milter.Listen != m.state.Load().Cfg.Milter.Listen {
-		m.log.Warn("milter.listen changes only on restart")
+	old := m.cur.Load()
+	b := newState(next, m.log, old)
+	if changed := restartOnly(old.st.Cfg, next); len(changed) > 0 {
+		m.log.Warn("these settings change only on restart; still running with the old values", zap.Strings("changed", changed))
 	}
-	m.filter.Swap(st)
-	m.state.Store(st)
-	m.log.Info("new keys and country data in use", zap.Int("dkim_keys", st.Keys.Len()), zap.Bool("country_block", st.Geo.Active()))
+	m.filter.Swap(b.st)
+	m.cur.Store(b)
+	old.st.Geo.Close()
+	m.report(b)
+	m.log.Info("new keys and country data in use", zap.Int("dkim_keys", b.st.Keys.Len()),
+		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()))
 	return nil
+}
+
+// restartOnly names the settings that differ between a and b and that a
+// reload cannot apply: the listeners (possibly passed by systemd) and the
+// logger's output format.
+func restartOnly(a, b *config.Config) []string {
+	var out []string
+	for _, s := range []struct {
+		name string
+		a, b string
+	}{
+		{"milter.listen", a.Milter.Listen, b.Milter.Listen},
+		{"milter.socket_mode", a.Milter.SocketMode, b.Milter.SocketMode},
+		{"metrics.milter_listen", a.Metrics.MilterListen, b.Metrics.MilterListen},
+		{"log.format", a.Log.Format, b.Log.Format},
+	} {
+		if s.a != s.b {
+			out = append(out, s.name)
+		}
+	}
+	return out
 }
 
 // health is the watchdog's probe beside the runner's accept-loop check.
@@ -211,7 +343,7 @@ func (m *milterd) reload() error {
 // deadlock on, so a loaded state is all there is to check here; a milter
 // session stuck in go-milter is not seen by it.
 func (m *milterd) health(context.Context) error {
-	if m.state.Load() == nil {
+	if m.cur.Load() == nil {
 		return errors.New("no filter state loaded")
 	}
 	return nil

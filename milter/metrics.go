@@ -7,12 +7,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/metrics"
+	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
 )
 
 // serveMetrics starts the Prometheus endpoint when [metrics] milter_listen
-// is set: messages signed and not, rejects by reason, internal errors.
-func serveMetrics(addr string, f *filter.Filter, log *zap.Logger) (*metrics.Server, error) {
+// is set: messages signed and not, rejects by reason, internal errors, and
+// what the running state was built without (cur: keys, country source).
+func serveMetrics(addr string, f *filter.Filter, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -36,5 +38,40 @@ func serveMetrics(addr string, f *filter.Filter, log *zap.Logger) (*metrics.Serv
 		Help: "Time from MAIL FROM to the end of message, signing included.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	reg.MustRegister(latency)
 	f.Observe(func(took time.Duration) { latency.Observe(took.Seconds()) })
+	reg.MustRegister(stateCollector(cur))
 	return metrics.Serve(addr, reg, log.Named("metrics"))
+}
+
+var (
+	keysDesc = prometheus.NewDesc("mxdetour_milter_dkim_keys",
+		"Configured DKIM keys by state: loaded (signs), kept (its file fails since a reload; the key loaded before still signs), failed (does not sign).",
+		[]string{"state"}, nil)
+	keyDesc = prometheus.NewDesc("mxdetour_milter_dkim_key",
+		"Configured DKIM keys per domain, selector and state (loaded, kept, failed), normally 1: alert on state!=\"loaded\".",
+		[]string{"domain", "selector", "state"}, nil)
+	geoDesc = prometheus.NewDesc("mxdetour_milter_country_source",
+		"1 for the state of the country data: none (not configured), loaded, kept (the new source failed at reload), failed (no country block).",
+		[]string{"state"}, nil)
+)
+
+// stateCollector reads the state in use at each scrape, so a reload
+// leaves no series behind for keys no longer configured.
+func stateCollector(cur func() *built) prometheus.Collector {
+	return metrics.Collector{Descs: []*prometheus.Desc{keysDesc, keyDesc, geoDesc}, Fn: func(ch chan<- prometheus.Metric) {
+		b := cur()
+		n := map[dkim.KeyState]int{dkim.Loaded: 0, dkim.Kept: 0, dkim.Failed: 0}
+		type series struct{ domain, selector, state string }
+		per := map[series]int{} // a row repeated in the file would repeat a series
+		for _, k := range b.st.Keys.Status() {
+			n[k.State]++
+			per[series{k.Domain, k.Selector, string(k.State)}]++
+		}
+		for s, v := range per {
+			ch <- prometheus.MustNewConstMetric(keyDesc, prometheus.GaugeValue, float64(v), s.domain, s.selector, s.state)
+		}
+		for state, v := range n {
+			ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, float64(v), string(state))
+		}
+		ch <- prometheus.MustNewConstMetric(geoDesc, prometheus.GaugeValue, 1, string(b.geo))
+	}}
 }

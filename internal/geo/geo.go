@@ -8,10 +8,14 @@ package geo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/oschwald/maxminddb-golang/v2"
 
@@ -114,24 +118,86 @@ func (d *DNS) Country(ctx context.Context, ip netip.Addr) (string, error) {
 }
 
 // Blocker applies the configured country block.
+//
+// A Blocker owns its source and closes it (an MMDB is a file mapping)
+// once it is closed itself and no Check is using the source any more: a
+// reference count, one per open Blocker sharing the source (Reuse) and
+// one per Check in flight. A grace period would be simpler but only
+// probably safe: a lookup in an unmapped database crashes the daemon.
+// A Check that starts after Close answers ErrClosed without touching the
+// source, and the caller asks the Blocker now in use.
 type Blocker struct {
-	src       Source
+	sh        *shared // nil without a source
 	countries []string
 	allow     []netip.Prefix
+	closed    atomic.Bool
+}
+
+// ErrClosed is Check's answer from a Blocker already closed (a reload
+// replaced it): ask the current one.
+var ErrClosed = errors.New("geo: country block replaced by a reload")
+
+// shared is a source and the count of its users.
+type shared struct {
+	src  Source
+	refs atomic.Int64 // open Blockers using src + Checks in flight
+	once sync.Once
+}
+
+func (s *shared) acquire() { s.refs.Add(1) }
+
+// release closes the source when its last user lets go.
+func (s *shared) release() {
+	if s.refs.Add(-1) == 0 {
+		s.once.Do(func() {
+			if c, ok := s.src.(io.Closer); ok {
+				_ = c.Close()
+			}
+		})
+	}
 }
 
 // NewBlocker returns a Blocker refusing the countries (ISO 3166 alpha-2,
 // upper case) except for addresses in allow; with no source or no
-// countries it blocks nothing.
+// countries it blocks nothing. The Blocker owns src: Close closes it.
 func NewBlocker(src Source, countries []string, allow []netip.Prefix) *Blocker {
-	return &Blocker{src: src, countries: countries, allow: allow}
+	b := &Blocker{countries: countries, allow: allow}
+	if src != nil {
+		b.sh = &shared{src: src}
+		b.sh.acquire()
+	}
+	return b
+}
+
+// Reuse returns a Blocker with b's source and new rules: a reload whose
+// new source fails to open keeps the one in use. Call it before b is
+// closed (the source is closed when both are).
+func (b *Blocker) Reuse(countries []string, allow []netip.Prefix) *Blocker {
+	nb := &Blocker{countries: countries, allow: allow}
+	if b != nil && b.sh != nil && !b.closed.Load() {
+		b.sh.acquire()
+		nb.sh = b.sh
+	}
+	return nb
+}
+
+// HasSource reports whether b has a country source.
+func (b *Blocker) HasSource() bool { return b != nil && b.sh != nil }
+
+// Close gives up b's source: it is closed now, or when the last Check
+// using it returns. Later Checks answer ErrClosed. Close twice is harmless.
+func (b *Blocker) Close() {
+	if b != nil && b.sh != nil && b.closed.CompareAndSwap(false, true) {
+		b.sh.release()
+	}
 }
 
 // Active reports whether any country is blocked.
-func (b *Blocker) Active() bool { return b != nil && b.src != nil && len(b.countries) > 0 }
+func (b *Blocker) Active() bool { return b != nil && b.sh != nil && len(b.countries) > 0 }
 
 // Check reports whether ip is in a blocked country (and which). Addresses
-// in the allow list, unknown addresses and lookup errors are not blocked.
+// in the allow list, unknown addresses and lookup errors are not blocked;
+// after Close it answers ErrClosed.
 func (b *Blocker) Check(ctx context.Context, ip netip.Addr) (blocked bool, cc string, err error) {
 	if !b.Active() || !ip.IsValid() {
 		return false, "", nil
@@ -142,7 +208,14 @@ func (b *Blocker) Check(ctx context.Context, ip netip.Addr) (blocked bool, cc st
 			return false, "", nil
 		}
 	}
-	cc, err = b.src.Country(ctx, ip)
+	// Count this Check before looking at closed: a Close in between then
+	// either is seen here, or waits for this release to close the source.
+	b.sh.acquire()
+	defer b.sh.release()
+	if b.closed.Load() {
+		return false, "", ErrClosed
+	}
+	cc, err = b.sh.src.Country(ctx, ip)
 	if err != nil || cc == "" {
 		return false, cc, err
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -28,36 +29,152 @@ type Key struct {
 	Bits                   int
 }
 
-// Table maps signing domains to their keys.
+// Table maps signing domains to their keys, and remembers what became of
+// every row of the configuration (Status).
 type Table struct {
 	byDomain map[string][]*Key
 	n        int
+	rows     []row
 }
+
+// row is one configured key and what became of it.
+type row struct {
+	cfg   config.DKIMKey
+	key   *Key  // nil when the row failed and nothing was kept
+	err   error // why the file did not load
+	state KeyState
+}
+
+// KeyState says whether a configured key signs.
+type KeyState string
+
+// The states of a configured key.
+const (
+	// Loaded: the key file loaded; the key signs.
+	Loaded KeyState = "loaded"
+	// Failed: the key file did not load and no earlier copy is kept: the
+	// key does not sign.
+	Failed KeyState = "failed"
+	// Kept: the key file fails now, and the key loaded from it before (at
+	// start or at an earlier reload) still signs; see KeepFrom.
+	Kept KeyState = "kept"
+)
+
+// KeyStatus is one configured key as the metrics and logs show it.
+type KeyStatus struct {
+	Domain, Selector, File string
+	State                  KeyState
+	Err                    error // why the file did not load; nil when Loaded
+}
+
+// KeyError is a configured key whose file did not load. Its text names
+// the file and the reason.
+type KeyError struct {
+	Domain, Selector, File string
+	Err                    error
+}
+
+func (e *KeyError) Error() string { return e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
 
 // LoadTable reads every key file of rows. A key file readable by group or
 // others is refused unless allowGroupReadable (then only world-readable
 // ones are). RSA keys under 1024 bits are refused, under 2048 accepted with
-// a warning. All bad rows are reported at once.
+// a warning.
+//
+// A bad row does not spoil the good ones: the table returned holds every
+// key that loaded, always, and err joins one *KeyError per row that did
+// not (nil when all loaded). The daemon signs with that table and logs err
+// (degraded, not down); -check-config refuses it.
 func LoadTable(rows []config.DKIMKey, allowGroupReadable bool) (*Table, []string, error) {
-	t := &Table{byDomain: map[string][]*Key{}}
+	t := &Table{}
 	var warnings []string
 	var errs []error
 	for _, r := range rows {
 		k, warn, err := loadKey(r, allowGroupReadable)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &KeyError{Domain: r.Domain, Selector: r.Selector, File: r.KeyFile, Err: err})
+			t.rows = append(t.rows, row{cfg: r, err: err, state: Failed})
 			continue
 		}
 		if warn != "" {
 			warnings = append(warnings, warn)
 		}
-		t.byDomain[k.Domain] = append(t.byDomain[k.Domain], k)
-		t.n++
+		t.rows = append(t.rows, row{cfg: r, key: k, state: Loaded})
 	}
-	if len(errs) > 0 {
-		return nil, warnings, errors.Join(errs...)
+	t.index()
+	return t, warnings, errors.Join(errs...)
+}
+
+// KeepFrom gives each row of t that failed the key prev signs with for the
+// same domain and selector, if any, and returns what it kept. A reload
+// calls it before the table is in use: a key file that became unreadable
+// or was overwritten by mistake then costs no signatures, because the key
+// already in memory is still the one the DNS record publishes. The
+// selector names the DNS record, so a key is kept only under its own
+// domain and selector; the rest of the new row (subdomains) applies.
+func (t *Table) KeepFrom(prev *Table) []KeyStatus {
+	if prev == nil {
+		return nil
 	}
-	return t, warnings, nil
+	var kept []KeyStatus
+	for i := range t.rows {
+		r := &t.rows[i]
+		if r.state != Failed {
+			continue
+		}
+		old := prev.signing(r.cfg.Domain, r.cfg.Selector)
+		if old == nil {
+			continue
+		}
+		k := *old
+		k.Subdomains = r.cfg.Subdomains
+		r.key, r.state = &k, Kept
+		kept = append(kept, r.status())
+	}
+	t.index()
+	return kept
+}
+
+// signing returns the key that signs for domain and selector, or nil.
+func (t *Table) signing(domainName, selector string) *Key {
+	d, err := domain.Normalize(domainName)
+	if err != nil {
+		return nil
+	}
+	for _, r := range t.rows {
+		if r.key != nil && r.key.Domain == d && r.key.Selector == selector {
+			return r.key
+		}
+	}
+	return nil
+}
+
+// index rebuilds the domain map from the rows, in configuration order.
+func (t *Table) index() {
+	t.byDomain, t.n = map[string][]*Key{}, 0
+	for _, r := range t.rows {
+		if r.key != nil {
+			t.byDomain[r.key.Domain] = append(t.byDomain[r.key.Domain], r.key)
+			t.n++
+		}
+	}
+}
+
+// Status lists every configured key in configuration order.
+func (t *Table) Status() []KeyStatus {
+	if t == nil {
+		return nil
+	}
+	out := make([]KeyStatus, len(t.rows))
+	for i, r := range t.rows {
+		out[i] = r.status()
+	}
+	return out
+}
+
+func (r row) status() KeyStatus {
+	return KeyStatus{Domain: r.cfg.Domain, Selector: r.cfg.Selector, File: r.cfg.KeyFile, State: r.state, Err: r.err}
 }
 
 func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
@@ -67,7 +184,7 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 	}
 	fi, err := os.Stat(r.KeyFile)
 	if err != nil {
-		return nil, "", fmt.Errorf("dkim key for %s: %w", d, err)
+		return nil, "", fileError(d, r.KeyFile, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, "", fmt.Errorf("dkim key %s is not a regular file", r.KeyFile)
@@ -81,7 +198,7 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 	}
 	data, err := os.ReadFile(r.KeyFile)
 	if err != nil {
-		return nil, "", fmt.Errorf("dkim key for %s: %w", d, err)
+		return nil, "", fileError(d, r.KeyFile, err)
 	}
 	signer, err := ParsePrivateKey(data)
 	if err != nil {
@@ -102,6 +219,16 @@ func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
 		k.Algorithm, k.Bits = "ed25519", 256
 	}
 	return k, warn, nil
+}
+
+// fileError words a failure to stat or read a key file. The daemon runs as
+// user mxdetour (contrib/systemd): a key written by root, by keygen run as
+// root for instance, is unreadable to it, and the error says how to fix it.
+func fileError(d, file string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("dkim key for %s: %w: the milter runs as user mxdetour; chown mxdetour %s (keep it mode 0600) and make its directory searchable by mxdetour", d, err, file)
+	}
+	return fmt.Errorf("dkim key for %s: %w", d, err)
 }
 
 // ParsePrivateKey reads a private key in the forms keygen writes (PEM

@@ -2,11 +2,13 @@ package dkim
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
 	"net/mail"
 	"strings"
+	"sync/atomic"
 
 	"github.com/emersion/go-msgauth/dkim"
 
@@ -77,6 +79,27 @@ type Signing struct {
 	signers []*dkim.Signer
 	w       io.Writer
 	closed  bool
+	aborted atomic.Bool // read by go-msgauth's goroutines, in abortable
+}
+
+// errAborted is what an aborted signature's key answers go-msgauth.
+var errAborted = errors.New("dkim: signing aborted")
+
+// abortable is the key go-msgauth signs with. go-msgauth's Signer has
+// only Close, which hashes what it was given and then signs it: once the
+// signing is aborted (a message ended early, or an end of headers
+// repeated by a hostile client), Sign fails at once instead of spending
+// an RSA or Ed25519 operation on a signature nobody will read.
+type abortable struct {
+	crypto.Signer
+	aborted *atomic.Bool
+}
+
+func (a abortable) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if a.aborted.Load() {
+		return nil, errAborted
+	}
+	return a.Signer.Sign(rand, digest, opts)
 }
 
 // Start begins signing a message whose header block is header (fields
@@ -91,7 +114,7 @@ func Start(header []byte, present []string, keys []*Key, o Options, signingDomai
 	ws := make([]io.Writer, 0, len(keys))
 	for _, k := range keys {
 		sg, err := dkim.NewSigner(&dkim.SignOptions{
-			Domain: signingDomain, Selector: k.Selector, Signer: k.Signer,
+			Domain: signingDomain, Selector: k.Selector, Signer: abortable{k.Signer, &s.aborted},
 			HeaderCanonicalization: dkim.Canonicalization(o.HeaderCanon),
 			BodyCanonicalization:   dkim.Canonicalization(o.BodyCanon),
 			HeaderKeys:             hk,
@@ -139,14 +162,18 @@ func (s *Signing) Finish() ([]string, error) {
 	return out, nil
 }
 
-// Abort releases the signers (go-msgauth runs a goroutine per signer).
+// Abort releases the signers without signing. go-msgauth runs a
+// goroutine per signer until Close, so Abort closes every one; their keys
+// refuse to sign by then (abortable), so Close costs the hashing of what
+// was written, never a signature. Abort after Finish does nothing.
 func (s *Signing) Abort() {
 	if s.closed {
 		return
 	}
 	s.closed = true
+	s.aborted.Store(true)
 	for _, sg := range s.signers {
-		_ = sg.Close()
+		_ = sg.Close() // errAborted
 	}
 }
 

@@ -20,6 +20,7 @@ package filter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -185,6 +186,12 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	blocked, cc, gerr := s.st.Geo.Check(ctx, s.addr)
+	// A reload swapped the state since it was loaded above, and closed its
+	// country source: ask the new one.
+	for errors.Is(gerr, geo.ErrClosed) && s.f.st.Load() != s.st {
+		s.st = s.f.st.Load()
+		blocked, cc, gerr = s.st.Geo.Check(ctx, s.addr)
+	}
 	if gerr != nil {
 		s.f.log.Warn("country lookup failed; accepting", zap.Stringer("client", s.addr), zap.Error(gerr))
 		return milter.RespContinue, nil
@@ -375,8 +382,15 @@ func (s *session) recoverQuietly(stage string) {
 	if p := recover(); p != nil {
 		s.f.stats.Panics.Add(1)
 		s.f.log.Error("panic in milter stage", zap.String("stage", stage), zap.Any("panic", p), zap.Stack("stack"))
-		s.signing = nil
+		s.abortAfterPanic()
 	}
+}
+
+// abortAfterPanic closes the signature in progress, whose go-msgauth
+// goroutines would otherwise live on; a second panic there only drops it.
+func (s *session) abortAfterPanic() {
+	defer func() { _ = recover(); s.signing = nil }()
+	s.abortSigning()
 }
 
 func (s *session) Abort(milter.Modifier) error {
