@@ -118,6 +118,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	m := &milterd{path: *cfgPath, level: level, log: log, filter: filter.New(b.st, log.Named("milter"))}
 	m.cur.Store(b)
 	m.report(b)
+	// Key rotation: a new key signs once its record is published (see
+	// README "Rotating keys"); the keys of each reload are followed.
+	if err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
 	if err := m.serve(); err != nil {
 		log.Error("exiting", zap.Error(err))
 		return exitFailure
