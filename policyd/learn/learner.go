@@ -166,12 +166,16 @@ func (l *Learner) Handle(line string, now time.Time) {
 		return
 	}
 	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost), Kind: v.Kind,
-		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
+		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires,
+		Client: v.Client}
 	cur, c := l.s.learn(b)
 	l.mu.Lock()
 	l.dirty, l.blocksDirty = true, true
 	l.mu.Unlock()
 	if c != unchanged {
+		l.s.learned(cur)
+	}
+	if c == added || c == rerouted {
 		l.log.Warn("learned: "+Summary(cur, c == added),
 			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider),
 			zap.String("kind", cur.Kind), zap.String("route", cur.Route), zap.Time("until", cur.Expires),
@@ -258,7 +262,7 @@ func (l *Learner) startAt() *tail.SeekInfo {
 // changed in the state file.
 func (l *Learner) saveIfDirty() {
 	l.mu.Lock()
-	dirty := l.dirty
+	dirty := l.dirty || l.s.unsaved.Load()
 	l.dirty, l.blocksDirty = false, false
 	l.mu.Unlock()
 	if !dirty {
