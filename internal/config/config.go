@@ -27,6 +27,7 @@ type Config struct {
 	Milter     Milter              `toml:"milter"`
 	Metrics    Metrics             `toml:"metrics"`
 	Alerts     Alerts              `toml:"alerts"`
+	Fleet      Fleet               `toml:"fleet"`
 }
 
 // Duration is a time.Duration written in TOML as a string ("30s", "5m").
@@ -191,6 +192,18 @@ type Alerts struct {
 	Interval   Duration `toml:"interval"`    // at most one alert per interval; later events are grouped
 }
 
+// Fleet shares the blocks each MX host learns with the others through
+// Redis (policyd/fleet). Off while RedisURL is empty.
+type Fleet struct {
+	// RedisURL: redis://[user:password@]host:port/db, rediss:// for TLS;
+	// with ?master_name=NAME the host is a Sentinel, with &addr=host:port
+	// more Sentinels or (without master_name) more Cluster nodes.
+	RedisURL     string `toml:"redis_url"`
+	PasswordFile string `toml:"password_file"` // the password, instead of the URL's; read at start
+	Name         string `toml:"name"`          // this host in shared records; "" = its host name
+	Share        string `toml:"share"`         // "all" blocks, or only those of our "own" addresses
+}
+
 // Metrics configures the Prometheus endpoint (off when Listen is empty).
 type Metrics struct {
 	PolicydListen string `toml:"policyd_listen"`
@@ -262,6 +275,7 @@ func Default() *Config {
 			},
 		},
 		Alerts: Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
+		Fleet:  Fleet{Share: "all"},
 		Learn: Learn{
 			Enabled:   true,
 			LogFile:   "/var/log/mail.log",

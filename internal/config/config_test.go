@@ -71,6 +71,14 @@ func TestErrorMessages(t *testing.T) {
 		{"alerts", "[alerts]\nmail_to = \"Postmaster <pm@example.net>\"\nwebhook_url = \"ftp://hook.example.net/\"\n",
 			"x.toml:2: alerts.mail_to: \"Postmaster <pm@example.net>\" is not one plain mail address (like \"postmaster@example.net\")\n" +
 				"x.toml:3: alerts.webhook_url: \"ftp://hook.example.net/\" is not an http:// or https:// URL"},
+		{"fleet", "[fleet]\nredis_url = \"http://u:secret@10.0.0.5/\"\nshare = \"some\"\nname = \"mx 01\"\n",
+			"x.toml:2: fleet.redis_url: is not a redis:// or rediss:// URL with a host (such as \"redis://10.0.0.5:6379/0\")\n" +
+				"x.toml:3: fleet.share: \"some\" is not one of \"all\", \"own\"\n" +
+				"x.toml:4: fleet.name: \"mx 01\" has spaces or control characters"},
+		{"fleet own without self", "[fleet]\nredis_url = \"redis://10.0.0.5:6379/0\"\nshare = \"own\"\n",
+			`x.toml:3: fleet.share: "own" applies the blocks of our own addresses: list them in self.ipv4 and self.ipv6`},
+		{"fleet without learning", "[learn]\nenabled = false\n[fleet]\nredis_url = \"redis://10.0.0.5:6379/0\"\n",
+			`x.toml:4: fleet.redis_url: shares learned blocks: it needs learn.enabled = true`},
 		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
 			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
 	} {
