@@ -11,6 +11,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/nxadm/tail"
+	"github.com/nxadm/tail/watch"
 	"go.uber.org/zap"
 )
 
@@ -33,8 +34,12 @@ var probeInotify = func(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
-	return w.Add(dir)
+	err = w.Add(dir)
+	w.Close()
+	if err != nil {
+		return err
+	}
+	return startTracker(dir)
 }
 
 // follower is the tail of the log in use and how it follows.
@@ -60,9 +65,34 @@ func (l *Learner) follow(poll bool) (*follower, error) {
 	return &follower{t: t, poll: poll, behind: -1}, nil
 }
 
+// stop stops the follower. nxadm/tail keeps one inotify watcher per
+// process, its watches counted per file name; a follower's watch is
+// removed by the follower's own goroutine once it sees the tail stop.
+// Tail.Cleanup would remove it a second time, and the count going below
+// zero leaves the next follower of the same file without a watch; so
+// stop never calls it, and waits for that goroutine to have removed the
+// watch, lest its removal come after the next follower's watch (a
+// reload) and take that one away.
 func (f *follower) stop() {
 	_ = f.t.Stop()
-	f.t.Cleanup()
+	if f.poll {
+		return
+	}
+	name := filepath.Clean(f.t.Filename)
+	for deadline := time.Now().Add(time.Second); watch.Events(name) != nil && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// startTracker starts nxadm/tail's shared inotify watcher, which
+// watch.Events needs, with a balanced pair of calls on a name in dir
+// that no follower uses.
+func startTracker(dir string) error {
+	probe := filepath.Join(dir, ".mxdetour-inotify-probe")
+	if err := watch.WatchCreate(probe); err != nil {
+		return err
+	}
+	return watch.RemoveWatchCreate(probe)
 }
 
 // Run follows the log file from the stored position until ctx ends,
