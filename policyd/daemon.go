@@ -24,6 +24,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/metrics"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/block"
+	"github.com/mxdetour/mxdetour/policyd/fleet"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
@@ -46,6 +47,7 @@ type policyd struct {
 	probe   *respond.Responder // the watchdog's: same engine, no log lines, no counters
 	metrics *metrics.Server
 	cancel  context.CancelFunc // ends the alerter
+	fleet   *fleet.Fleet       // [fleet] (h13): nil without redis_url; lives across reloads like store
 
 	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
 	limitsGeo *limitsGeo
@@ -164,6 +166,10 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	d.cancel = cancel
 	d.alerts = alert.New(alertOptions(cfg), log.Named("alert"))
 	go d.alerts.Run(ctx)
+	if d.fleet, err = startFleet(ctx, cfg, d.store, log.Named("fleet")); err != nil { // [fleet] (h13)
+		cancel()
+		return nil, err
+	}
 	rt := d.runtime()
 	d.run(rt)
 	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
@@ -381,6 +387,7 @@ func restartOnly(a, b *config.Config) []string {
 		{"metrics.policyd_listen", a.Metrics.PolicydListen, b.Metrics.PolicydListen},
 		{"log.format", a.Log.Format, b.Log.Format},
 		{"learn.state_file", a.Learn.StateFile, b.Learn.StateFile},
+		{"fleet", a.Fleet, b.Fleet}, // [fleet] (h13)
 	} {
 		if k.was != k.now {
 			keys = append(keys, k.key)
@@ -428,6 +435,9 @@ func listedZones(cfg *config.Config) []string {
 func checkDeps(cfg *config.Config) error {
 	if _, err := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns); err != nil {
 		return fmt.Errorf("[learn]: %w", err)
+	}
+	if err := checkFleet(cfg); err != nil { // [fleet] (h13)
+		return err
 	}
 	if cfg.Learn.Enabled {
 		return learn.CheckStateFile(cfg.Learn.StateFile)

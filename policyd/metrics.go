@@ -51,6 +51,16 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 			}
 		}})
 	}
+	if d.fleet != nil {
+		metrics.Gauge(reg, "mxdetour_policyd_fleet_connected", "1 while the fleet's Redis answers and this host is in step, else 0.", func() float64 {
+			if d.fleet.Connected() {
+				return 1
+			}
+			return 0
+		})
+		metrics.Counter(reg, "mxdetour_policyd_fleet_received_total", "Blocks learned by other hosts that changed this host's store.", func() float64 { return float64(d.fleet.Received()) })
+		metrics.Counter(reg, "mxdetour_policyd_fleet_publish_failures_total", "Blocks learned here that could not be shared at once (shared when Redis answers).", func() float64 { return float64(d.fleet.PublishFailures()) })
+	}
 	srv, err := metrics.Serve(addr, reg, d.log.Named("metrics"))
 	d.metrics = srv
 	return err

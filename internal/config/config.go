@@ -29,6 +29,7 @@ type Config struct {
 	Alerts     Alerts              `toml:"alerts"`
 	Limits     []Limit             `toml:"limits"`
 	Compromise Compromise          `toml:"compromise"`
+	Fleet      Fleet               `toml:"fleet"`
 }
 
 // Duration is a time.Duration written in TOML as a string ("30s", "5m").
@@ -220,6 +221,18 @@ type Compromise struct {
 	Window       Duration `toml:"window"`
 }
 
+// Fleet shares the blocks each MX host learns with the others through
+// Redis (policyd/fleet). Off while RedisURL is empty.
+type Fleet struct {
+	// RedisURL: redis://[user:password@]host:port/db, rediss:// for TLS;
+	// with ?master_name=NAME the host is a Sentinel, with &addr=host:port
+	// more Sentinels or (without master_name) more Cluster nodes.
+	RedisURL     string `toml:"redis_url"`
+	PasswordFile string `toml:"password_file"` // the password, instead of the URL's; read at start
+	Name         string `toml:"name"`          // this host in shared records; "" = its host name
+	Share        string `toml:"share"`         // "all" blocks, or only those of our "own" addresses
+}
+
 // Metrics configures the Prometheus endpoint (off when Listen is empty).
 type Metrics struct {
 	PolicydListen string `toml:"policyd_listen"`
@@ -292,6 +305,7 @@ func Default() *Config {
 		},
 		Alerts:     Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
 		Compromise: Compromise{MaxCountries: 3, MaxClients: 10, Window: d("1h")},
+		Fleet:      Fleet{Share: "all"},
 		Learn: Learn{
 			Enabled:   true,
 			LogFile:   "/var/log/mail.log",

@@ -82,6 +82,14 @@ func TestErrorMessages(t *testing.T) {
 			"x.toml:5: limits[1]: has the key, destination_provider and window of limits[0]: the two would share one counter"},
 		{"compromise", "[compromise]\nenabled = true\nmax_clients = 0\n",
 			"x.toml:3: compromise.max_clients: must be at least 1"},
+		{"fleet", "[fleet]\nredis_url = \"http://u:secret@10.0.0.5/\"\nshare = \"some\"\nname = \"mx 01\"\n",
+			"x.toml:2: fleet.redis_url: is not a redis:// or rediss:// URL with a host (such as \"redis://10.0.0.5:6379/0\")\n" +
+				"x.toml:3: fleet.share: \"some\" is not one of \"all\", \"own\"\n" +
+				"x.toml:4: fleet.name: \"mx 01\" has spaces or control characters"},
+		{"fleet own without self", "[fleet]\nredis_url = \"redis://10.0.0.5:6379/0\"\nshare = \"own\"\n",
+			`x.toml:3: fleet.share: "own" applies the blocks of our own addresses: list them in self.ipv4 and self.ipv6`},
+		{"fleet without learning", "[learn]\nenabled = false\n[fleet]\nredis_url = \"redis://10.0.0.5:6379/0\"\n",
+			`x.toml:4: fleet.redis_url: shares learned blocks: it needs learn.enabled = true`},
 		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
 			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
 	} {

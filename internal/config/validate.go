@@ -172,6 +172,7 @@ func (c *Config) validate(p *parser) Errors {
 	listenAddr(p, "metrics.milter_listen", c.Metrics.MilterListen, true)
 	c.validateAlerts(p)
 	c.validateLimits(p)
+	c.validateFleet(p)
 	return p.errs[before:]
 }
 
@@ -322,5 +323,30 @@ func (c *Config) validateLimits(p *parser) {
 	}
 	if (len(c.Limits) > 0 || k.Enabled) && !c.Learn.Enabled && !filepath.IsAbs(c.Learn.StateFile) {
 		p.add("learn.state_file", "must be an absolute path: limits keep their counters in limits.json beside it")
+	}
+}
+
+// validateFleet checks [fleet]; the URL is never quoted (a password).
+func (c *Config) validateFleet(p *parser) {
+	f := c.Fleet
+	oneOf(p, "fleet.share", f.Share, "all", "own")
+	if strings.ContainsFunc(f.Name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		p.add("fleet.name", "%q has spaces or control characters", f.Name)
+	}
+	if f.PasswordFile != "" && !filepath.IsAbs(f.PasswordFile) {
+		p.add("fleet.password_file", "%q is not an absolute path", f.PasswordFile)
+	}
+	if f.RedisURL == "" {
+		return
+	}
+	// Never quote the URL: it may carry a password.
+	u, err := url.Parse(f.RedisURL)
+	switch {
+	case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "":
+		p.add("fleet.redis_url", "is not a redis:// or rediss:// URL with a host (such as \"redis://10.0.0.5:6379/0\")")
+	case !c.Learn.Enabled:
+		p.add("fleet.redis_url", "shares learned blocks: it needs learn.enabled = true")
+	case f.Share == "own" && len(c.Self.IPv4)+len(c.Self.IPv6) == 0:
+		p.add("fleet.share", "\"own\" applies the blocks of our own addresses: list them in self.ipv4 and self.ipv6")
 	}
 }

@@ -3,7 +3,10 @@
 // (policyd/route) share, so that the decision imports no I/O.
 package block
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // The routes a learned block asks for.
 const (
@@ -32,6 +35,13 @@ type Block struct {
 	Learned  time.Time `json:"learned"`       // the first refusal
 	Seen     time.Time `json:"seen,omitzero"` // the latest refusal (zero: Learned)
 	Expires  time.Time `json:"expires"`       // Seen plus the block lifetime
+	// Client is our sending address as the refusal quoted it, when it
+	// did: a fleet host that applies only blocks of its own addresses
+	// ([fleet] share = "own") checks it.
+	Client netip.Addr `json:"client,omitzero"`
+	// Host is the fleet host that learned the block ([fleet] name); ""
+	// for a block learned from this host's own delivery log.
+	Host string `json:"host,omitempty"`
 }
 
 // Via returns the route b asks for: RouteIPv4 for a refusal of our IPv6

@@ -24,7 +24,6 @@ package learn
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -32,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,6 +95,7 @@ type Learner struct {
 	old         oldLines             // refusals too old to learn, not yet reported
 	wg          sync.WaitGroup
 	events      chan blockEvent // for OnBlock
+	polling     atomic.Bool     // the log is polled, not followed with inotify
 }
 
 // oldLines counts refusals older than the block lifetime, skipped while
@@ -165,12 +166,16 @@ func (l *Learner) Handle(line string, now time.Time) {
 		return
 	}
 	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost), Kind: v.Kind,
-		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires}
+		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires,
+		Client: v.Client}
 	cur, c := l.s.learn(b)
 	l.mu.Lock()
 	l.dirty, l.blocksDirty = true, true
 	l.mu.Unlock()
 	if c != unchanged {
+		l.s.learned(cur)
+	}
+	if c == added || c == rerouted {
 		l.log.Warn("learned: "+Summary(cur, c == added),
 			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider),
 			zap.String("kind", cur.Kind), zap.String("route", cur.Route), zap.Time("until", cur.Expires),
@@ -241,72 +246,6 @@ func (l *Learner) requeue(id string) {
 	l.log.Info("requeued a deferred message so that it takes its new route", zap.String("queue_id", id))
 }
 
-// Run follows the log file from the stored position until ctx ends,
-// across rotation (rename and create, copytruncate). It saves a learned
-// block within SaveDelay, the log position every SaveEvery, everything at
-// the end, and merges changes other processes made to the state file.
-func (l *Learner) Run(ctx context.Context) error {
-	loc := l.startAt()
-	t, err := tail.TailFile(l.o.LogFile, tail.Config{
-		Location: loc, ReOpen: true, Follow: true, Poll: true, CompleteLines: true,
-		MustExist: false, Logger: tail.DiscardingLogger,
-	})
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(l.o.LogFile); err != nil {
-		l.log.Warn("delivery log not found yet; waiting for it", zap.String("file", l.o.LogFile), zap.Error(err))
-	}
-	every := time.NewTicker(l.o.SaveEvery)
-	defer every.Stop()
-	soon := time.NewTimer(l.o.SaveDelay)
-	soon.Stop()
-	armed := false
-	stop, told := make(chan struct{}), make(chan struct{})
-	go l.notify(stop, told)
-	defer func() {
-		soon.Stop()
-		_ = t.Stop()
-		t.Cleanup()
-		l.saveIfDirty()
-		l.reportOld(true)
-		close(stop)
-		<-told
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-every.C:
-			l.saveIfDirty()
-			l.reportOld(false)
-		case <-soon.C:
-			armed = false
-			l.saveIfDirty()
-		case line, ok := <-t.Lines:
-			if !ok {
-				if err := t.Err(); err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				return nil
-			}
-			if line.Err != nil {
-				l.log.Warn("reading the delivery log", zap.Error(line.Err))
-				continue
-			}
-			l.Handle(line.Text, l.now())
-			l.s.SetOffset(Offset{Path: l.o.LogFile, Inode: inode(l.o.LogFile), Pos: line.SeekInfo.Offset})
-			l.mu.Lock()
-			l.dirty = true
-			if l.blocksDirty && !armed {
-				armed = true
-				soon.Reset(l.o.SaveDelay)
-			}
-			l.mu.Unlock()
-		}
-	}
-}
-
 // startAt resumes at the stored position when it is still the same file
 // and not past its end; otherwise from the beginning (refusals older than
 // the block lifetime are skipped by Handle, and counted in one info line).
@@ -323,7 +262,7 @@ func (l *Learner) startAt() *tail.SeekInfo {
 // changed in the state file.
 func (l *Learner) saveIfDirty() {
 	l.mu.Lock()
-	dirty := l.dirty
+	dirty := l.dirty || l.s.unsaved.Load()
 	l.dirty, l.blocksDirty = false, false
 	l.mu.Unlock()
 	if !dirty {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +62,9 @@ type Store struct {
 
 	fileMu sync.Mutex // held across a read-merge-write of the file
 	seen   fileID     // the state file as we last read or wrote it; under fileMu
+
+	onLearn atomic.Pointer[func(Block)] // told of each change learned from our own log
+	unsaved atomic.Bool                 // Merge or ForgetAt changed memory: save at the next tick
 }
 
 // OpenStore reads the state file at path. A missing file is an empty
@@ -248,6 +252,7 @@ const (
 	unchanged change = iota // ignored, or a known block seen again
 	added                   // a new block
 	rerouted                // a known IPv4-only block now needs the relay
+	extended                // a known block lasts longer, or is now ours too (Host "")
 )
 
 // learn is Add that also tells a block that changed route, and returns
@@ -283,12 +288,20 @@ func (s *Store) addLocked(b Block) change {
 		return added
 	}
 	c := unchanged
+	if b.Expires.After(old.Expires) {
+		old.Expires = b.Expires
+		c = extended
+	}
+	if b.Host == "" && old.Host != "" {
+		old.Host = "" // our own log shows it too: ours to share
+		c = extended
+	}
+	if !old.Client.IsValid() {
+		old.Client = b.Client
+	}
 	if old.IPv6Only() && !b.IPv6Only() {
 		old.Route, old.Kind, old.Reply = b.Route, b.Kind, b.Reply
 		c = rerouted
-	}
-	if b.Expires.After(old.Expires) {
-		old.Expires = b.Expires
 	}
 	// The latest refusal describes the block, unless it is only of our
 	// IPv6 address and the block is of both.
@@ -307,6 +320,64 @@ func (s *Store) addLocked(b Block) change {
 		}
 	}
 	return c
+}
+
+// OnLearn makes fn hear of every block learned, extended or rerouted
+// from this host's own delivery log (a fleet shares them), as stored. fn
+// is called from the learner, without a lock held: it must not wait.
+func (s *Store) OnLearn(fn func(Block)) { s.onLearn.Store(&fn) }
+
+// learned tells the OnLearn hook of b.
+func (s *Store) learned(b Block) {
+	if fn := s.onLearn.Load(); fn != nil {
+		(*fn)(b)
+	}
+}
+
+// Merge adds a block another host of the fleet learned (b.Host names
+// it), like Add but without telling OnLearn; it reports whether memory
+// changed. A block the store holds as forgotten since it was last seen
+// is ignored. The learner saves the change at its next tick.
+func (s *Store) Merge(b Block) bool {
+	s.mu.Lock()
+	c := s.addLocked(b)
+	s.mu.Unlock()
+	if c != unchanged {
+		s.unsaved.Store(true)
+	}
+	return c != unchanged
+}
+
+// ForgetAt applies a forget made elsewhere (another host's `blocks
+// forget`): the block of f.Domain last seen before f.At is dropped, and
+// later copies of it are ignored until f.Until, as for Forget. It reports
+// whether a block was dropped.
+func (s *Store) ForgetAt(f Forgotten) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.forgotten[f.Domain]; ok && !f.At.After(old.At) {
+		return false
+	}
+	if !time.Now().Before(f.Until) {
+		return false
+	}
+	s.forgotten[f.Domain] = f
+	s.unsaved.Store(true)
+	b, ok := s.byDomain[f.Domain]
+	if !ok || b.LastSeen().After(f.At) {
+		return false
+	}
+	s.unindex(b)
+	return true
+}
+
+// Tombstone returns the record of domain's forget (Forget, ForgetAt),
+// while it lasts.
+func (s *Store) Tombstone(domain string) (Forgotten, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	f, ok := s.forgotten[domain]
+	return f, ok
 }
 
 // List returns the blocks not expired at now, by domain.
@@ -384,6 +455,7 @@ func (s *Store) snapshot(now time.Time) stateFile {
 // another process changed in it since we last read or wrote it. Expired
 // blocks are dropped.
 func (s *Store) Save() error {
+	s.unsaved.Store(false)
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
 	dir, err := lockDir(filepath.Dir(s.path))

@@ -1,0 +1,118 @@
+// Package fleettest runs a real redis-server on a loopback port for the
+// fleet's tests: no persistence, stopped and started again on the same
+// port to play an outage (it then comes back empty, as a Redis without
+// persistence does).
+package fleettest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
+)
+
+// Redis is one redis-server.
+type Redis struct {
+	t    testing.TB
+	bin  string
+	Port int
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	out *testutil.LockedBuffer
+}
+
+// Start runs redis-server on a free loopback port until the test ends; it
+// skips the test, saying why, when redis-server is not installed.
+func Start(t testing.TB) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+	}
+	r := &Redis{t: t, bin: bin, Port: testutil.FreePort(t)}
+	r.Restart()
+	t.Cleanup(func() {
+		r.Stop()
+		if t.Failed() {
+			t.Logf("redis-server output:\n%s", r.out.String())
+		}
+	})
+	return r
+}
+
+// URL is the fleet's redis_url for this server.
+func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.Port) }
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port)) }
+
+// Restart starts the server (again, empty) and waits until it answers.
+func (r *Redis) Restart() {
+	r.t.Helper()
+	r.mu.Lock()
+	if r.cmd != nil {
+		r.mu.Unlock()
+		return
+	}
+	r.out = &testutil.LockedBuffer{}
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes")
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	err := r.cmd.Start()
+	r.mu.Unlock()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Do("PING") != "PONG" {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on port %d does not answer", r.Port)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop kills the server (an outage, not a shutdown).
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Do sends one command (RESP, no arguments with spaces or CRLF) and
+// returns the first line of the reply without its type byte; "" when the
+// server does not answer.
+func (r *Redis) Do(args ...string) string {
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return ""
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || len(line) < 3 {
+		return ""
+	}
+	return strings.TrimRight(line[1:], "\r\n")
+}

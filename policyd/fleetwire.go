@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/policyd/fleet"
+	"github.com/mxdetour/mxdetour/policyd/learn"
+)
+
+// fleetOptions maps [fleet]; it reads the password file.
+func fleetOptions(cfg *config.Config) (fleet.Options, error) {
+	f := cfg.Fleet
+	o := fleet.Options{URL: f.RedisURL, Name: f.Name, OwnOnly: f.Share == "own",
+		Own: slices.Concat(cfg.Self.IPv4, cfg.Self.IPv6)}
+	if f.PasswordFile != "" {
+		data, err := os.ReadFile(f.PasswordFile)
+		if err != nil {
+			return o, fmt.Errorf("fleet.password_file: %w", err)
+		}
+		o.Password = strings.TrimSpace(string(data))
+	}
+	return o, nil
+}
+
+// checkFleet is checkDeps' part for [fleet]: the URL as go-redis reads it
+// and the password file.
+func checkFleet(cfg *config.Config) error {
+	if cfg.Fleet.RedisURL == "" {
+		return nil
+	}
+	o, err := fleetOptions(cfg)
+	if err != nil {
+		return err
+	}
+	c, err := fleet.Open(o.URL, o.Password, o.Name)
+	if err != nil {
+		return fmt.Errorf("fleet.%w", err)
+	}
+	return c.Close()
+}
+
+// startFleet shares the blocks of store with the other hosts until ctx
+// ends, when [fleet] redis_url is set; nil otherwise.
+func startFleet(ctx context.Context, cfg *config.Config, store *learn.Store, log *zap.Logger) (*fleet.Fleet, error) {
+	if cfg.Fleet.RedisURL == "" || store == nil {
+		return nil, nil
+	}
+	o, err := fleetOptions(cfg)
+	if err != nil {
+		return nil, configError{err}
+	}
+	f, err := fleet.New(o, store, log)
+	if err != nil {
+		return nil, configError{fmt.Errorf("fleet.%w", err)}
+	}
+	go f.Run(ctx)
+	return f, nil
+}
+
+// openFleet connects a command to the fleet; nil without one.
+func openFleet(cfg *config.Config) (*fleet.Conn, string, error) {
+	if cfg.Fleet.RedisURL == "" {
+		return nil, "", nil
+	}
+	o, err := fleetOptions(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	if o.Name == "" {
+		if o.Name, err = os.Hostname(); err != nil {
+			return nil, "", err
+		}
+	}
+	c, err := fleet.Open(o.URL, o.Password, o.Name)
+	if err != nil {
+		return nil, "", fmt.Errorf("fleet.%w", err)
+	}
+	return c, o.Name, nil
+}

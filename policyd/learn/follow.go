@@ -1,0 +1,219 @@
+package learn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/nxadm/tail"
+	"github.com/nxadm/tail/watch"
+	"go.uber.org/zap"
+)
+
+// Following the delivery log. A line is learned as soon as Postfix writes
+// it: nxadm/tail waits on inotify(7) for the file to change. Where inotify
+// is not available (no instances left, a file system without it) the log
+// is polled every 250 ms instead, which still learns a line within a
+// second. The learner falls back to polling when
+//   - inotify cannot watch the log's directory at start (probed first:
+//     nxadm/tail exits the process when it cannot create its watcher);
+//   - the inotify follower stops with an error;
+//   - the log has grown for two save ticks (SaveEvery) without a line
+//     reaching us: a lost watch (an overflowed event queue, a watch
+//     removed under us) would otherwise stop learning silently.
+
+// probeInotify reports why inotify cannot watch dir; nil when it can.
+// A variable so that tests can make inotify fail.
+var probeInotify = func(dir string) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	err = w.Add(dir)
+	w.Close()
+	if err != nil {
+		return err
+	}
+	return startTracker(dir)
+}
+
+// follower is the tail of the log in use and how it follows.
+type follower struct {
+	t    *tail.Tail
+	poll bool
+	// behind is the log size seen at the last tick while the file was
+	// longer than what was read and no line came since; -1 when not.
+	behind int64
+	lines  bool // a line came since the last tick
+}
+
+// follow opens the log at the stored position, with inotify unless poll.
+func (l *Learner) follow(poll bool) (*follower, error) {
+	t, err := tail.TailFile(l.o.LogFile, tail.Config{
+		Location: l.startAt(), ReOpen: true, Follow: true, Poll: poll, CompleteLines: true,
+		MustExist: false, Logger: tail.DiscardingLogger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.polling.Store(poll)
+	return &follower{t: t, poll: poll, behind: -1}, nil
+}
+
+// stop stops the follower. nxadm/tail keeps one inotify watcher per
+// process, its watches counted per file name; a follower's watch is
+// removed by the follower's own goroutine once it sees the tail stop.
+// Tail.Cleanup would remove it a second time, and the count going below
+// zero leaves the next follower of the same file without a watch; so
+// stop never calls it, and waits for that goroutine to have removed the
+// watch, lest its removal come after the next follower's watch (a
+// reload) and take that one away.
+func (f *follower) stop() {
+	_ = f.t.Stop()
+	if f.poll {
+		return
+	}
+	name := filepath.Clean(f.t.Filename)
+	for deadline := time.Now().Add(time.Second); watch.Events(name) != nil && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// startTracker starts nxadm/tail's shared inotify watcher, which
+// watch.Events needs, with a balanced pair of calls on a name in dir
+// that no follower uses.
+func startTracker(dir string) error {
+	probe := filepath.Join(dir, ".mxdetour-inotify-probe")
+	if err := watch.WatchCreate(probe); err != nil {
+		return err
+	}
+	return watch.RemoveWatchCreate(probe)
+}
+
+// Run follows the log file from the stored position until ctx ends,
+// across rotation (rename and create, copytruncate). It saves a learned
+// block within SaveDelay, the log position every SaveEvery, everything at
+// the end, and merges changes other processes made to the state file.
+func (l *Learner) Run(ctx context.Context) error {
+	poll := false
+	if err := probeInotify(filepath.Dir(l.o.LogFile)); err != nil {
+		l.log.Warn("inotify unavailable: polling the delivery log instead", zap.String("file", l.o.LogFile), zap.Error(err))
+		poll = true
+	}
+	f, err := l.follow(poll)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(l.o.LogFile); err != nil {
+		l.log.Warn("delivery log not found yet; waiting for it", zap.String("file", l.o.LogFile), zap.Error(err))
+	}
+	every := time.NewTicker(l.o.SaveEvery)
+	defer every.Stop()
+	soon := time.NewTimer(l.o.SaveDelay)
+	soon.Stop()
+	armed := false
+	stop, told := make(chan struct{}), make(chan struct{})
+	go l.notify(stop, told)
+	defer func() {
+		soon.Stop()
+		f.stop()
+		l.saveIfDirty()
+		l.reportOld(true)
+		close(stop)
+		<-told
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-every.C:
+			l.saveIfDirty()
+			l.reportOld(false)
+			if l.stuck(f) {
+				if f, err = l.fallBack(f, errors.New("the log grew but no line came for two ticks")); err != nil {
+					return err
+				}
+			}
+		case <-soon.C:
+			armed = false
+			l.saveIfDirty()
+		case line, ok := <-f.t.Lines:
+			if !ok {
+				err := f.t.Err()
+				if err == nil || errors.Is(err, io.EOF) {
+					return nil
+				}
+				if f.poll {
+					return err
+				}
+				if f, err = l.fallBack(f, err); err != nil {
+					return err
+				}
+				continue
+			}
+			if line.Err != nil {
+				l.log.Warn("reading the delivery log", zap.Error(line.Err))
+				continue
+			}
+			f.lines = true
+			l.Handle(line.Text, l.now())
+			l.s.SetOffset(Offset{Path: l.o.LogFile, Inode: inode(l.o.LogFile), Pos: line.SeekInfo.Offset})
+			l.mu.Lock()
+			l.dirty = true
+			if l.blocksDirty && !armed {
+				armed = true
+				soon.Reset(l.o.SaveDelay)
+			}
+			l.mu.Unlock()
+		}
+	}
+}
+
+// fallBack replaces an inotify follower that failed by a polling one,
+// resuming at the stored position.
+func (l *Learner) fallBack(f *follower, why error) (*follower, error) {
+	l.log.Warn("following the delivery log with inotify failed: polling it instead",
+		zap.String("file", l.o.LogFile), zap.Error(why))
+	f.stop()
+	nf, err := l.follow(true)
+	if err != nil {
+		return f, fmt.Errorf("following %s: %w", l.o.LogFile, err)
+	}
+	return nf, nil
+}
+
+// stuck reports, at a tick, whether an inotify follower has missed the
+// log growing: the file is longer than what was read at two ticks in a
+// row, with no line in between. A last line
+// still being written (no newline yet) looks the same, but Postfix writes
+// whole lines.
+func (l *Learner) stuck(f *follower) bool {
+	lines := f.lines
+	f.lines = false
+	if f.poll {
+		return false
+	}
+	fi, err := os.Stat(l.o.LogFile)
+	if err != nil {
+		f.behind = -1
+		return false
+	}
+	read := int64(0)
+	if o := l.s.Offset(); o.Path == l.o.LogFile && o.Inode == inode(l.o.LogFile) {
+		read = o.Pos
+	}
+	if lines || fi.Size() <= read {
+		f.behind = -1
+		return false
+	}
+	if f.behind >= 0 {
+		return true
+	}
+	f.behind = fi.Size()
+	return false
+}
