@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
+	"github.com/mxdetour/mxdetour/internal/statefile"
 )
 
 // Key rotation
@@ -115,11 +116,7 @@ func (r *Rotation) save() {
 	data, _ := json.MarshalIndent(struct {
 		Seen map[string]time.Time `json:"published_since"`
 	}{r.seen}, "", "  ")
-	tmp := r.path + ".tmp"
-	err := os.WriteFile(tmp, append(data, '\n'), 0o640)
-	if err == nil {
-		err = os.Rename(tmp, r.path)
-	}
+	err := statefile.Write(r.path, append(data, '\n'))
 	if err != nil && !r.failed {
 		r.failed = true
 		r.log.Warn("cannot keep the dkim rotation state; a restart will start the overlap anew",

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/statefile"
 )
 
 // The state file, PATH, is JSON (stateFile). Every write replaces it
@@ -131,7 +133,7 @@ func lockDir(dir string) (*os.File, error) {
 // file it replaces is kept as PATH.1 first; failing that (prevErr) does
 // not stop the write. It returns the new file's identity.
 func writeState(dir *os.File, path string, data []byte, keepPrevious bool) (id fileID, prevErr, err error) {
-	tmp, err := writeTemp(dir, data)
+	tmp, err := statefile.WriteTemp(dir, ".state-*.tmp", data)
 	if err != nil {
 		return fileID{}, nil, err
 	}
@@ -148,51 +150,6 @@ func writeState(dir *os.File, path string, data []byte, keepPrevious bool) (id f
 		return fileID{}, prevErr, fmt.Errorf("syncing %s: %w", dir.Name(), err)
 	}
 	return statID(path), prevErr, nil
-}
-
-// writeTemp writes data into a new file in dir, synced, mode 0640, owned
-// like dir when we are root; it returns its name.
-func writeTemp(dir *os.File, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir.Name(), ".state-*.tmp")
-	if err != nil {
-		return "", err
-	}
-	name := f.Name()
-	if err = f.Chmod(0o640); err == nil {
-		err = chownLike(f, dir)
-	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	return name, nil
-}
-
-// chownLike gives f the owner and group of dir when we run as root (the
-// only user allowed to); otherwise files get ours, which is the daemon's
-// when the daemon writes.
-func chownLike(f, dir *os.File) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	fi, err := dir.Stat()
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	return f.Chown(int(st.Uid), int(st.Gid))
 }
 
 // keepCopy replaces dst by the current content of src: a hard link when
@@ -212,7 +169,7 @@ func keepCopy(dir *os.File, src, dst string) error {
 		if rerr != nil {
 			return rerr
 		}
-		if tmp, err = writeTemp(dir, data); err != nil {
+		if tmp, err = statefile.WriteTemp(dir, ".state-*.tmp", data); err != nil {
 			return err
 		}
 	}

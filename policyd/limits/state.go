@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/internal/statefile"
 )
 
 // The state file, limits.json next to learn's state file, keeps the
@@ -191,7 +191,7 @@ func (l *Limiter) Save() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(l.path, data)
+	return statefile.Write(l.path, data)
 }
 
 // Held lists the messages held so far, oldest first.
@@ -229,58 +229,5 @@ func RequestRelease(path, key string) error {
 		return err
 	}
 	name := fmt.Sprintf("%s.release-%d-%d", path, time.Now().UnixNano(), os.Getpid())
-	return writeAtomic(name, data)
-}
-
-// writeAtomic writes data as the file path: a temporary file in the same
-// directory (mode 0640, owned like the directory when we are root, so the
-// daemon's user can read and remove what root wrote), fsynced, renamed,
-// and the directory fsynced.
-func writeAtomic(path string, data []byte) error {
-	dirName := filepath.Dir(path)
-	dir, err := os.Open(dirName)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	f, err := os.CreateTemp(dirName, "."+strings.TrimPrefix(filepath.Base(path), ".")+"-*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	err = f.Chmod(0o640)
-	if err == nil {
-		err = chownLike(f, dir)
-	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return dir.Sync()
-}
-
-func chownLike(f, dir *os.File) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	fi, err := dir.Stat()
-	if err != nil {
-		return err
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return f.Chown(int(st.Uid), int(st.Gid))
-	}
-	return nil
+	return statefile.Write(name, data)
 }
