@@ -36,6 +36,7 @@ type Responder struct {
 	stats   Stats
 	observe func(d route.Decision, took time.Duration) // metrics; nil when off
 	limits  atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
+	lastOK  atomic.Pointer[okAnswer]                   // the last socketmap OK answer logged
 }
 
 // SetLimits makes l count and limit every later policy request (nil: no
@@ -130,7 +131,7 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 			zap.String("proto", "socketmap"),
 			zap.String("recipient", key),
 			zap.String("route", loggedRoute(d, temp)),
-			answerField(reply),
+			r.answerField(reply),
 			zap.String("provider", d.Provider),
 			zap.String("reason", string(d.Reason)),
 			zap.Bool("cache_hit", d.Cached),
@@ -162,13 +163,26 @@ func (r *Responder) logPolicy(req *policy.Request, d route.Decision, action stri
 }
 
 // answerField is the socketmap reply as Postfix reads it ("OK
-// relay:[mx03.example.net]:587", "NOTFOUND "), built only when logged.
-func answerField(r socketmap.Reply) zap.Field {
-	if r.Data == "" {
-		return zap.String("answer", r.Status)
+// relay:[mx03.example.net]:587", "NOTFOUND"), built only when logged. The
+// last OK answer is kept: there are few transports, and the hot path (a
+// cached decision to relay) then allocates nothing for it.
+func (r *Responder) answerField(rep socketmap.Reply) zap.Field {
+	if rep.Data == "" {
+		return zap.String("answer", rep.Status)
 	}
-	return zap.String("answer", r.String())
+	if rep.Status != "OK" {
+		return zap.String("answer", rep.String())
+	}
+	if last := r.lastOK.Load(); last != nil && last.transport == rep.Data {
+		return zap.String("answer", last.answer)
+	}
+	a := &okAnswer{transport: rep.Data, answer: rep.String()}
+	r.lastOK.Store(a)
+	return zap.String("answer", a.answer)
 }
+
+// okAnswer is a socketmap OK reply as logged, for its transport.
+type okAnswer struct{ transport, answer string }
 
 // level is the decision line's: a route that DNS failure chose (or
 // deferred) is worth a look, WARN.
