@@ -277,7 +277,8 @@ type milterd struct {
 func (m *milterd) serve() error {
 	b := m.cur.Load()
 	cfg := b.st.Cfg
-	ms, err := serveMetrics(cfg.Metrics.MilterListen, m.filter, m.cur.Load, m.log)
+	srv := milter.NewServer(m.filter.ServerOptions()...)
+	ms, err := serveMetrics(cfg.Metrics.MilterListen, m.filter, srv.MilterCount, m.cur.Load, m.log)
 	if err != nil {
 		return err
 	}
@@ -286,7 +287,7 @@ func (m *milterd) serve() error {
 		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()))
 	return daemon.Run(context.Background(), daemon.Options{
 		Sockets: []daemon.Socket{{Name: "milter", Addr: cfg.Milter.Listen, Mode: os.FileMode(mode),
-			Server: milter.NewServer(m.filter.ServerOptions()...)}},
+			Server: srv}},
 		Reload: m.reload,
 		Health: m.health,
 		Stop:   func(context.Context) { ms.Close() },

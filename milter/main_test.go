@@ -152,7 +152,7 @@ func TestBinary(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"mxdetour_milter_signed_total 2", "mxdetour_milter_message_seconds_count 2"} {
+	for _, want := range []string{"mxdetour_milter_signed_total 2", "mxdetour_milter_message_seconds_count 2", "\nmxdetour_milter_sessions_total 2\n"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -12,9 +12,11 @@ import (
 )
 
 // serveMetrics starts the Prometheus endpoint when [metrics] milter_listen
-// is set: messages signed and not, rejects by reason, internal errors, and
-// what the running state was built without (cur: keys, country source).
-func serveMetrics(addr string, f *filter.Filter, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
+// is set: messages signed and not, rejects by reason, internal errors,
+// milter sessions (sessions: go-milter's count, the only connection
+// counter it exposes), and what the running state was built without (cur:
+// keys, country source).
+func serveMetrics(addr string, f *filter.Filter, sessions func() uint64, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -31,6 +33,7 @@ func serveMetrics(addr string, f *filter.Filter, cur func() *built, log *zap.Log
 		{"mxdetour_milter_rejected_country_total", "Clients refused for their country.", st.RejectedCountry.Load},
 		{"mxdetour_milter_errors_total", "Internal errors (the message was accepted unsigned or tempfailed).", st.Errors.Load},
 		{"mxdetour_milter_panics_total", "Recovered panics.", st.Panics.Load},
+		{"mxdetour_milter_sessions_total", "Milter sessions Postfix opened and negotiated (one per smtpd or cleanup connection).", sessions},
 	} {
 		metrics.Counter(reg, c.name, c.help, func() float64 { return float64(c.v()) })
 	}

@@ -49,6 +49,8 @@ type policyd struct {
 	cancel  context.CancelFunc // ends the alerter
 	fleet   *fleet.Fleet       // [fleet] (h13): nil without redis_url; lives across reloads like store
 
+	listeners atomic.Pointer[[]metrics.Listener] // the protocol servers' counters, for metrics
+
 	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
 	limitsGeo *limitsGeo
 
@@ -285,13 +287,16 @@ func listingRoutes(cfg *config.Config, r dnsbl.Result) string {
 func (d *policyd) sockets() []daemon.Socket {
 	p := d.runtime().cfg.Policyd
 	mode, _ := strconv.ParseUint(p.SocketMode, 8, 32) // validated by config
+	pol := policy.NewServer(d.resp, policy.Options{
+		IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
+	}, d.log.Named("policy"))
+	smap := socketmap.NewServer(d.resp, socketmap.Options{
+		IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
+	}, d.log.Named("socketmap"))
+	d.listeners.Store(&[]metrics.Listener{{Name: "policy", Stats: pol.Stats()}, {Name: "socketmap", Stats: smap.Stats()}})
 	return []daemon.Socket{
-		{Name: "policy", Addr: p.PolicyListen, Mode: os.FileMode(mode), Server: policy.NewServer(d.resp, policy.Options{
-			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
-		}, d.log.Named("policy"))},
-		{Name: "socketmap", Addr: p.SocketmapListen, Mode: os.FileMode(mode), Server: socketmap.NewServer(d.resp, socketmap.Options{
-			IdleTimeout: p.IdleTimeout.Duration, MaxRequestSize: p.MaxRequestSize, MaxConnections: p.MaxConnections,
-		}, d.log.Named("socketmap"))},
+		{Name: "policy", Addr: p.PolicyListen, Mode: os.FileMode(mode), Server: pol},
+		{Name: "socketmap", Addr: p.SocketmapListen, Mode: os.FileMode(mode), Server: smap},
 	}
 }
 

@@ -296,14 +296,29 @@ func TestMetrics(t *testing.T) {
 		`mxdetour_policyd_decisions_total{provider="google",reason="provider",route="relay"} 1`,
 		`mxdetour_policyd_decision_seconds_count 1`,
 		`mxdetour_policyd_learned_blocks 0`,
+		`mxdetour_policyd_connections_open{listener="socketmap"} 1`,
+		`mxdetour_policyd_requests_total{listener="socketmap"} 1`,
+		`mxdetour_policyd_connections_accepted_total{listener="policy"} 0`,
+		`mxdetour_policyd_malformed_requests_total{listener="policy"} 0`,
+		`mxdetour_policyd_panics_total{listener="socketmap"} 0`,
+		`mxdetour_policyd_dns_upstream_total{result="error"} 0`,
+		`mxdetour_policyd_dns_failures_total 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
-	// The decision's MX lookup, and the blocklist self-check's, missed the cache.
-	if !regexp.MustCompile(`mxdetour_policyd_dns_lookups_total\{result="miss"\} [1-9]`).Match(body) {
-		t.Errorf("metrics lack DNS cache misses:\n%s", body)
+	for what, re := range map[string]string{
+		// The decision's MX lookup missed the cache and was answered
+		// upstream; the start-up waited on the socketmap listener too.
+		"socketmap connections":  `\nmxdetour_policyd_connections_accepted_total\{listener="socketmap"\} [1-9]`,
+		"DNS cache misses":       `\nmxdetour_policyd_dns_cache_total\{result="miss"\} [1-9]`,
+		"upstream DNS answers":   `\nmxdetour_policyd_dns_upstream_total\{result="answer"\} [1-9]`,
+		"a blocklist check time": `\nmxdetour_policyd_last_blocklist_check_timestamp_seconds\{addr="[^"]+",zone="[^"]+"\} 1\.[0-9]+e\+09\n`,
+	} {
+		if !regexp.MustCompile(re).Match(body) {
+			t.Errorf("metrics lack %s (%s):\n%s", what, re, body)
+		}
 	}
 }
 

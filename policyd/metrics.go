@@ -14,8 +14,9 @@ import (
 
 // serveMetrics starts the Prometheus endpoint when [metrics]
 // policyd_listen is set: decisions by route and provider with their
-// latency, DNS cache counters, our listings per address and zone, learned
-// blocks, and the protocol servers' counters.
+// latency, DNS cache counters, our listings per address and zone and when
+// each was last checked, learned blocks, and the protocol servers'
+// connection and request counters by listener.
 func (d *policyd) serveMetrics(cfg *config.Config) error {
 	addr := cfg.Metrics.PolicydListen
 	if addr == "" {
@@ -32,6 +33,12 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 		latency.Observe(took.Seconds())
 	})
 	metrics.Lookups(reg, "mxdetour_policyd", func() lookup.Stats { return d.runtime().resolver.Stats() })
+	metrics.Connections(reg, "mxdetour_policyd", func() []metrics.Listener {
+		if l := d.listeners.Load(); l != nil {
+			return *l
+		}
+		return nil
+	})
 	st := d.resp.Stats()
 	metrics.Counter(reg, "mxdetour_policyd_deadline_answers_total", "Answers given as direct because DNS was slower than decision_timeout.", func() float64 { return float64(st.Deadline.Load()) })
 	metrics.Counter(reg, "mxdetour_policyd_dry_run_total", "Decisions to relay answered as direct because no relay is configured.", func() float64 { return float64(st.DryRun.Load()) })
@@ -40,7 +47,9 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 	}
 	{
 		desc := prometheus.NewDesc("mxdetour_policyd_listed", "1 when our address is listed on the zone, 0 when clean, -1 when unknown.", []string{"addr", "zone"}, nil)
-		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc}, Fn: func(ch chan<- prometheus.Metric) {
+		checked := prometheus.NewDesc("mxdetour_policyd_last_blocklist_check_timestamp_seconds",
+			"When our address was last checked on the zone (Unix time); alert when it falls behind [self] check_interval.", []string{"addr", "zone"}, nil)
+		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc, checked}, Fn: func(ch chan<- prometheus.Metric) {
 			m := d.runtime().monitor
 			if m == nil {
 				return
@@ -48,6 +57,9 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 			for _, r := range m.Results() {
 				v := map[dnsbl.State]float64{dnsbl.Listed: 1, dnsbl.Clean: 0, dnsbl.Unknown: -1}[r.State]
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, r.Addr.String(), r.Zone)
+				if !r.Checked.IsZero() {
+					ch <- prometheus.MustNewConstMetric(checked, prometheus.GaugeValue, float64(r.Checked.UnixNano())/1e9, r.Addr.String(), r.Zone)
+				}
 			}
 		}})
 	}

@@ -46,6 +46,7 @@ type Client struct {
 	now   func() time.Time
 
 	hits, misses, upstream, errs, staleServed atomic.Uint64
+	answered, upstreamErrs                    atomic.Uint64 // per query sent: answered, or not
 }
 
 type cacheKey struct {
@@ -119,7 +120,8 @@ func ResolvConf(path string) ([]string, error) {
 // Stats returns the counters.
 func (c *Client) Stats() Stats {
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Upstream: c.upstream.Load(),
-		Errors: c.errs.Load(), Stale: c.staleServed.Load(), Entries: c.cache.Len()}
+		Errors: c.errs.Load(), Stale: c.staleServed.Load(), Entries: c.cache.Len(),
+		Answered: c.answered.Load(), UpstreamErrors: c.upstreamErrs.Load()}
 }
 
 // MX looks up the mail exchangers of domain.
@@ -248,13 +250,16 @@ func (c *Client) query(k cacheKey) (Result, time.Duration) {
 			c.upstream.Add(1)
 			resp, err := c.exchange(m, srv)
 			if err != nil {
+				c.upstreamErrs.Add(1)
 				lastErr = err
 				continue
 			}
 			switch resp.Rcode {
 			case dns.RcodeSuccess, dns.RcodeNameError:
+				c.answered.Add(1)
 				return c.interpret(k, resp)
 			default:
+				c.upstreamErrs.Add(1)
 				lastErr = fmt.Errorf("%s from %s", dns.RcodeToString[resp.Rcode], srv)
 			}
 		}

@@ -174,6 +174,11 @@ func TestErrorsCachedBriefly(t *testing.T) {
 	if st := c.Stats(); st.Errors < 2 || st.Upstream < 3 {
 		t.Errorf("stats %+v", st)
 	}
+	// Each query sent upstream ended one way: one answer (fail.mxd once
+	// healed), the SERVFAILs and timeouts before it errors.
+	if st := c.Stats(); st.Answered != 1 || st.UpstreamErrors != st.Upstream-1 {
+		t.Errorf("upstream: %d answered, %d errors of %d sent; want 1 and the rest", st.Answered, st.UpstreamErrors, st.Upstream)
+	}
 }
 
 func TestStaleServing(t *testing.T) {

@@ -65,8 +65,13 @@ type Resolver interface {
 	PTR(ctx context.Context, addr netip.Addr) Result
 }
 
-// Stats are the cache's counters since start.
+// Stats are the cache's counters since start. Hits and Misses count
+// lookups; Upstream counts queries sent to a nameserver, Answered and
+// UpstreamErrors how those ended (NOERROR or NXDOMAIN; anything else);
+// Errors counts lookups that ended without an answer, Stale the stale
+// answers served instead.
 type Stats struct {
 	Hits, Misses, Upstream, Errors, Stale uint64
+	Answered, UpstreamErrors              uint64
 	Entries                               int
 }

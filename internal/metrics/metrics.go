@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/mxdetour/mxdetour/internal/connserver"
 	"github.com/mxdetour/mxdetour/internal/listen"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 )
@@ -87,29 +88,97 @@ func Gauge(reg *prometheus.Registry, name, help string, f func() float64) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
-// Lookups registers the DNS cache counters.
+// Lookups registers the DNS counters, each label with one meaning:
+// PREFIX_dns_cache_total{result="hit|miss"} (every lookup is one of the
+// two), PREFIX_dns_stale_total (answers served stale because every
+// nameserver failed, RFC 8767), PREFIX_dns_upstream_total{result="answer|error"}
+// (queries sent to a nameserver: answered, NOERROR or NXDOMAIN, or not),
+// PREFIX_dns_failures_total (lookups that ended without an answer: every
+// nameserver failed, or the caller's deadline passed) and
+// PREFIX_dns_cache_entries.
 func Lookups(reg *prometheus.Registry, prefix string, stats func() lookup.Stats) {
-	reg.MustRegister(&lookupCollector{stats: stats, desc: prometheus.NewDesc(prefix+"_dns_lookups_total",
-		"DNS lookups by outcome: hit and miss of the cache, upstream queries, errors, stale answers served.", []string{"result"}, nil),
+	reg.MustRegister(&lookupCollector{stats: stats,
+		cache: prometheus.NewDesc(prefix+"_dns_cache_total",
+			"DNS lookups by cache outcome: hit (answered from the cache) or miss (asked upstream, or joined a query in flight).", []string{"result"}, nil),
+		stale: prometheus.NewDesc(prefix+"_dns_stale_total",
+			"Stale cached answers served because every nameserver failed (RFC 8767).", nil, nil),
+		upstream: prometheus.NewDesc(prefix+"_dns_upstream_total",
+			"Queries sent to a nameserver by outcome: answer (NOERROR or NXDOMAIN) or error (timeout, network error, other rcode).", []string{"result"}, nil),
+		failures: prometheus.NewDesc(prefix+"_dns_failures_total",
+			"Lookups that ended without an answer: every nameserver failed, or the caller's deadline passed.", nil, nil),
 		entries: prometheus.NewDesc(prefix+"_dns_cache_entries", "Entries in the DNS cache.", nil, nil)})
 }
 
 type lookupCollector struct {
-	stats         func() lookup.Stats // of the resolver in use: a reload may replace it
-	desc, entries *prometheus.Desc
+	stats                                     func() lookup.Stats // of the resolver in use: a reload may replace it
+	cache, stale, upstream, failures, entries *prometheus.Desc
 }
 
-func (l *lookupCollector) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc; ch <- l.entries }
+func (l *lookupCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{l.cache, l.stale, l.upstream, l.failures, l.entries} {
+		ch <- d
+	}
+}
 
 func (l *lookupCollector) Collect(ch chan<- prometheus.Metric) {
 	st := l.stats()
-	for _, v := range []struct {
-		label string
-		n     uint64
-	}{{"hit", st.Hits}, {"miss", st.Misses}, {"upstream", st.Upstream}, {"error", st.Errors}, {"stale", st.Stale}} {
-		ch <- prometheus.MustNewConstMetric(l.desc, prometheus.CounterValue, float64(v.n), v.label)
+	counter := func(d *prometheus.Desc, n uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), labels...)
 	}
+	counter(l.cache, st.Hits, "hit")
+	counter(l.cache, st.Misses, "miss")
+	counter(l.stale, st.Stale)
+	counter(l.upstream, st.Answered, "answer")
+	counter(l.upstream, st.UpstreamErrors, "error")
+	counter(l.failures, st.Errors)
 	ch <- prometheus.MustNewConstMetric(l.entries, prometheus.GaugeValue, float64(st.Entries))
+}
+
+// Listener is one protocol listener's counters, by its name.
+type Listener struct {
+	Name  string
+	Stats *connserver.Stats
+}
+
+// Connections registers the counters of the connection servers that
+// listeners returns at each scrape, labelled by listener:
+// PREFIX_connections_accepted_total, _open, _refused_total (the limit was
+// reached and no connection was idle), _evicted_total (an idle one was
+// closed to make room), PREFIX_requests_total, _malformed_requests_total,
+// _panics_total and _accept_errors_total.
+func Connections(reg *prometheus.Registry, prefix string, listeners func() []Listener) {
+	type metric struct {
+		desc *prometheus.Desc
+		kind prometheus.ValueType
+		v    func(*connserver.Stats) int64
+	}
+	var ms []metric
+	var descs []*prometheus.Desc
+	for _, m := range []struct {
+		name, help string
+		kind       prometheus.ValueType
+		v          func(*connserver.Stats) int64
+	}{
+		{"connections_accepted_total", "Connections accepted.", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Accepted.Load() }},
+		{"connections_open", "Connections open now.", prometheus.GaugeValue, func(s *connserver.Stats) int64 { return s.Open.Load() }},
+		{"connections_refused_total", "Connections closed at once: the limit was reached and none was idle.", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Refused.Load() }},
+		{"connections_evicted_total", "Idle connections closed to make room for a new one.", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Evicted.Load() }},
+		{"requests_total", "Requests read.", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Requests.Load() }},
+		{"malformed_requests_total", "Requests that broke the protocol or the size limit (the connection was closed).", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Malformed.Load() }},
+		{"panics_total", "Recovered panics of a request handler or session.", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.Panics.Load() }},
+		{"accept_errors_total", "Failed accepts (retried after a pause).", prometheus.CounterValue, func(s *connserver.Stats) int64 { return s.AcceptErrors.Load() }},
+	} {
+		d := prometheus.NewDesc(prefix+"_"+m.name, m.help, []string{"listener"}, nil)
+		ms = append(ms, metric{d, m.kind, m.v})
+		descs = append(descs, d)
+	}
+	reg.MustRegister(Collector{Descs: descs, Fn: func(ch chan<- prometheus.Metric) {
+		for _, l := range listeners() {
+			for _, m := range ms {
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.v(l.Stats)), l.Name)
+			}
+		}
+	}})
 }
 
 // Collector builds a collector from a function producing const metrics.

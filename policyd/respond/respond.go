@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
@@ -35,6 +36,7 @@ type Responder struct {
 	stats   Stats
 	observe func(d route.Decision, took time.Duration) // metrics; nil when off
 	limits  atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
+	lastOK  atomic.Pointer[okAnswer]                   // the last socketmap OK answer logged
 }
 
 // SetLimits makes l count and limit every later policy request (nil: no
@@ -84,8 +86,9 @@ func (r *Responder) Stats() *Stats { return &r.stats }
 func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 	var d route.Decision
 	action := "DUNNO"
-	if req.ProtocolState == "RCPT" && req.Recipient != "" {
-		d = r.decide(ctx, "policy", req.QueueID, req.Recipient)
+	decided := req.ProtocolState == "RCPT" && req.Recipient != ""
+	if decided {
+		d = r.decide(ctx, req.Recipient)
 		if req.PolicyContext != LimitsOnly {
 			action = PolicyAction(d)
 		}
@@ -97,8 +100,11 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
 			Provider: d.Provider, Refused: d.Route == route.Reject,
 		}); limited {
-			return a
+			action = a
 		}
+	}
+	if decided {
+		r.logPolicy(req, d, action)
 	}
 	return action
 }
@@ -114,37 +120,89 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 	if key == "*" || strings.IndexByte(key, '@') < 0 {
 		return socketmap.NotFound()
 	}
-	d := r.decide(ctx, "socketmap", "", key)
-	return SocketmapReply(d)
-}
-
-// decide decides within the deadline. The caller's ctx carries no
-// deadline of its own (the servers pass Background); ours is lazy.
-func (r *Responder) decide(_ context.Context, proto, queueID, rcpt string) route.Decision {
-	dl := newDeadline(time.Duration(r.timeout.Load()))
-	d := r.engine.Load().Decide(dl, rcpt)
-	dl.stop()
-	temp := proto == "socketmap" && d.Temporary
-	r.count(d, temp)
-	if r.observe != nil {
-		r.observe(d, time.Since(dl.at.Add(-time.Duration(r.timeout.Load()))))
+	d := r.decide(ctx, key)
+	reply := SocketmapReply(d)
+	temp := d.Temporary
+	if temp {
+		r.stats.Temp.Add(1)
 	}
-	// A route that DNS failure chose (or deferred) is worth a look: WARN.
-	level := zap.InfoLevel
-	if dnsFailed(d) {
-		level = zap.WarnLevel
-	}
-	if ce := r.log.Check(level, "decision"); ce != nil {
+	if ce := r.log.Check(level(d), "decision"); ce != nil {
 		ce.Write(
-			zap.String("proto", proto),
-			zap.String("queue_id", queueID),
-			zap.String("recipient", rcpt),
+			zap.String("proto", "socketmap"),
+			zap.String("recipient", key),
 			zap.String("route", loggedRoute(d, temp)),
+			r.answerField(reply),
 			zap.String("provider", d.Provider),
 			zap.String("reason", string(d.Reason)),
 			zap.Bool("cache_hit", d.Cached),
 			zap.Bool("dry_run", d.DryRun),
 		)
+	}
+	return reply
+}
+
+// logPolicy writes the decision line of a policy request: what Postfix
+// told us of the message (queue id once it has one, sender, client) and
+// the action it was answered, a limit's included.
+func (r *Responder) logPolicy(req *policy.Request, d route.Decision, action string) {
+	if ce := r.log.Check(level(d), "decision"); ce != nil {
+		ce.Write(
+			zap.String("proto", "policy"),
+			zap.String("queue_id", req.QueueID),
+			zap.String("recipient", req.Recipient),
+			zap.String("sender", req.Sender),
+			zap.String("client", req.ClientAddress),
+			zap.String("route", string(d.Route)),
+			zap.String("answer", action),
+			zap.String("provider", d.Provider),
+			zap.String("reason", string(d.Reason)),
+			zap.Bool("cache_hit", d.Cached),
+			zap.Bool("dry_run", d.DryRun),
+		)
+	}
+}
+
+// answerField is the socketmap reply as Postfix reads it ("OK
+// relay:[mx03.example.net]:587", "NOTFOUND"), built only when logged. The
+// last OK answer is kept: there are few transports, and the hot path (a
+// cached decision to relay) then allocates nothing for it.
+func (r *Responder) answerField(rep socketmap.Reply) zap.Field {
+	if rep.Data == "" {
+		return zap.String("answer", rep.Status)
+	}
+	if rep.Status != "OK" {
+		return zap.String("answer", rep.String())
+	}
+	if last := r.lastOK.Load(); last != nil && last.transport == rep.Data {
+		return zap.String("answer", last.answer)
+	}
+	a := &okAnswer{transport: rep.Data, answer: rep.String()}
+	r.lastOK.Store(a)
+	return zap.String("answer", a.answer)
+}
+
+// okAnswer is a socketmap OK reply as logged, for its transport.
+type okAnswer struct{ transport, answer string }
+
+// level is the decision line's: a route that DNS failure chose (or
+// deferred) is worth a look, WARN.
+func level(d route.Decision) zapcore.Level {
+	if dnsFailed(d) {
+		return zap.WarnLevel
+	}
+	return zap.InfoLevel
+}
+
+// decide decides within the deadline, counts and observes; the caller
+// logs, once it knows its answer. The caller's ctx carries no deadline of
+// its own (the servers pass Background); ours is lazy.
+func (r *Responder) decide(_ context.Context, rcpt string) route.Decision {
+	dl := newDeadline(time.Duration(r.timeout.Load()))
+	d := r.engine.Load().Decide(dl, rcpt)
+	dl.stop()
+	r.count(d)
+	if r.observe != nil {
+		r.observe(d, time.Since(dl.at.Add(-time.Duration(r.timeout.Load()))))
 	}
 	return d
 }
@@ -163,7 +221,7 @@ func dnsFailed(d route.Decision) bool {
 	return d.Reason == route.ReasonDNSFailure || d.Reason == route.ReasonDeadline
 }
 
-func (r *Responder) count(d route.Decision, temp bool) {
+func (r *Responder) count(d route.Decision) {
 	r.stats.Decisions.Add(1)
 	switch {
 	case d.Route == route.Reject:
@@ -178,9 +236,6 @@ func (r *Responder) count(d route.Decision, temp bool) {
 		r.stats.Deadline.Add(1)
 	case route.ReasonDNSFailure:
 		r.stats.DNSFailures.Add(1)
-	}
-	if temp {
-		r.stats.Temp.Add(1)
 	}
 }
 

@@ -79,24 +79,38 @@ func TestAnswers(t *testing.T) {
 
 // A TEMP answer is logged as TEMP, not as the route it fell back to, and
 // every decision DNS failure made is a WARN; the policy protocol, which
-// cannot answer TEMP, logs the route it did answer.
+// cannot answer TEMP, logs the route it did answer. Each line carries the
+// exact answer Postfix got; policy lines also the queue id, sender and
+// client that Postfix sent, socketmap lines (which have none) omit them.
 func TestDNSFailureLogged(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	r := responder(t, zap.New(core))
 	ctx := context.Background()
 	r.Lookup(ctx, "transport", "a@servfail.mxd")
-	r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: "b@servfail.mxd"})
+	r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: "b@servfail.mxd", QueueID: "4QxY1",
+		Sender: "s@ours.mxd", ClientAddress: "192.0.2.7"})
 	r.Lookup(ctx, "transport", "c@plain.mxd")
-	type line struct{ Level, Recipient, Route, Reason string }
+	r.Lookup(ctx, "transport", "d@gmail.mxd")
+	r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: "e@gmail.mxd", Sender: "", ClientAddress: "2001:db8::1"})
+	type line struct{ Level, Proto, QueueID, Recipient, Sender, Client, Route, Answer, Provider, Reason string }
 	var got []line
+	str := func(f map[string]any, k string) string {
+		if v, ok := f[k]; ok {
+			return v.(string)
+		}
+		return "<none>"
+	}
 	for _, e := range logs.All() {
 		f := e.ContextMap()
-		got = append(got, line{e.Level.String(), f["recipient"].(string), f["route"].(string), f["reason"].(string)})
+		got = append(got, line{e.Level.String(), str(f, "proto"), str(f, "queue_id"), str(f, "recipient"), str(f, "sender"),
+			str(f, "client"), str(f, "route"), str(f, "answer"), str(f, "provider"), str(f, "reason")})
 	}
 	want := []line{
-		{"warn", "a@servfail.mxd", "TEMP", "dns-failure"},
-		{"warn", "b@servfail.mxd", "direct", "dns-failure"},
-		{"info", "c@plain.mxd", "direct", "provider-not-listed"},
+		{"warn", "socketmap", "<none>", "a@servfail.mxd", "<none>", "<none>", "TEMP", "TEMP DNS lookup failed for servfail.mxd", "", "dns-failure"},
+		{"warn", "policy", "4QxY1", "b@servfail.mxd", "s@ours.mxd", "192.0.2.7", "direct", "DUNNO", "", "dns-failure"},
+		{"info", "socketmap", "<none>", "c@plain.mxd", "<none>", "<none>", "direct", "NOTFOUND", "default", "provider-not-listed"},
+		{"info", "socketmap", "<none>", "d@gmail.mxd", "<none>", "<none>", "relay", "OK relay:[mx03.example.net]:587", "google", "provider"},
+		{"info", "policy", "", "e@gmail.mxd", "", "2001:db8::1", "relay", "FILTER relay:[mx03.example.net]:587", "google", "provider"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("decision log lines (-want +got):\n%s", diff)
