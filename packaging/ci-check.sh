@@ -56,6 +56,19 @@ echo "== systemd-analyze verify"
 # shellcheck disable=SC2046,SC2086 # one word per unit
 systemd-analyze verify --man=no $(for u in $units; do echo "/lib/systemd/system/$u"; done)
 
+echo "== unix-socket drop-ins"
+# The examples, installed as the postmaster would, still verify.
+for u in mxdetour-policyd.socket mxdetour-policyd-socketmap.socket mxdetour-milter.socket; do
+	mkdir -p "/etc/systemd/system/$u.d"
+	cp "/usr/share/doc/mxdetour/examples/systemd/unix/$u.d/unix.conf" "/etc/systemd/system/$u.d/"
+done
+# shellcheck disable=SC2046,SC2086 # one word per unit
+systemd-analyze verify --man=no $(for u in $units; do echo "/lib/systemd/system/$u"; done)
+rm -rf /etc/systemd/system/mxdetour-*.socket.d
+
+echo "== sandbox: exposure and system calls"
+packaging/syscall-check.sh
+
 echo "== enable, reinstall"
 # As the postmaster does (postinst's hint); Also= brings the sockets.
 systemctl enable mxdetour-policyd mxdetour-milter
