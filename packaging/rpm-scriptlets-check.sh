@@ -17,6 +17,7 @@
 # and /var/lib/mxdetour are rewritten into a scratch root, so the state
 # removal is real and harmless. "rpm -i --test" into an empty root checks
 # the dependencies (no adduser).
+# shellcheck disable=SC2016 # the fakes' bodies expand when they run
 set -euo pipefail
 rpm=$1
 here=$(cd "$(dirname "$0")" && pwd)
