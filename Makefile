@@ -85,7 +85,7 @@ PKGVERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^
 packages: build
 	mkdir -p dist/build
 	for m in packaging/man/*; do gzip -9nc $$m > dist/build/$$(basename $$m).gz; done
-	git log --format='%ad %h %s' --date=short | gzip -9nc > dist/build/changelog.gz
+	gzip -9nc packaging/debian.changelog > dist/build/changelog.Debian.gz
 
 deb: packages
 	MXDETOUR_VERSION=$(PKGVERSION) $(GO) run $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/

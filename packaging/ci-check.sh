@@ -4,8 +4,10 @@
 # files, user and permissions, validates the installed config with both
 # binaries, verifies the systemd units, enables them as the postmaster
 # would, reinstalls (the upgrade path), purges, and checks nothing is left,
-# enable links included; lists the .rpm and its scripts. The machine is
-# changed; use a disposable one (CI).
+# enable links included; checks a dpkg-statoverride survives a reinstall;
+# lists the .rpm and runs its scriptlets for install, upgrade and erase
+# under a harness with Fedora's tools faked (rpm-scriptlets-check.sh says
+# why not a Fedora root). The machine is changed; use a disposable one (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "packaging check: $*" >&2; exit 1; }
@@ -32,6 +34,8 @@ getent passwd mxdetour >/dev/null || fail "user mxdetour missing"
 for f in /usr/sbin/mxdetour-policyd /usr/sbin/mxdetour-milter /etc/mxdetour/mxdetour.toml \
 	$(for u in $units; do echo "/lib/systemd/system/$u"; done) \
 	/usr/share/doc/mxdetour/copyright /usr/share/doc/mxdetour/postfix/main.cf \
+	/usr/share/doc/mxdetour/changelog.Debian.gz /usr/share/doc/mxdetour/README.Debian \
+	/usr/share/doc/mxdetour/examples/mxdetour.toml /usr/lib/sysusers.d/mxdetour.conf \
 	/usr/share/man/man8/mxdetour-policyd.8.gz /usr/share/man/man8/mxdetour-milter.8.gz /usr/share/man/man5/mxdetour.toml.5.gz; do
 	[ -e "$f" ] || fail "$f not installed"
 done
@@ -39,6 +43,10 @@ done
 [ "$(stat -c '%a %U %G' /var/lib/mxdetour)" = "750 mxdetour mxdetour" ] || fail "/var/lib/mxdetour: $(stat -c '%a %U %G' /var/lib/mxdetour)"
 grep -q '^/etc/mxdetour/mxdetour.toml$' "/var/lib/dpkg/info/mxdetour.conffiles" || fail "mxdetour.toml is not a conffile"
 [ -z "$(enable_links)" ] || fail "the package enabled units by itself: $(enable_links)"
+[ ! -e /usr/share/doc/mxdetour/changelog.gz ] || fail "the git log is installed as changelog.gz"
+zcat /usr/share/doc/mxdetour/changelog.Debian.gz | head -1 | grep -q '^mxdetour (' || fail "changelog.Debian.gz is not a Debian changelog"
+[ "$(getent passwd mxdetour | cut -d: -f5-7)" = "mxdetour daemons:/var/lib/mxdetour:/usr/sbin/nologin" ] ||
+	fail "user mxdetour is not the sysusers.d one: $(getent passwd mxdetour)"
 
 echo "== check-config"
 /usr/sbin/mxdetour-policyd -check-config
@@ -47,6 +55,19 @@ echo "== check-config"
 echo "== systemd-analyze verify"
 # shellcheck disable=SC2046,SC2086 # one word per unit
 systemd-analyze verify --man=no $(for u in $units; do echo "/lib/systemd/system/$u"; done)
+
+echo "== unix-socket drop-ins"
+# The examples, installed as the postmaster would, still verify.
+for u in mxdetour-policyd.socket mxdetour-policyd-socketmap.socket mxdetour-milter.socket; do
+	mkdir -p "/etc/systemd/system/$u.d"
+	cp "/usr/share/doc/mxdetour/examples/systemd/unix/$u.d/unix.conf" "/etc/systemd/system/$u.d/"
+done
+# shellcheck disable=SC2046,SC2086 # one word per unit
+systemd-analyze verify --man=no $(for u in $units; do echo "/lib/systemd/system/$u"; done)
+rm -rf /etc/systemd/system/mxdetour-*.socket.d
+
+echo "== sandbox: exposure and system calls"
+packaging/syscall-check.sh
 
 echo "== enable, reinstall"
 # As the postmaster does (postinst's hint); Also= brings the sockets.
@@ -60,6 +81,13 @@ done
 # what was enabled stays enabled.
 DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall "./$deb" >/dev/null
 [ "$(enable_links)" = "$links" ] || fail "the enable links changed on reinstall: $(enable_links)"
+
+echo "== dpkg-statoverride"
+# The postmaster's override wins over the postinst's chown/chmod.
+dpkg-statoverride --update --add root mxdetour 0710 /etc/mxdetour/dkim
+DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall "./$deb" >/dev/null
+[ "$(stat -c '%a %U %G' /etc/mxdetour/dkim)" = "710 root mxdetour" ] || fail "the postinst overrode dpkg-statoverride: $(stat -c '%a %U %G' /etc/mxdetour/dkim)"
+dpkg-statoverride --remove /etc/mxdetour/dkim
 
 echo "== purge"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y mxdetour >/dev/null
@@ -82,4 +110,6 @@ rpm -qp --scripts "$rpm" > dist/rpm-scripts.txt
 grep -q -- '--no-reload disable' dist/rpm-scripts.txt || fail "rpm's preun does not disable the units"
 grep -q 'mxdetour-policyd-socketmap.socket' dist/rpm-scripts.txt || fail "rpm's scripts do not name the sockets"
 ! grep -q 'deb-systemd-invoke' dist/rpm-scripts.txt || fail "rpm carries Debian's scripts"
+echo "== rpm scriptlets"
+packaging/rpm-scriptlets-check.sh "$rpm"
 echo "packaging check: OK"

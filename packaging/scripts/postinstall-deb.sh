@@ -1,6 +1,9 @@
 #!/bin/sh
-# Debian postinst. Set ownerships; enable nothing: the postmaster decides.
-# On an upgrade ($2 is the old version), restart the daemons that run.
+# Debian postinst. Create the system user (systemd-sysusers with the
+# package's /usr/lib/sysusers.d/mxdetour.conf where it exists, else
+# adduser), set ownerships unless the postmaster set them with
+# dpkg-statoverride; enable nothing: the postmaster decides. On an upgrade
+# ($2 is the old version), restart the daemons that run.
 #
 # The units are handled as dh_installsystemd --no-enable --no-start does,
 # through deb-systemd-helper and deb-systemd-invoke: each unit's enable
@@ -22,11 +25,33 @@ configure|abort-upgrade|abort-deconfigure|abort-remove) ;;
 *) exit 0 ;;
 esac
 
+if command -v systemd-sysusers >/dev/null 2>&1; then
+	systemd-sysusers mxdetour.conf
+else
+	if ! getent group mxdetour >/dev/null; then addgroup --system --quiet mxdetour; fi
+	if ! getent passwd mxdetour >/dev/null; then
+		adduser --system --quiet --ingroup mxdetour --home /var/lib/mxdetour --no-create-home \
+			--shell /usr/sbin/nologin --gecos "mxdetour daemons" mxdetour
+	fi
+fi
+# Unix sockets the daemon opens itself in Postfix's spool, and reading the
+# mail log, need these groups; only where they exist (never created here).
+for g in postfix adm; do
+	if getent group "$g" >/dev/null; then usermod -a -G "$g" mxdetour || true; fi
+done
+
+# own PATH OWNER:GROUP MODE: set the ownership and mode unless the
+# postmaster overrode them with dpkg-statoverride (e.g. a key directory
+# group-readable by another signer); dpkg applies an override itself.
+own() {
+	if ! dpkg-statoverride --list "$1" >/dev/null 2>&1; then
+		chown "$2" "$1"
+		chmod "$3" "$1"
+	fi
+}
 mkdir -p /var/lib/mxdetour
-chown mxdetour:mxdetour /var/lib/mxdetour
-chmod 0750 /var/lib/mxdetour
-chgrp mxdetour /etc/mxdetour/dkim
-chmod 0750 /etc/mxdetour/dkim
+own /var/lib/mxdetour mxdetour:mxdetour 0750
+own /etc/mxdetour/dkim root:mxdetour 0750
 
 for u in $units; do
 	if deb-systemd-helper debian-installed "$u" && deb-systemd-helper --quiet was-enabled "$u"; then

@@ -1,7 +1,10 @@
 #!/bin/sh
-# RPM %post: $1 is 1 on install, 2 on upgrade. Set ownerships; enable
-# nothing: the postmaster decides. On an upgrade, restart the daemons that
-# run (as %systemd_postun_with_restart would).
+# RPM %post: $1 is 1 on install, 2 on upgrade. Enable nothing: the
+# postmaster decides. Ownerships come with the payload (/var/lib/mxdetour
+# and /etc/mxdetour/dkim belong to the package; %pre made the user). On
+# an upgrade, restart the daemons that run (as %systemd_postun_with_restart
+# would; here in the new package's %post, since the %postun that runs on an
+# upgrade is the old package's).
 #
 # The services restart, never their socket units: systemd keeps the
 # sockets listening while a service restarts, so Postfix's connections
@@ -10,12 +13,6 @@
 # takes effect when the postmaster restarts the socket with its service.
 set -e
 services="mxdetour-policyd.service mxdetour-milter.service"
-
-mkdir -p /var/lib/mxdetour
-chown mxdetour:mxdetour /var/lib/mxdetour
-chmod 0750 /var/lib/mxdetour
-chgrp mxdetour /etc/mxdetour/dkim
-chmod 0750 /etc/mxdetour/dkim
 
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
