@@ -10,6 +10,7 @@
 # Both milters listen on unix sockets. Loopback only; needs root and
 # Debian's postfix (and opendkim for the last mode).
 #   test/bench-postfix.sh [MESSAGES]      (default 2000 per mode)
+#   KEEP=1 keeps bin/postfix-bench.* (maillog, daemon logs) afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 msgs=${1:-2000}
