@@ -166,7 +166,7 @@ func frame(code byte, data string) []byte {
 }
 
 var (
-	negotiation = frame('O', "\x00\x00\x00\x06\x00\x00\x01\xff\x00\x1f\xff\xff")
+	negotiation = frame('O', "\x00\x00\x00\x06\x00\x00\x01\xff\x00\x10\x0f\x7f") // no SMFIP_NR_*: an answer to every packet
 	connectPkt  = frame('C', "client.example\x004\x00\x19127.0.0.1\x00")
 	mailPkt     = frame('M', "<a@example.org>\x00")
 )

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Measures mxdetour-milter (RSA-2048, Ed25519, dual) against the
 # do-nothing milter on go-milter (the floor) and Debian's OpenDKIM signing
-# with the same RSA key, with one load tool, over TCP on loopback.
+# with the same RSA key, with one load tool, side by side in one run.
+# Every milter listens on a unix socket (the fair case for OpenDKIM, and
+# what a local Postfix uses); NET=tcp puts them on loopback TCP instead.
 #   test/bench-milter.sh [DURATION]      (default 10s per measurement)
+#   NET=tcp test/bench-milter.sh 5s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
+net=${NET:-unix}
 # OpenDKIM refuses keys under world-writable directories such as /tmp.
 mkdir -p bin
 tmp=$(mktemp -d "$PWD/bin/bench.XXXXXX")
@@ -16,41 +20,55 @@ go build -o "$tmp/null" ./test/nullmilter
 go build -o "$tmp/load" ./test/loadmilter
 "$tmp/milter" keygen -domain example.org -selector rsa -algorithm rsa -dir "$tmp" >/dev/null
 "$tmp/milter" keygen -domain example.org -selector ed -algorithm ed25519 -dir "$tmp" >/dev/null
-conf() { # listen, then key selectors
-  local f="$tmp/$1.toml"; shift
-  printf '[log]\nlevel = "warn"\n[milter]\nlisten = "%s"\n' "$1" > "$f"; shift
+# addr NAME PORT: the address of one milter, in loadmilter's syntax.
+addr() { if [ "$net" = tcp ]; then echo "127.0.0.1:$2"; else echo "unix:$tmp/$1.sock"; fi; }
+conf() { # name, then key selectors
+  local f="$tmp/$1.toml" a; a=$(addr "$1" "$2"); shift 2
+  printf '[log]\nlevel = "warn"\n[milter]\nlisten = "%s"\n' "$a" > "$f"
   for s in "$@"; do
     printf '[[milter.dkim.keys]]\ndomain = "example.org"\nselector = "%s"\nkey_file = "%s"\n' "$s" "$tmp/example.org.$s.key" >> "$f"
   done
   echo "$f"
 }
-"$tmp/milter" -config "$(conf rsa 127.0.0.1:10080 rsa)" &
-"$tmp/milter" -config "$(conf ed 127.0.0.1:10081 ed)" &
-"$tmp/milter" -config "$(conf dual 127.0.0.1:10082 rsa ed)" &
-"$tmp/null" -listen 127.0.0.1:10083 2>/dev/null &
+"$tmp/milter" -config "$(conf rsa 10080 rsa)" &
+"$tmp/milter" -config "$(conf ed 10081 ed)" &
+"$tmp/milter" -config "$(conf dual 10082 rsa ed)" &
+"$tmp/null" -listen "$(addr null 10083)" 2>/dev/null &
 if [ -x /usr/sbin/opendkim ]; then
+  if [ "$net" = tcp ]; then sock="inet:10084@127.0.0.1"; else sock="local:$tmp/opendkim.sock"; fi
   cat > "$tmp/opendkim.conf" <<EOT
 Mode s
 Syslog no
 Domain example.org
 Selector rsa
 KeyFile $tmp/example.org.rsa.key
-Socket inet:10084@127.0.0.1
+Socket $sock
 Canonicalization relaxed/relaxed
 OversignHeaders From
 Background no
 UserID root
 EOT
   /usr/sbin/opendkim -x "$tmp/opendkim.conf" -f 2>"$tmp/opendkim.log" &
-  sleep 1; [ -s "$tmp/opendkim.log" ] && cat "$tmp/opendkim.log" >&2
 fi
-sleep 1.5
+# Wait for every listener rather than for a fixed time.
+ready() { # NAME PORT
+  if [ "$net" = tcp ]; then (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; else [ -S "$tmp/$1.sock" ]; fi
+}
+for i in $(seq 100); do
+  ok=1
+  for np in rsa:10080 ed:10081 dual:10082 null:10083; do ready "${np%:*}" "${np#*:}" || ok=0; done
+  if [ -x /usr/sbin/opendkim ]; then ready opendkim 10084 || ok=0; fi
+  [ $ok = 1 ] && break
+  sleep 0.1
+done
+[ -s "$tmp/opendkim.log" ] && cat "$tmp/opendkim.log" >&2
+echo "milters on $net sockets, $dur per measurement"
 for s in 1 8 64; do
-  echo "floor           $("$tmp/load" -addr 127.0.0.1:10083 -sessions $s -duration "$dur")"
-  echo "mxdetour rsa    $("$tmp/load" -addr 127.0.0.1:10080 -sessions $s -duration "$dur")"
-  echo "mxdetour ed25519 $("$tmp/load" -addr 127.0.0.1:10081 -sessions $s -duration "$dur")"
-  echo "mxdetour dual   $("$tmp/load" -addr 127.0.0.1:10082 -sessions $s -duration "$dur")"
+  echo "floor            $("$tmp/load" -addr "$(addr null 10083)" -sessions $s -duration "$dur")"
+  echo "mxdetour rsa     $("$tmp/load" -addr "$(addr rsa 10080)" -sessions $s -duration "$dur")"
+  echo "mxdetour ed25519 $("$tmp/load" -addr "$(addr ed 10081)" -sessions $s -duration "$dur")"
+  echo "mxdetour dual    $("$tmp/load" -addr "$(addr dual 10082)" -sessions $s -duration "$dur")"
   if [ -x /usr/sbin/opendkim ]; then
-    echo "opendkim rsa    $("$tmp/load" -addr 127.0.0.1:10084 -sessions $s -duration "$dur")"
+    echo "opendkim rsa     $("$tmp/load" -addr "$(addr opendkim 10084)" -sessions $s -duration "$dur")"
   fi
 done

@@ -33,33 +33,26 @@ func OptionsFrom(c config.DKIM) Options {
 // oversign once more than it occurs (RFC 6376 section 8.15), so that a
 // field added later breaks the signature. From is always signed.
 func HeaderKeys(present []string, o Options) []string {
-	count := map[string]int{}
-	for _, n := range present {
-		count[strings.ToLower(n)]++
-	}
-	var keys []string
-	seen := map[string]bool{}
+	// Linear scans rather than maps: a header has a few dozen fields and
+	// this runs for every message signed.
+	keys := make([]string, 0, len(present)+len(o.Oversign)+1)
 	add := func(name string, extra int) {
-		l := strings.ToLower(name)
-		if seen[l] {
+		if containsFold(keys, name) {
 			return
 		}
-		n := count[l] + extra
-		if n == 0 {
-			return
+		n := extra
+		for _, p := range present {
+			if strings.EqualFold(p, name) {
+				n++
+			}
 		}
-		seen[l] = true
 		for range n {
 			keys = append(keys, name)
 		}
 	}
-	over := map[string]bool{}
-	for _, n := range o.Oversign {
-		over[strings.ToLower(n)] = true
-	}
 	add("From", 1)
 	for _, n := range o.Headers {
-		if over[strings.ToLower(n)] {
+		if containsFold(o.Oversign, n) {
 			add(n, 1)
 		} else {
 			add(n, 0)
@@ -69,6 +62,16 @@ func HeaderKeys(present []string, o Options) []string {
 		add(n, 1)
 	}
 	return keys
+}
+
+// containsFold reports whether list holds name, ignoring ASCII case.
+func containsFold(list []string, name string) bool {
+	for _, l := range list {
+		if strings.EqualFold(l, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Signing is a signature in progress: the header was written at start,
@@ -127,11 +130,11 @@ func Start(header []byte, present []string, keys []*Key, o Options, signingDomai
 		ws = append(ws, sg)
 	}
 	s.w = io.MultiWriter(ws...)
-	if _, err := s.w.Write(header); err != nil {
-		s.Abort()
-		return nil, err
-	}
-	if _, err := s.w.Write([]byte("\r\n")); err != nil {
+	// One write, header and blank line: each write to a go-msgauth
+	// Signer is a hand-over through a pipe to its goroutine.
+	hb := make([]byte, 0, len(header)+2)
+	hb = append(append(hb, header...), '\r', '\n')
+	if _, err := s.w.Write(hb); err != nil {
 		s.Abort()
 		return nil, err
 	}

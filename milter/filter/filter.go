@@ -120,12 +120,40 @@ func (f *Filter) ServerOptions() []milter.Option {
 		milter.WithCommandTimeout(CommandTimeout),
 		milter.WithMaxConnections(MaxConnections),
 		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader),
-		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown | milter.OptNoHelo),
+		milter.WithProtocols(requiredProtocol | wantedProtocol),
+		milter.WithNegotiationCallback(negotiate),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroDaemonAddr, milter.MacroMTAFQDN}),
 		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroAuthType, milter.MacroQueueId}),
-		milter.WithMacroRequest(milter.StageData, []milter.MacroName{milter.MacroQueueId}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
 	}
+}
+
+// The protocol steps we ask the MTA to leave out. Every reply the MTA
+// waits for is a round trip: Postfix (milter protocol 6, MILTER_README;
+// milter8.c honours every SMFIP_NR_* flag and SMFIR_SKIP) would otherwise
+// wait for our answer to each header field. We still answer MAIL and RCPT
+// (they may reject), the body (a message we do not sign skips the rest of
+// it) and the end of message. A failure in a stage that has no reply is
+// answered at the next stage that has one (session.pending).
+const (
+	// requiredProtocol: without these the session is refused, as before.
+	requiredProtocol = milter.OptHeaderLeadingSpace | milter.OptNoUnknown | milter.OptNoHelo
+	// wantedProtocol: taken when the MTA offers them.
+	wantedProtocol = milter.OptNoData | milter.OptNoConnReply | milter.OptNoHeaderReply |
+		milter.OptNoEOHReply | milter.OptSkip
+)
+
+// negotiate is go-milter's default negotiation (the MTA's version, every
+// action we need, every protocol option we need) plus the wanted options
+// the MTA offers.
+func negotiate(mtaVersion, _ uint32, mtaActions, actions milter.OptAction, mtaProtocol, _ milter.OptProtocol, offered milter.DataSize) (uint32, milter.OptAction, milter.OptProtocol, milter.DataSize, error) {
+	if actions&mtaActions != actions {
+		return 0, 0, 0, 0, fmt.Errorf("milter: negotiate: MTA does not offer required actions. offered: %q requested: %q", mtaActions, actions)
+	}
+	if requiredProtocol&mtaProtocol != requiredProtocol {
+		return 0, 0, 0, 0, fmt.Errorf("milter: negotiate: MTA does not offer required protocol options. offered: %q requested: %q", mtaProtocol, requiredProtocol)
+	}
+	return mtaVersion, actions, requiredProtocol | wantedProtocol&mtaProtocol, offered, nil
 }
 
 // session is one Postfix connection; a message is reset at each MAIL FROM.
@@ -148,6 +176,12 @@ type session struct {
 	why      string // why not signed
 	rejected []string
 	started  time.Time
+	// pending is a failure's answer (accept unsigned, or tempfail) from a
+	// stage whose reply the MTA does not wait for, given at the next
+	// stage that has a reply; connResp the same for the connect stage,
+	// given at every MAIL of the connection, as Postfix would have
+	// applied it to the whole connection.
+	pending, connResp *milter.Response
 }
 
 // NewConnection starts a connection, or the next one Postfix sends over
@@ -159,6 +193,8 @@ func (s *session) NewConnection(milter.Modifier) (err error) {
 }
 
 func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
+	s.connResp = nil
+	defer s.hold(&s.connResp, m, milter.OptNoConnReply, &resp)
 	defer s.recover("connect", &resp)
 	s.addr, _ = netip.ParseAddr(strings.TrimPrefix(addr, "IPv6:"))
 	s.addr = s.addr.Unmap()
@@ -175,6 +211,9 @@ func (s *session) Helo(string, milter.Modifier) (*milter.Response, error) {
 func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("mail", &resp)
 	s.reset()
+	if s.connResp != nil {
+		return s.connResp, nil
+	}
 	s.st = s.f.st.Load()
 	s.started = time.Now()
 	s.f.stats.Messages.Add(1)
@@ -222,8 +261,12 @@ func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Respon
 
 func (s *session) Data(milter.Modifier) (*milter.Response, error) { return milter.RespContinue, nil }
 
-func (s *session) Header(name, value string, _ milter.Modifier) (resp *milter.Response, err error) {
+func (s *session) Header(name, value string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.hold(&s.pending, m, milter.OptNoHeaderReply, &resp)
 	defer s.recover("header", &resp)
+	if s.pending != nil {
+		return milter.RespContinue, nil
+	}
 	s.header.WriteString(name)
 	s.header.WriteByte(':')
 	s.header.WriteString(strings.ReplaceAll(value, "\n", "\r\n"))
@@ -242,7 +285,11 @@ func (s *session) Header(name, value string, _ milter.Modifier) (resp *milter.Re
 // repeated within one message (Postfix never does that) starts over: the
 // signature begun at the previous one is aborted, never left running.
 func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.hold(&s.pending, m, milter.OptNoEOHReply, &resp)
 	defer s.recover("headers", &resp)
+	if s.pending != nil {
+		return s.pending, nil
+	}
 	s.abortSigning()
 	s.why, s.keys, s.sdomain = "", nil, ""
 	if s.st == nil {
@@ -294,6 +341,9 @@ func (s *session) skipOurSignatures() {
 
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("body", &resp)
+	if r := s.takePending(); r != nil {
+		return r, nil
+	}
 	if s.signing == nil {
 		if m.Protocol()&milter.OptSkip != 0 {
 			return milter.RespSkip, nil
@@ -308,6 +358,9 @@ func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (resp *milter.Respo
 
 func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("end of message", &resp)
+	if r := s.takePending(); r != nil {
+		return r, nil
+	}
 	queueID := m.Get(milter.MacroQueueId)
 	if s.signing == nil {
 		s.f.stats.NotSigned.Add(1)
@@ -367,6 +420,22 @@ func (s *session) fail(what string, err error) *milter.Response {
 	return milter.RespAccept
 }
 
+// hold keeps a stage's decisive answer in *to when the MTA does not wait
+// for the reply of that stage (opt negotiated), so that a later stage
+// gives it.
+func (s *session) hold(to **milter.Response, m milter.Modifier, opt milter.OptProtocol, resp **milter.Response) {
+	if r := *resp; r != nil && !r.Continue() && m.Protocol()&opt != 0 {
+		*to = r
+	}
+}
+
+// takePending returns the held answer of an earlier stage, once.
+func (s *session) takePending() *milter.Response {
+	r := s.pending
+	s.pending = nil
+	return r
+}
+
 // recover turns a panic in a stage into fail's answer.
 func (s *session) recover(stage string, resp **milter.Response) {
 	if p := recover(); p != nil {
@@ -420,7 +489,7 @@ func (s *session) abortSigning() {
 
 func (s *session) reset() {
 	s.abortSigning()
-	s.st, s.auth, s.trusted, s.keys, s.sdomain, s.why = nil, "", false, nil, "", ""
+	s.st, s.auth, s.trusted, s.keys, s.sdomain, s.why, s.pending = nil, "", false, nil, "", "", nil
 	s.header.Reset()
 	s.names, s.from, s.dkimSigs, s.rejected = s.names[:0], s.from[:0], s.dkimSigs[:0], nil
 }

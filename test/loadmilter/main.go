@@ -4,6 +4,10 @@
 // message), and reports messages per second and latency percentiles.
 //
 //	loadmilter -addr 127.0.0.1:10042 -sessions 8 -duration 10s
+//	loadmilter -addr unix:/run/mxdetour/milter.sock -sessions 8
+//
+// The address is host:port (TCP) or unix:/path, as in Postfix's
+// smtpd_milters without the inet: prefix.
 package main
 
 import (
@@ -19,13 +23,14 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:10042", "milter address (host:port)")
+	addr := flag.String("addr", "127.0.0.1:10042", "milter address (host:port or unix:/path)")
 	sessions := flag.Int("sessions", 8, "concurrent sessions")
 	duration := flag.Duration("duration", 10*time.Second, "measuring time")
 	auth := flag.String("auth", "alice", "{auth_authen} to send (\"\" = unauthenticated)")
 	client := flag.String("client", "127.0.0.1", "client address to present")
 	from := flag.String("from", "alice@example.org", "From header address")
 	flag.Parse()
+	network, address := splitAddr(*addr)
 
 	body := strings.Repeat("A line of a typical message body, about seventy characters long..\r\n", 60)
 	end := time.Now().Add(*duration)
@@ -37,7 +42,7 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := milter.NewClient("tcp", *addr)
+			c := milter.NewClient(network, address)
 			var mine []time.Duration
 			for time.Now().Before(end) {
 				t0 := time.Now()
@@ -66,6 +71,14 @@ func main() {
 	}
 	fmt.Printf("sessions=%d messages=%d rate=%.0f/s p50=%v p90=%v p99=%v errors=%d\n",
 		*sessions, len(lat), float64(len(lat))/duration.Seconds(), pct(0.5), pct(0.9), pct(0.99), errs)
+}
+
+// splitAddr maps unix:/path to the unix network, anything else to TCP.
+func splitAddr(a string) (network, address string) {
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", strings.TrimPrefix(a, "inet:")
 }
 
 func message(c *milter.Client, auth, client, from, body string) error {

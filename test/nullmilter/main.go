@@ -7,6 +7,8 @@ import (
 	"flag"
 	"log"
 	"net"
+	"os"
+	"strings"
 
 	"github.com/d--j/go-milter"
 )
@@ -14,9 +16,14 @@ import (
 type accept struct{ milter.NoOpMilter }
 
 func main() {
-	addr := flag.String("listen", "127.0.0.1:10043", "listen address")
+	addr := flag.String("listen", "127.0.0.1:10043", "listen address (host:port or unix:/path)")
 	flag.Parse()
-	ln, err := net.Listen("tcp", *addr)
+	network, address := "tcp", *addr
+	if p, ok := strings.CutPrefix(*addr, "unix:"); ok {
+		network, address = "unix", p
+		_ = os.Remove(p)
+	}
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		log.Fatal(err)
 	}
