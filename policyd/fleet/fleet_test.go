@@ -154,7 +154,8 @@ func TestOutage(t *testing.T) {
 	eventually(t, 5*time.Second, "both notice", func() bool { return !a.f.Connected() && !b.f.Connected() })
 	a.refuse("during.example", "192.0.2.5")
 	b.refuse("other.example", "192.0.2.6")
-	eventually(t, 5*time.Second, "the unshared block is counted", func() bool { return a.f.PublishFailures() >= 1 }) // a block in flight when Redis stopped may count too
+	// (>= 1: a block in flight when Redis stopped may be counted too)
+	eventually(t, 5*time.Second, "the unshared block is counted", func() bool { return a.f.PublishFailures() >= 1 })
 	time.Sleep(1500 * time.Millisecond) // several reconnection attempts fail meanwhile
 	if !b.has("before.example") || !a.has("before.example") {
 		t.Error("a block was lost while Redis was down")
