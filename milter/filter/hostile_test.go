@@ -334,9 +334,11 @@ func TestConnectionCap(t *testing.T) {
 		t.Errorf("a new session over the cap took %v", took)
 	}
 	// The signing session took a place too: limit-1 of the idle remain,
-	// the first opened is gone and the last opened is not. (Which of those
-	// in between went depends on when each was last marked idle, which a
-	// loaded machine can reorder by a hair.)
+	// the last opened among them. (Which others went depends on when each
+	// session's goroutine began waiting for its next command — a session
+	// still between its reply and its next read is busy, not idle — which a
+	// loaded machine can reorder; third_party/go-milter's own tests check
+	// the order.)
 	var open []int
 	for i, m := range conns {
 		m.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
@@ -345,7 +347,7 @@ func TestConnectionCap(t *testing.T) {
 			open = append(open, i)
 		}
 	}
-	if len(open) != limit-1 || open[0] == 0 || open[len(open)-1] != idle-1 {
-		t.Errorf("idle sessions still open: %v, want %d of them with the newest (%d) and not the oldest (0)", open, limit-1, idle-1)
+	if len(open) != limit-1 || open[len(open)-1] != idle-1 {
+		t.Errorf("idle sessions still open: %v, want %d of them with the newest (%d)", open, limit-1, idle-1)
 	}
 }
