@@ -91,7 +91,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
+	stateErr := checkStateFile(cfg)
 	if *checkOnly {
+		if stateErr != nil {
+			fmt.Fprintln(stderr, stateErr)
+			return exitConfig
+		}
 		fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
 		return 0
 	}
@@ -99,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
+	}
+	if stateErr != nil {
+		log.Error("learned blocks are kept in memory only and lost at exit", zap.Error(stateErr))
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
 	if err := serve(cfg, used, *cfgPath, level, log); err != nil {

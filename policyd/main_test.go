@@ -521,3 +521,31 @@ func BenchmarkHealthProbe(b *testing.B) {
 		}
 	}
 }
+
+// TestMissingStateDirectory: a state_file in a directory that does not
+// exist fails -check-config, naming the key, but the daemon serves anyway
+// (learned blocks in memory only, said at error level): routing must not
+// stop for it.
+func TestMissingStateDirectory(t *testing.T) {
+	srv := dnstest.New(t, zone())
+	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	data, _ := os.ReadFile(cfg)
+	missing := filepath.Join(t.TempDir(), "gone", "state.json")
+	data = regexp.MustCompile(`(?m)^state_file = .*$`).ReplaceAll(data, []byte(fmt.Sprintf("state_file = %q", missing)))
+	if err := os.WriteFile(cfg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput()
+	if code := exitCode(err); code != 78 || !strings.Contains(string(out), "learn.state_file") || !strings.Contains(string(out), "does not exist") {
+		t.Errorf("-check-config: exit %d\n%s", code, out)
+	}
+	startDaemon(t, cfg, smap)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := askSocketmap(t, bufio.NewReader(c), c, "a@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
+		t.Errorf("socketmap: %q", got)
+	}
+}
