@@ -126,7 +126,9 @@ func (l *Limiter) Run() {
 		for {
 			select {
 			case <-l.stop:
-				l.saveLogged()
+				if l.dirty.Load() || l.Active() { // nothing to keep without limits or counts
+					l.saveLogged()
+				}
 				return
 			case <-poll.C:
 				l.applyReleases()
