@@ -98,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
+		fmt.Fprintln(stdout, "  checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file")
+		fmt.Fprintln(stdout, "  not checked here: the DKIM keys and country data of [milter] (mxdetour-milter -check-config)")
 		return 0
 	}
 	log, level, err := logging.New(cfg.Log)
