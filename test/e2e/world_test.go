@@ -214,8 +214,10 @@ func (d *daemonProc) start() {
 	err := d.cmd.Start()
 	d.mu.Unlock()
 	must(d.t, err)
+	// Generous: the fault matrix starts 13 Postfix instances and their
+	// daemons at once on two cores.
 	for _, p := range d.ports {
-		eventually(d.t, 10*time.Second, fmt.Sprintf("%s listening on %d", filepath.Base(d.bin), p), func() bool {
+		eventually(d.t, 30*time.Second, fmt.Sprintf("%s listening on %d", filepath.Base(d.bin), p), func() bool {
 			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err == nil {
 				c.Close()
