@@ -330,21 +330,12 @@ func (m *milterd) reload() error {
 // reload cannot apply: the listeners (possibly passed by systemd) and the
 // logger's output format.
 func restartOnly(a, b *config.Config) []string {
-	var out []string
-	for _, s := range []struct {
-		name string
-		a, b string
-	}{
-		{"milter.listen", a.Milter.Listen, b.Milter.Listen},
-		{"milter.socket_mode", a.Milter.SocketMode, b.Milter.SocketMode},
-		{"metrics.milter_listen", a.Metrics.MilterListen, b.Metrics.MilterListen},
-		{"log.format", a.Log.Format, b.Log.Format},
-	} {
-		if s.a != s.b {
-			out = append(out, s.name)
-		}
-	}
-	return out
+	return daemon.RestartOnly(
+		daemon.Setting{Key: "milter.listen", Was: a.Milter.Listen, Now: b.Milter.Listen},
+		daemon.Setting{Key: "milter.socket_mode", Was: a.Milter.SocketMode, Now: b.Milter.SocketMode},
+		daemon.Setting{Key: "metrics.milter_listen", Was: a.Metrics.MilterListen, Now: b.Metrics.MilterListen},
+		daemon.Setting{Key: "log.format", Was: a.Log.Format, Now: b.Log.Format},
+	)
 }
 
 // health is the watchdog's probe beside the runner's accept-loop check.

@@ -378,27 +378,18 @@ func (d *policyd) reload(next *config.Config) error {
 // restart applies: sockets, connection limits, the metrics endpoint, the
 // log format and where learned state lives.
 func restartOnly(a, b *config.Config) []string {
-	var keys []string
-	for _, k := range []struct {
-		key      string
-		was, now any
-	}{
-		{"policyd.policy_listen", a.Policyd.PolicyListen, b.Policyd.PolicyListen},
-		{"policyd.socketmap_listen", a.Policyd.SocketmapListen, b.Policyd.SocketmapListen},
-		{"policyd.socket_mode", a.Policyd.SocketMode, b.Policyd.SocketMode},
-		{"policyd.idle_timeout", a.Policyd.IdleTimeout, b.Policyd.IdleTimeout},
-		{"policyd.max_connections", a.Policyd.MaxConnections, b.Policyd.MaxConnections},
-		{"policyd.max_request_size", a.Policyd.MaxRequestSize, b.Policyd.MaxRequestSize},
-		{"metrics.policyd_listen", a.Metrics.PolicydListen, b.Metrics.PolicydListen},
-		{"log.format", a.Log.Format, b.Log.Format},
-		{"learn.state_file", a.Learn.StateFile, b.Learn.StateFile},
-		{"fleet", a.Fleet, b.Fleet}, // [fleet] (h13)
-	} {
-		if k.was != k.now {
-			keys = append(keys, k.key)
-		}
-	}
-	return keys
+	return daemon.RestartOnly(
+		daemon.Setting{Key: "policyd.policy_listen", Was: a.Policyd.PolicyListen, Now: b.Policyd.PolicyListen},
+		daemon.Setting{Key: "policyd.socketmap_listen", Was: a.Policyd.SocketmapListen, Now: b.Policyd.SocketmapListen},
+		daemon.Setting{Key: "policyd.socket_mode", Was: a.Policyd.SocketMode, Now: b.Policyd.SocketMode},
+		daemon.Setting{Key: "policyd.idle_timeout", Was: a.Policyd.IdleTimeout, Now: b.Policyd.IdleTimeout},
+		daemon.Setting{Key: "policyd.max_connections", Was: a.Policyd.MaxConnections, Now: b.Policyd.MaxConnections},
+		daemon.Setting{Key: "policyd.max_request_size", Was: a.Policyd.MaxRequestSize, Now: b.Policyd.MaxRequestSize},
+		daemon.Setting{Key: "metrics.policyd_listen", Was: a.Metrics.PolicydListen, Now: b.Metrics.PolicydListen},
+		daemon.Setting{Key: "log.format", Was: a.Log.Format, Now: b.Log.Format},
+		daemon.Setting{Key: "learn.state_file", Was: a.Learn.StateFile, Now: b.Learn.StateFile},
+		daemon.Setting{Key: "fleet", Was: a.Fleet, Now: b.Fleet},
+	)
 }
 
 // stop ends the background work once the runner has drained the

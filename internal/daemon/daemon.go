@@ -299,3 +299,22 @@ func reloading() string {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
+
+// Setting is one configuration key a reload cannot apply, with its value
+// in the running configuration and in the new one (comparable values).
+type Setting struct {
+	Key      string
+	Was, Now any
+}
+
+// RestartOnly returns the keys of the settings whose value changed, for
+// the one warning a reload gives about what waits for a restart.
+func RestartOnly(settings ...Setting) []string {
+	var keys []string
+	for _, s := range settings {
+		if s.Was != s.Now {
+			keys = append(keys, s.Key)
+		}
+	}
+	return keys
+}
