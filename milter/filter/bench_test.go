@@ -23,9 +23,11 @@ type countingConn struct {
 	prefix  []byte
 }
 
+// Write counts the packets in p before writing it: counted after, the last
+// packet of a message could be read by the client (and the count checked)
+// before this goroutine has added it.
 func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	for q := p[:n]; len(q) > 0; {
+	for q := p; len(q) > 0; {
 		if c.pending == 0 {
 			need := 4 - len(c.prefix)
 			take := min(need, len(q))
@@ -42,7 +44,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 		c.pending -= take
 		q = q[take:]
 	}
-	return n, err
+	return c.Conn.Write(p)
 }
 
 type countingListener struct {
