@@ -32,8 +32,10 @@ trap 'stop; [ -n "${KEEP:-}" ] || rm -rf "$t"' EXIT
 expand @system-service | sort -u > "$t/allowed"
 { expand @privileged; expand @resources; } | sort -u > "$t/denied"
 
-# Ports picked at random: other daemons (an e2e run) may hold fixed ones.
-port=$((20000 + RANDOM % 4000 * 10))
+# Ports picked at random (other daemons, an e2e run, may hold fixed ones)
+# and below the kernel's ephemeral range (32768-60999), where a local end of
+# some outgoing connection could make the bind fail.
+port=$((20000 + RANDOM % 1200 * 10))
 touch "$t/mail.log"
 cat > "$t/c.toml" <<EOF
 [dns]
@@ -60,7 +62,11 @@ for b in policyd milter; do
 	pids+=($!)
 done
 # up: wait for a listener.
-up() { for _ in $(seq 100); do if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi; sleep 0.1; done; fail "nothing listens on $1"; }
+up() {
+	for _ in $(seq 300); do if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi; sleep 0.1; done
+	tail -n 20 "$t"/*.out >&2
+	fail "nothing listens on $1"
+}
 up $port && up $((port + 1)) && up $((port + 2)) && up $((port + 3)) && up $((port + 4))
 exec 3<>/dev/tcp/127.0.0.1/$((port))
 printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a@b.example\nsender=c@d.example\nclient_address=127.0.0.1\n\n' >&3
