@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 func listenNotify(t *testing.T) *daemontest.Notify {
@@ -118,14 +119,7 @@ func start(t *testing.T, o Options) (stop func() error) {
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // TestNotifyReloadStop: READY=1 once serving, RELOADING=1 then READY=1
 // around SIGHUP (with the reload called, and a failed or panicking one
