@@ -183,6 +183,15 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) Result {
 	}
 	c.misses.Add(1)
 	ch := c.group.DoChan(k.name+"/"+dns.TypeToString[qtype], func() (any, error) {
+		// A flight that ended between our cache miss and this one's
+		// start has filled the cache: answer from it, not upstream.
+		if e, ok := c.cache.Peek(k); ok {
+			if now := c.now(); now.Before(e.expires) {
+				r := e.res
+				r.Cached, r.TTL = true, e.expires.Sub(now)
+				return r, nil
+			}
+		}
 		return c.refresh(k), nil
 	})
 	select {
