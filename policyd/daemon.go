@@ -53,6 +53,7 @@ type policyd struct {
 
 	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
 	limitsGeo *limitsGeo
+	counters  *fleet.Counters // with [fleet]: the limits' counters in Redis; nil without
 
 	mu sync.Mutex // serialises reloads and stop
 	rt atomic.Pointer[runtime]

@@ -25,6 +25,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/policyd/fleet"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 )
 
@@ -91,7 +92,18 @@ func (d *policyd) startLimits(cfg *config.Config) error {
 		return configError{err}
 	}
 	d.limitsGeo = g
-	d.limiter = limits.New(limitOptions(cfg, g.source()), limits.NewMemory(), d.alerts, d.log.Named("limits"))
+	var store limits.Store = limits.NewMemory()
+	if cfg.Fleet.RedisURL != "" {
+		// With a fleet every host counts into the same Redis keys (a
+		// reload keeps the store, as it keeps [fleet]).
+		conn, _, err := openFleet(cfg)
+		if err != nil {
+			return configError{err}
+		}
+		d.counters = fleet.NewCounters(conn, limits.NewMemory(), d.log.Named("limits"))
+		store = d.counters
+	}
+	d.limiter = limits.New(limitOptions(cfg, g.source()), store, d.alerts, d.log.Named("limits"))
 	if path := limitsState(cfg); path != "" {
 		if err := d.limiter.Open(path); err != nil {
 			return err
@@ -120,6 +132,9 @@ func (d *policyd) reloadLimits(next *config.Config, rt *runtime) {
 func (d *policyd) stopLimits() {
 	if d.limiter != nil {
 		d.limiter.Stop()
+	}
+	if d.counters != nil {
+		d.counters.Close()
 	}
 }
 

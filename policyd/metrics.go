@@ -73,6 +73,14 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 		metrics.Counter(reg, "mxdetour_policyd_fleet_received_total", "Blocks learned by other hosts that changed this host's store.", func() float64 { return float64(d.fleet.Received()) })
 		metrics.Counter(reg, "mxdetour_policyd_fleet_publish_failures_total", "Blocks learned here that could not be shared at once (shared when Redis answers).", func() float64 { return float64(d.fleet.PublishFailures()) })
 	}
+	if d.counters != nil {
+		metrics.Gauge(reg, "mxdetour_policyd_limits_counting_alone", "1 while the fleet's Redis does not answer and this host counts its limits alone, else 0.", func() float64 {
+			if d.counters.Alone() {
+				return 1
+			}
+			return 0
+		})
+	}
 	srv, err := metrics.Serve(addr, reg, d.log.Named("metrics"))
 	d.metrics = srv
 	return err

@@ -30,9 +30,9 @@ type Store interface {
 	Reset(key string)
 }
 
-// maxMembers bounds a set: beyond it the member seen longest ago goes.
+// MaxMembers bounds a set: beyond it the member seen longest ago goes.
 // The compromise limits are far below it (10 networks, 3 countries).
-const maxMembers = 256
+const MaxMembers = 256
 
 // shards spread the keys over locks: requests of different senders do
 // not wait on each other.
@@ -40,7 +40,7 @@ const shards = 32
 
 // Memory is the Store of one host: counters in memory, saved to and
 // restored from the state file (Snapshot, Restore). Memory per key is
-// bounded: a window is Slots+1 counters, a set at most maxMembers members.
+// bounded: a window is Slots+1 counters, a set at most MaxMembers members.
 // Keys whose windows are empty go at the next Prune.
 type Memory struct {
 	seed   maphash.Seed
@@ -137,7 +137,7 @@ func (m *Memory) See(key, member string, w time.Duration, now time.Time) (int, b
 	st.w = w
 	st.expire(now)
 	_, known := st.members[member]
-	if !known && len(st.members) >= maxMembers {
+	if !known && len(st.members) >= MaxMembers {
 		st.evictOldest()
 	}
 	st.members[member] = now
@@ -281,7 +281,7 @@ func (m *Memory) Restore(snap Snapshot, now time.Time) {
 		}
 		st := &set{w: ss.Window, members: map[string]time.Time{}}
 		for name, at := range ss.Members {
-			if len(st.members) < maxMembers && !at.After(now) {
+			if len(st.members) < MaxMembers && !at.After(now) {
 				st.members[name] = at
 			}
 		}

@@ -104,11 +104,11 @@ func TestSetSlides(t *testing.T) {
 	if n, _ := m.See("k", "c", w, t0.Add(61*time.Minute)); n != 2 {
 		t.Errorf("after b aged out: %d distinct, want 2", n)
 	}
-	for i := range maxMembers + 10 {
+	for i := range MaxMembers + 10 {
 		m.See("big", string(rune('A'+i)), w, t0)
 	}
-	if n, _ := m.See("big", "x", w, t0); n > maxMembers {
-		t.Errorf("a set grew to %d members, bound is %d", n, maxMembers)
+	if n, _ := m.See("big", "x", w, t0); n > MaxMembers {
+		t.Errorf("a set grew to %d members, bound is %d", n, MaxMembers)
 	}
 }
 

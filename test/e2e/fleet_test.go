@@ -14,6 +14,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
+	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -27,6 +28,8 @@ type fleetHost struct {
 	cfg     string
 	log     string
 	smap    int
+	policy  int
+	state   string // learn.state_file
 	d       *daemonProc
 	conn    net.Conn
 	r       *bufio.Reader
@@ -35,12 +38,12 @@ type fleetHost struct {
 
 const fleetRelay = "OK relay:[127.0.0.1]:2525"
 
-func startFleetHost(t *testing.T, bin, dnsAddr, redisURL, name string) *fleetHost {
+func startFleetHost(t *testing.T, bin, dnsAddr, redisURL, name string, extra ...string) *fleetHost {
 	t.Helper()
 	dir := t.TempDir()
 	h := &fleetHost{t: t, name: name, cfg: filepath.Join(dir, "mxdetour.toml"), log: filepath.Join(dir, "mail.log"),
-		smap: testutil.FreePort(t)}
-	policy := testutil.FreePort(t)
+		smap: testutil.FreePort(t), policy: testutil.FreePort(t), state: filepath.Join(dir, "state.json")}
+	policy := h.policy
 	must(t, os.WriteFile(h.log, nil, 0o640))
 	must(t, os.WriteFile(h.cfg, []byte(fmt.Sprintf(`[log]
 level = "debug"
@@ -69,7 +72,7 @@ state_file = %q
 [fleet]
 redis_url = %q
 name = %q
-`, dnsAddr, policy, h.smap, h.log, filepath.Join(dir, "state.json"), redisURL, name)), 0o644))
+%s`, dnsAddr, policy, h.smap, h.log, filepath.Join(dir, "state.json"), redisURL, name, strings.Join(extra, "\n"))), 0o644))
 	h.d = startDaemon(t, bin, h.cfg, policy, h.smap)
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.smap))
 	must(t, err)
@@ -208,5 +211,79 @@ func TestFleet(t *testing.T) {
 		if n := strings.Count(h.d.output(), "Redis unreachable"); n != 1 {
 			t.Errorf("%s logged the outage %d times, want once", h.name, n)
 		}
+	}
+}
+
+// send asks the host's policy service about one message of login with
+// rcpts recipients, as smtpd does at RCPT (once per recipient), and
+// returns the last answer.
+func (h *fleetHost) send(login string, rcpts int) string {
+	h.t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.policy))
+	must(h.t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	h.queueID++
+	var action string
+	for i := range rcpts {
+		fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=203.0.113.7\n"+
+			"client_name=client.e2e\nsasl_username=%s\nsender=%s@sender.e2e\nrecipient=r%d@plain.e2e\nrecipient_count=%d\n"+
+			"instance=%s.%d\nqueue_id=\n\n", login, login, i, i, h.name, h.queueID)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			h.t.Fatalf("%s: policy answer: %v", h.name, err)
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			h.t.Fatalf("%s: policy answer: %v", h.name, err)
+		}
+		action = strings.TrimSpace(line)
+	}
+	return action
+}
+
+// Two MX hosts, one Redis, one limit (issue #14): alice's recipients on
+// mx01 and on mx02 count together, so the message that takes her past the
+// limit is held on whichever host it reaches; bob is unaffected; a
+// release on one host resets her window for both.
+func TestFleetLimits(t *testing.T) {
+	t.Parallel()
+	redis := fleettest.Start(t)
+	bin := policydBin(t)
+	dns := dnstest.New(t, zone()).Addr()
+	limit := "\n[[limits]]\nkey = \"sasl_username\"\nmax = 5\nwindow = \"1h\"\n"
+	a := startFleetHost(t, bin, dns, redis.URL(), "mx01", limit)
+	b := startFleetHost(t, bin, dns, redis.URL(), "mx02", limit)
+	for _, h := range []*fleetHost{a, b} {
+		h.d.waitOutput("fleet: connected", 10*time.Second)
+	}
+	if got := a.send("alice", 3); got != "action=DUNNO" {
+		t.Fatalf("mx01: alice's 3 recipients: %q, want DUNNO", got)
+	}
+	if got := b.send("alice", 2); got != "action=DUNNO" {
+		t.Fatalf("mx02: alice's next 2 recipients: %q, want DUNNO (5 of 5)", got)
+	}
+	got := b.send("alice", 1)
+	if !strings.HasPrefix(got, "action=HOLD") || !strings.Contains(got, "(6/5 in 1h)") {
+		t.Fatalf("mx02: alice's 6th recipient: %q, want HOLD ... (6/5 in 1h): mx01's 3 count on mx02", got)
+	}
+	if got := a.send("alice", 1); !strings.HasPrefix(got, "action=HOLD") {
+		t.Errorf("mx01: alice's next message: %q, want HOLD", got)
+	}
+	if got := a.send("bob", 5); got != "action=DUNNO" {
+		t.Errorf("mx01: bob's 5 recipients: %q, want DUNNO", got)
+	}
+	if n := strings.Count(a.d.output()+b.d.output(), "alert: sasl_username:alice exceeded"); n != 1 {
+		t.Errorf("%d alerts for alice in the fleet, want 1 (one per key and window)", n)
+	}
+	// What `holds release alice` asks of mx02's daemon once it released
+	// her mail from Postfix's hold queue (there is no Postfix here).
+	must(t, limits.RequestRelease(limits.StatePath(b.state), "sasl_username:alice"))
+	deadline := time.Now().Add(5 * time.Second)
+	for a.send("alice", 1) != "action=DUNNO" {
+		if time.Now().After(deadline) {
+			t.Fatal("mx01 still holds alice 5 s after her release on mx02")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

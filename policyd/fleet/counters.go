@@ -1,0 +1,246 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/mxdetour/mxdetour/policyd/limits"
+)
+
+// Counters is the outbound limits' store of a fleet (issue #14): every
+// host counts into the same Redis keys, so a sender that spreads its mail
+// over mx01 and mx02 meets one limit, not two.
+//
+// Each call is one Lua script, atomic on the server: a sliding window is a
+// hash of slot index -> count (the same Slots slots of the same width as
+// limits.Memory, so both agree on when a recipient leaves the window), a
+// sliding set a sorted set scored by the time a member was last seen, a
+// mark a key SET NX PX. Every key carries its limit key in braces, so a
+// Cluster keeps each in one slot.
+//
+// Limits must never stop mail. A Redis call waits at most Timeout; when
+// one fails, this host counts alone (in the embedded Memory, which every
+// call keeps up to date whether Redis answers or not, and which the state
+// file saves) and tries Redis again after Retry. The switch both ways is
+// logged once. Counts made while Redis was away stay on this host: they
+// are not pushed to Redis when it comes back.
+type Counters struct {
+	*limits.Memory
+	c   redis.UniversalClient
+	log *zap.Logger
+	now func() time.Time
+
+	// Timeout bounds each Redis call (default 250 ms); Retry is how long
+	// the host counts alone after a failure before asking Redis again
+	// (default 1 s).
+	Timeout, Retry time.Duration
+
+	mu        sync.Mutex
+	downUntil time.Time
+	down      bool
+}
+
+// NewCounters returns the fleet's counters on conn's Redis, with local as
+// this host's own counts.
+func NewCounters(conn *Conn, local *limits.Memory, log *zap.Logger) *Counters {
+	quietRedis(log)
+	return &Counters{Memory: local, c: conn.client, log: log, now: time.Now,
+		Timeout: 250 * time.Millisecond, Retry: time.Second}
+}
+
+const countersPrefix = "mxdetour:limit:"
+
+func windowKey(key string) string { return countersPrefix + "w:{" + key + "}" }
+func setKey(key string) string    { return countersPrefix + "s:{" + key + "}" }
+func markKey(key string) string   { return countersPrefix + "m:{" + key + "}" }
+
+// takeScript: KEYS[1] the window hash; ARGV head slot, n, max, slot width
+// (ns, as a string: a window kept under another width starts again), TTL
+// (ms). Returns {count with n, 1 if taken}. n = 0 counts only.
+var takeScript = redis.NewScript(`
+local k = KEYS[1]
+local head = tonumber(ARGV[1])
+if redis.call('HGET', k, 'w') ~= ARGV[4] then redis.call('DEL', k) end
+local vals = redis.call('HGETALL', k)
+local sum = 0
+for i = 1, #vals, 2 do
+  if vals[i] ~= 'w' then
+    local idx = tonumber(vals[i])
+    if idx < head - ` + strconv.Itoa(limits.Slots) + ` then redis.call('HDEL', k, vals[i])
+    elseif idx <= head then sum = sum + tonumber(vals[i+1]) end
+  end
+end
+local n = tonumber(ARGV[2])
+local c = sum + n
+if c > tonumber(ARGV[3]) then return {c, 0} end
+if n > 0 then
+  redis.call('HINCRBY', k, ARGV[1], n)
+  redis.call('HSET', k, 'w', ARGV[4])
+  redis.call('PEXPIRE', k, ARGV[5])
+end
+return {c, 1}
+`)
+
+// giveScript: KEYS[1] the window hash; ARGV slot, n, slot width. A slot
+// never goes below zero.
+var giveScript = redis.NewScript(`
+local k = KEYS[1]
+if redis.call('HGET', k, 'w') ~= ARGV[3] then return 0 end
+local v = redis.call('HINCRBY', k, ARGV[1], -tonumber(ARGV[2]))
+if v <= 0 then redis.call('HDEL', k, ARGV[1]) end
+return 0
+`)
+
+// seeScript: KEYS[1] the sorted set; ARGV now (ms), member, window (ms),
+// most members. Returns {distinct members, 1 if member is new}.
+var seeScript = redis.NewScript(`
+local k = KEYS[1]
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', k, '-inf', now - tonumber(ARGV[3]))
+local added = redis.call('ZADD', k, now, ARGV[2])
+local n = redis.call('ZCARD', k)
+local most = tonumber(ARGV[4])
+if n > most then
+  redis.call('ZREMRANGEBYRANK', k, 0, n - most - 1)
+  n = most
+end
+redis.call('PEXPIRE', k, ARGV[3])
+return {n, added}
+`)
+
+// slotWidth matches limits.Memory's: the window cut in limits.Slots.
+func slotWidth(w time.Duration) int64 { return max(1, (int64(w)+limits.Slots-1)/limits.Slots) }
+
+func ttl(w time.Duration) int64 { return max(1, (w+w/limits.Slots).Milliseconds()+1000) }
+
+// call runs f against Redis unless the host is counting alone; false
+// means count alone this time.
+func (c *Counters) call(f func(ctx context.Context) error) bool {
+	now := c.now()
+	c.mu.Lock()
+	skip := c.down && now.Before(c.downUntil)
+	c.mu.Unlock()
+	if skip {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	err := f(ctx)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if !c.down {
+			c.log.Error("limits: Redis does not answer; this host counts alone until it does", zap.Error(err))
+		}
+		c.down, c.downUntil = true, now.Add(c.Retry)
+		return false
+	}
+	if c.down {
+		c.log.Info("limits: Redis answers again; the fleet counts together")
+		c.down = false
+	}
+	return true
+}
+
+// Close closes the connections to Redis.
+func (c *Counters) Close() error { return c.c.Close() }
+
+// Alone reports whether this host is counting without Redis (a gauge).
+func (c *Counters) Alone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down
+}
+
+// Take implements limits.Store.
+func (c *Counters) Take(key string, n, most int, w time.Duration, now time.Time) (int, bool) {
+	width := slotWidth(w)
+	var count int
+	var taken bool
+	ok := c.call(func(ctx context.Context) error {
+		v, err := takeScript.Run(ctx, c.c, []string{windowKey(key)},
+			now.UnixNano()/width, n, most, strconv.FormatInt(width, 10), ttl(w)).Int64Slice()
+		if err == nil && len(v) == 2 {
+			count, taken = int(v[0]), v[1] == 1
+		}
+		return err
+	})
+	if !ok {
+		return c.Memory.Take(key, n, most, w, now)
+	}
+	if taken {
+		c.Memory.Take(key, n, math.MaxInt, w, now)
+	}
+	return count, taken
+}
+
+// Give implements limits.Store.
+func (c *Counters) Give(key string, n int, w time.Duration, at time.Time) {
+	c.Memory.Give(key, n, w, at)
+	width := slotWidth(w)
+	c.call(func(ctx context.Context) error {
+		return giveScript.Run(ctx, c.c, []string{windowKey(key)},
+			at.UnixNano()/width, n, strconv.FormatInt(width, 10)).Err()
+	})
+}
+
+// Count implements limits.Store.
+func (c *Counters) Count(key string, w time.Duration, now time.Time) int {
+	count, _ := c.Take(key, 0, math.MaxInt, w, now)
+	return count
+}
+
+// See implements limits.Store.
+func (c *Counters) See(key, member string, w time.Duration, now time.Time) (int, bool) {
+	ln, lnew := c.Memory.See(key, member, w, now)
+	var n int
+	var isNew bool
+	ok := c.call(func(ctx context.Context) error {
+		v, err := seeScript.Run(ctx, c.c, []string{setKey(key)},
+			now.UnixMilli(), member, max(1, w.Milliseconds()), limits.MaxMembers).Int64Slice()
+		if err == nil && len(v) == 2 {
+			n, isNew = int(v[0]), v[1] == 1
+		}
+		return err
+	})
+	if !ok {
+		return ln, lnew
+	}
+	return n, isNew
+}
+
+// Once implements limits.Store.
+func (c *Counters) Once(key string, w time.Duration, now time.Time) bool {
+	local := c.Memory.Once(key, w, now)
+	var first bool
+	ok := c.call(func(ctx context.Context) error {
+		var err error
+		first, err = c.c.SetNX(ctx, markKey(key), c.now().UnixMilli(), max(time.Millisecond, w)).Result()
+		return err
+	})
+	if !ok {
+		return local
+	}
+	return first
+}
+
+// Reset implements limits.Store: on every host (the keys are shared).
+func (c *Counters) Reset(key string) {
+	c.Memory.Reset(key)
+	c.call(func(ctx context.Context) error {
+		// One DEL per key: in a Cluster the three live in different slots.
+		for _, k := range []string{windowKey(key), setKey(key), markKey(key)} {
+			if err := c.c.Del(ctx, k).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,159 @@
+package fleet
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
+	"github.com/mxdetour/mxdetour/policyd/limits"
+)
+
+func newCounters(t *testing.T, r *fleettest.Redis, name string) (*Counters, *observer.ObservedLogs) {
+	t.Helper()
+	conn, err := Open(r.URL(), "", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())).Named(name)
+	return NewCounters(conn, limits.NewMemory(), log), logs
+}
+
+// Two hosts on one Redis meet one limit: what mx01 takes counts on mx02,
+// a give-back and a reset on one are seen by the other, a set of client
+// networks and an alert mark are shared.
+func TestCountersShared(t *testing.T) {
+	r := fleettest.Start(t)
+	a, _ := newCounters(t, r, "mx01")
+	b, _ := newCounters(t, r, "mx02")
+	now := time.Unix(1_800_000_000, 0)
+	const key, w = "limit0|alice", time.Hour
+
+	if c, ok := a.Take(key, 3, 5, w, now); !ok || c != 3 {
+		t.Fatalf("mx01 Take 3 = %d, %v; want 3, true", c, ok)
+	}
+	if c, ok := b.Take(key, 3, 5, w, now.Add(time.Minute)); ok || c != 6 {
+		t.Fatalf("mx02 Take 3 after mx01's 3 = %d, %v; want 6, false (one limit for the fleet)", c, ok)
+	}
+	if c, ok := b.Take(key, 2, 5, w, now.Add(time.Minute)); !ok || c != 5 {
+		t.Fatalf("mx02 Take 2 = %d, %v; want 5, true", c, ok)
+	}
+	a.Give(key, 1, w, now)
+	if c := b.Count(key, w, now.Add(2*time.Minute)); c != 4 {
+		t.Errorf("mx02 Count after mx01 gave 1 back = %d, want 4", c)
+	}
+	// mx01's 2 leave the window an hour (and at most a slot) later; mx02's
+	// 2, taken a minute later, stay.
+	if c := a.Count(key, w, now.Add(w+w/limits.Slots)); c != 2 {
+		t.Errorf("Count once mx01's recipients left the window = %d, want 2", c)
+	}
+
+	const set = "compromise|networks|alice"
+	for i, tc := range []struct {
+		h      *Counters
+		member string
+		n      int
+		isNew  bool
+	}{{a, "192.0.2.0/24", 1, true}, {b, "198.51.100.0/24", 2, true}, {a, "198.51.100.0/24", 2, false}} {
+		if n, isNew := tc.h.See(set, tc.member, w, now.Add(time.Duration(i)*time.Second)); n != tc.n || isNew != tc.isNew {
+			t.Errorf("See #%d %s = %d, %v; want %d, %v", i, tc.member, n, isNew, tc.n, tc.isNew)
+		}
+	}
+	if !a.Once(key, w, now) || b.Once(key, w, now) {
+		t.Error("Once: want true on the first host only (one alert per key and window for the fleet)")
+	}
+
+	b.Reset(key)
+	if c := a.Count(key, w, now.Add(2*time.Minute)); c != 0 {
+		t.Errorf("mx01 Count after mx02's Reset = %d, want 0", c)
+	}
+	if !a.Once(key, w, now) {
+		t.Error("Once after Reset: want true")
+	}
+}
+
+// The Redis windows are limits.Memory's: the same random run of takes and
+// give-backs over two hours, against both, gives the same answers, at
+// the edges of the window included.
+func TestCountersAgreeWithMemory(t *testing.T) {
+	r := fleettest.Start(t)
+	c, _ := newCounters(t, r, "mx01")
+	m := limits.NewMemory()
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Unix(1_800_000_000, 0)
+	const key, w, most = "limit1|bob", 10 * time.Minute, 20
+	for i := range 600 {
+		now = now.Add(time.Duration(rng.IntN(int(25 * time.Second))))
+		n := 1 + rng.IntN(4)
+		cr, okr := c.Take(key, n, most, w, now)
+		cm, okm := m.Take(key, n, most, w, now)
+		if cr != cm || okr != okm {
+			t.Fatalf("step %d at +%s: Redis Take = %d, %v; Memory Take = %d, %v", i, now.Sub(time.Unix(1_800_000_000, 0)), cr, okr, cm, okm)
+		}
+		if okr && rng.IntN(5) == 0 {
+			c.Give(key, n, w, now)
+			m.Give(key, n, w, now)
+		}
+	}
+	if c.Alone() {
+		t.Fatal("counted alone although Redis answered")
+	}
+}
+
+// With Redis gone the host counts alone, from what it counted while Redis
+// answered, within the call timeout and with one log line; when Redis
+// comes back (empty) the fleet counts together again.
+func TestCountersRedisDown(t *testing.T) {
+	r := fleettest.Start(t)
+	a, logs := newCounters(t, r, "mx01")
+	a.Retry = 200 * time.Millisecond
+	now := time.Unix(1_800_000_000, 0)
+	const key, w = "limit0|carol", time.Hour
+	if _, ok := a.Take(key, 3, 5, w, now); !ok {
+		t.Fatal("Take 3 of 5 refused")
+	}
+	r.Stop()
+	start := time.Now()
+	if c, ok := a.Take(key, 2, 5, w, now); !ok || c != 5 {
+		t.Errorf("Take 2 with Redis down = %d, %v; want 5, true (this host's 3 kept)", c, ok)
+	}
+	if c, ok := a.Take(key, 1, 5, w, now); ok || c != 6 {
+		t.Errorf("Take 1 more with Redis down = %d, %v; want 6, false", c, ok)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("two takes with Redis down took %s", d)
+	}
+	if !a.Alone() {
+		t.Error("Alone() = false with Redis down")
+	}
+	if n := logs.FilterMessageSnippet("counts alone").Len(); n != 1 {
+		t.Errorf("%d 'counts alone' lines, want 1", n)
+	}
+
+	r.Restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Alone() && time.Now().Before(deadline) {
+		a.Count(key, w, now)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a.Alone() {
+		t.Fatal("still counting alone 5 s after Redis came back")
+	}
+	b, _ := newCounters(t, r, "mx02")
+	if _, ok := b.Take(key, 4, 4, w, now); !ok {
+		t.Error("mx02 refused on an empty Redis: counts made while Redis was away must stay on their host")
+	}
+	if c, ok := a.Take(key, 2, 5, w, now); ok || c != 6 {
+		t.Errorf("mx01 Take 2 after mx02's 4 = %d, %v; want 6, false (counted together again)", c, ok)
+	}
+	if logs.FilterMessageSnippet("answers again").Len() != 1 {
+		t.Error("no 'answers again' line")
+	}
+}
