@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -25,6 +26,12 @@ type serverSession struct {
 	protocol    OptProtocol
 	maxDataSize DataSize
 	conn        net.Conn
+	// r and w buffer the connection: a packet whose bytes have arrived
+	// together is read without a system call per field, and the
+	// modifications of an end of message go out with its final response
+	// in one write.
+	r           *wire.PacketReader
+	w           *bufio.Writer
 	macros      *macrosStages
 	backendId   uint64
 	mu          sync.Mutex
@@ -54,6 +61,8 @@ var errProtocol = errors.New("milter: protocol error")
 func (m *serverSession) init(server *Server, conn net.Conn, version uint32, actions OptAction, protocol OptProtocol) {
 	m.server = server
 	m.conn = conn
+	m.r = wire.NewPacketReader(conn)
+	m.w = bufio.NewWriterSize(conn, 16*1024)
 	m.version = version
 	m.actions = actions
 	m.protocol = protocol
@@ -73,14 +82,14 @@ func (m *serverSession) remoteAddr() string {
 // readPacket reads incoming milter packet
 func (m *serverSession) readPacket(limits wire.Limits) (*wire.Message, error) {
 	m.mu.Lock()
-	conn := m.conn
+	conn, r := m.conn, m.r
 	m.mu.Unlock()
 	if conn == nil {
 		return nil, errCloseSession
 	}
 	m.idleSince.Store(time.Now().UnixNano())
 	defer m.idleSince.Store(0)
-	return wire.ReadPacketWithin(conn, limits)
+	return r.Read(limits)
 }
 
 // cutCString returns the NUL-terminated string at the start of data and
@@ -93,15 +102,27 @@ func cutCString(data []byte, what string) (string, []byte, error) {
 	return string(s), rest, nil
 }
 
-// writePacket sends a milter response packet to socket stream
+// writePacket sends a milter response packet to socket stream. A
+// modification (add header, change from ...) is buffered: the MTA reads
+// none of them before the final response of the end of message, which
+// flushes them all in one write.
 func (m *serverSession) writePacket(msg *wire.Message) error {
 	m.mu.Lock()
-	conn := m.conn
+	conn, w := m.conn, m.w
 	m.mu.Unlock()
 	if conn == nil {
 		return errCloseSession
 	}
-	return wire.WritePacket(conn, msg, m.server.options.writeTimeout)
+	if t := m.server.options.writeTimeout; t != 0 {
+		_ = conn.SetWriteDeadline(time.Now().Add(t))
+	}
+	if err := wire.PutPacket(w, msg); err != nil {
+		return err
+	}
+	if wire.IsModification(msg.Code) {
+		return nil
+	}
+	return w.Flush()
 }
 
 func (m *serverSession) negotiate(msg *wire.Message, milterVersion uint32, milterActions OptAction, milterProtocol OptProtocol, callback NegotiationCallbackFunc, macroRequests macroRequests, usedMaxData DataSize) (*Response, error) {
