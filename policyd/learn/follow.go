@@ -50,6 +50,10 @@ type follower struct {
 	// longer than what was read and no line came since; -1 when not.
 	behind int64
 	lines  bool // a line came since the last tick
+	// retry is when a polling follower that replaced a failed inotify
+	// one tries inotify again; zero when it never does (inotify was
+	// unavailable at start).
+	retry time.Time
 }
 
 // follow opens the log at the stored position, with inotify unless poll.
@@ -138,6 +142,10 @@ func (l *Learner) Run(ctx context.Context) error {
 				if f, err = l.fallBack(f, errors.New("the log grew but no line came for two ticks")); err != nil {
 					return err
 				}
+			} else if f.poll && !f.retry.IsZero() && !l.now().Before(f.retry) {
+				if f, err = l.backToInotify(f); err != nil {
+					return err
+				}
 			}
 		case <-soon.C:
 			armed = false
@@ -184,6 +192,26 @@ func (l *Learner) fallBack(f *follower, why error) (*follower, error) {
 	if err != nil {
 		return f, fmt.Errorf("following %s: %w", l.o.LogFile, err)
 	}
+	nf.retry = l.now().Add(l.o.InotifyRetry)
+	return nf, nil
+}
+
+// backToInotify replaces a polling follower, set up when inotify failed
+// under a running one (a watch lost to a start-up race or an overflowed
+// queue), by an inotify follower again, at the stored position. Should
+// inotify fail now, the log is polled as it was, and tried again later.
+func (l *Learner) backToInotify(f *follower) (*follower, error) {
+	f.retry = l.now().Add(l.o.InotifyRetry)
+	if err := probeInotify(filepath.Dir(l.o.LogFile)); err != nil {
+		l.log.Warn("inotify still unavailable: polling the delivery log", zap.String("file", l.o.LogFile), zap.Error(err))
+		return f, nil
+	}
+	f.stop()
+	nf, err := l.follow(false)
+	if err != nil {
+		return l.fallBack(f, err)
+	}
+	l.log.Info("following the delivery log with inotify again", zap.String("file", l.o.LogFile))
 	return nf, nil
 }
 

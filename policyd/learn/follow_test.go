@@ -15,6 +15,11 @@ import (
 
 // following starts a learner on a fresh log until the test ends.
 func following(t *testing.T) (*Learner, *Store, string) {
+	return followingRetry(t, 0)
+}
+
+// followingRetry is following with Options.InotifyRetry (0: the default).
+func followingRetry(t *testing.T, retry time.Duration) (*Learner, *Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "mail.log")
@@ -24,7 +29,7 @@ func following(t *testing.T) (*Learner, *Store, string) {
 	// Ticks of a second: a follower is called stuck after two ticks without
 	// a line while the log grew, and a loaded test machine must not make a
 	// slow wake-up look like a lost watch.
-	l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second}, c, s, zaptest.NewLogger(t))
+	l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second, InotifyRetry: retry}, c, s, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
@@ -118,4 +123,23 @@ func TestLostWatchFallsBackToPolling(t *testing.T) {
 	if !l.polling.Load() {
 		t.Error("still on inotify after the watch was lost")
 	}
+}
+
+// Polling after a lost watch is not for good: InotifyRetry later the
+// learner follows the log with inotify again, and learns as before.
+func TestBackToInotifyAfterFallBack(t *testing.T) {
+	l, s, logFile := followingRetry(t, 2*time.Second)
+	learnedWithin(t, s, logFile, "first.example", time.Second)
+	if err := watch.RemoveWatch(logFile); err != nil {
+		t.Fatal(err)
+	}
+	learnedWithin(t, s, logFile, "after-loss.example", 5*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.polling.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("still polling 10 s after the watch was lost (InotifyRetry 2 s)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	learnedWithin(t, s, logFile, "back.example", 3*time.Second)
 }

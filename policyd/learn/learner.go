@@ -61,6 +61,10 @@ type Options struct {
 	// SaveEvery saves the log position, and looks for changes another
 	// process made to the state file (`blocks forget`). Default 10 s.
 	SaveEvery time.Duration
+	// InotifyRetry is how long the log is polled after inotify failed
+	// under a running follower before inotify is tried again. Default 10
+	// minutes.
+	InotifyRetry time.Duration
 	// OnBlock, when set, is told of each block learned (fresh) and of
 	// each known block that changed route: an IPv4-only block that now
 	// needs the relay (not fresh). A refusal of a known block seen again
@@ -121,6 +125,9 @@ func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
 	}
 	if o.SaveDelay <= 0 {
 		o.SaveDelay = time.Second
+	}
+	if o.InotifyRetry <= 0 {
+		o.InotifyRetry = 10 * time.Minute
 	}
 	if o.ProviderOf == nil {
 		o.ProviderOf = func(string) string { return "" }
