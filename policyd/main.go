@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -93,14 +95,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	stateErr := checkStateFile(cfg)
 	if *checkOnly {
+		rc := 0
 		if stateErr != nil {
 			fmt.Fprintln(stderr, stateErr)
-			return exitConfig
+			rc = exitConfig
+		} else {
+			fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
+			fmt.Fprintln(stdout, "  checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file")
 		}
-		fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
-		fmt.Fprintln(stdout, "  checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file")
-		fmt.Fprintln(stdout, "  not checked here: the DKIM keys and country data of [milter] (mxdetour-milter -check-config)")
-		return 0
+		if milterRC := checkMilterPart(*cfgPath, stdout, stderr); rc == 0 {
+			rc = milterRC
+		}
+		return rc
 	}
 	log, level, err := logging.New(cfg.Log)
 	if err != nil {
@@ -158,4 +164,51 @@ func (e configError) Unwrap() error { return e.error }
 // ctxTimeout is a small helper for commands.
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// checkMilterPart has mxdetour-milter check what only it can (the DKIM
+// keys and country data of [milter]), so that `mxdetour-policyd
+// -check-config` leaves no part of the file unchecked. The milter is
+// looked for beside this binary, then in PATH; a host without it is told
+// what was not checked.
+func checkMilterPart(cfgPath string, stdout, stderr io.Writer) int {
+	bin := ""
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "mxdetour-milter"); isExecutable(p) {
+			bin = p
+		}
+	}
+	if bin == "" {
+		if p, err := exec.LookPath("mxdetour-milter"); err == nil {
+			bin = p
+		}
+	}
+	if bin == "" {
+		fmt.Fprintln(stdout, "  not checked: the DKIM keys and country data of [milter] (mxdetour-milter is not installed beside this binary or in PATH)")
+		return 0
+	}
+	args := []string{"-check-config"}
+	if cfgPath != "" {
+		args = append(args, "-config", cfgPath)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Env = append(os.Environ(), "MXDETOUR_CHECKED_BY_POLICYD=1")
+	fmt.Fprintf(stdout, "%s -check-config:\n", bin)
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() > 0 {
+			return exit.ExitCode()
+		}
+		fmt.Fprintf(stderr, "%s -check-config: %v\n", bin, err)
+		return exitFailure
+	}
+	return 0
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

@@ -246,8 +246,12 @@ func TestCheckCommand(t *testing.T) {
 func TestCheckConfig(t *testing.T) {
 	srv := dnstest.New(t, zone())
 	good, _, _ := writeConfig(t, srv.Addr(), "")
-	if out, err := exec.Command(bin, "-check-config", "-config", good).CombinedOutput(); err != nil || !strings.Contains(string(out), ": OK\n") ||
-		!strings.Contains(string(out), "not checked here: the DKIM keys") {
+	// Without mxdetour-milter (bin's directory has none; PATH is empty)
+	// the output says what was left unchecked.
+	alone := exec.Command(bin, "-check-config", "-config", good)
+	alone.Env = append(os.Environ(), "PATH=/nonexistent")
+	if out, err := alone.CombinedOutput(); err != nil || !strings.Contains(string(out), ": OK\n") ||
+		!strings.Contains(string(out), "not checked: the DKIM keys and country data of [milter] (mxdetour-milter is not installed") {
 		t.Errorf("good config: %v %s", err, out)
 	}
 	bad, _, _ := writeConfig(t, srv.Addr(), "[policyd.extra]\n")
@@ -264,6 +268,35 @@ func TestCheckConfig(t *testing.T) {
 	out, err = exec.Command(bin, "-check-config", "-config", pat).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `[learn]: patterns: "(": error parsing regexp`) {
 		t.Errorf("bad learn pattern: %v\n%s", err, out)
+	}
+}
+
+// With mxdetour-milter beside it, `mxdetour-policyd -check-config` checks
+// the [milter] part too (issue #12: one command leaves nothing
+// unchecked): a DKIM key that is no private key fails it, named.
+func TestCheckConfigChecksMilterPart(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "mxdetour-policyd")
+	for pkg, out := range map[string]string{".": pol, "../milter": filepath.Join(dir, "mxdetour-milter")} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	srv := dnstest.New(t, zone())
+	good, _, _ := writeConfig(t, srv.Addr(), "")
+	out, err := exec.Command(pol, "-check-config", "-config", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "mxdetour-milter -check-config:\n") || !strings.Contains(string(out), "OK (0 DKIM keys)") ||
+		strings.Contains(string(out), "not checked") {
+		t.Errorf("good config: %v\n%s", err, out)
+	}
+	pub := filepath.Join(dir, "pub.txt")
+	if err := os.WriteFile(pub, []byte("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad, _, _ := writeConfig(t, srv.Addr(), fmt.Sprintf("[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey_file = %q\n", pub))
+	out, err = exec.Command(pol, "-check-config", "-config", bad).CombinedOutput()
+	if code := exitCode(err); code != 78 || !strings.Contains(string(out), pub) {
+		t.Errorf("a public key as key_file: exit %d, want 78 naming %s:\n%s", code, pub, out)
 	}
 }
 
