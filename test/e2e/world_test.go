@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
@@ -59,6 +60,10 @@ type world struct {
 	policyd *daemonProc
 	milter  *daemonProc
 	ports   struct{ policy, socketmap, milter int }
+	// addrs are the daemons' listen addresses in mxdetour.toml:
+	// 127.0.0.1:PORT, or unix:PATH with worldOptions.Unix.
+	addrs   struct{ policy, socketmap, milter string }
+	unix    bool
 	dkimTXT map[string]string // selector._domainkey.domain -> TXT value
 	dnsTO   string            // [dns] timeout
 	ipv4TP  string            // [transports] ipv4 ("" = none)
@@ -76,6 +81,11 @@ type worldOptions struct {
 	IPv4Transport string
 	// BeforeStart runs after the config is written, before the daemons start.
 	BeforeStart func(w *world)
+	// Unix wires the three sockets as contrib/systemd/unix's drop-ins and
+	// contrib/postfix/main.cf's "unix sockets" alternative say: in the
+	// queue directory's private/, made by "systemd" (the test) and passed
+	// to the daemons by name; Postfix connects to unix:private/...
+	Unix bool
 }
 
 func newWorld(t *testing.T, o worldOptions) *world {
@@ -88,19 +98,44 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	w.relay = newSink(t, "relay")
 	w.direct = newSink(t, "direct")
 	w.ports.policy, w.ports.socketmap, w.ports.milter = testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
+	w.unix = o.Unix
+	tcp := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
+	w.addrs.policy, w.addrs.socketmap, w.addrs.milter = tcp(w.ports.policy), tcp(w.ports.socketmap), tcp(w.ports.milter)
 
 	o.Postfix.DirectPort = w.direct.port()
 	w.postfixWiring(&o.Postfix, o.Wiring, o.NoMilter)
 	w.pf = startPostfix(t, o.Postfix)
+	var socks map[string]daemontest.Socket
+	if o.Unix {
+		socks = unitSockets(t, filepath.Join(w.pf.dir, "queue"))
+		w.addrs.policy, w.addrs.socketmap, w.addrs.milter = "unix:"+socks["policy"].Addr(), "unix:"+socks["socketmap"].Addr(), "unix:"+socks["milter"].Addr()
+	}
 	w.writeConfig(o.ExtraCfg)
 	if o.BeforeStart != nil {
 		o.BeforeStart(w)
+	}
+	if o.Unix {
+		w.policyd = startActivated(t, binPolicyd, w.cfgPath, socks["policy"], socks["socketmap"])
+		if !o.NoMilter {
+			w.milter = startActivated(t, binMilter, w.cfgPath, socks["milter"])
+		}
+		return w
 	}
 	w.policyd = startDaemon(t, binPolicyd, w.cfgPath, w.ports.policy, w.ports.socketmap)
 	if !o.NoMilter {
 		w.milter = startDaemon(t, binMilter, w.cfgPath, w.ports.milter)
 	}
 	return w
+}
+
+// postfixAddr is how Postfix names one of the daemons' sockets: as the
+// unix alternative of contrib/postfix/main.cf says (relative to the
+// queue directory), or the loopback port.
+func (w *world) postfixAddr(name string, port int) string {
+	if w.unix {
+		return "unix:private/mxdetour-" + name
+	}
+	return fmt.Sprintf("inet:127.0.0.1:%d", port)
 }
 
 // postfixWiring adds contrib/postfix's wiring to o: for the socketmap,
@@ -110,18 +145,18 @@ func newWorld(t *testing.T, o worldOptions) *world {
 func (w *world) postfixWiring(o *postfixOptions, wiring string, noMilter bool) {
 	switch wiring {
 	case "socketmap":
-		o.Extra = append(o.Extra, fmt.Sprintf("transport_maps = socketmap:inet:127.0.0.1:%d:transport", w.ports.socketmap))
+		o.Extra = append(o.Extra, fmt.Sprintf("transport_maps = socketmap:%s:transport", w.postfixAddr("socketmap", w.ports.socketmap)))
 		o.MasterExtra += "rewrite-smtpd unix - - n - - trivial-rewrite\n  -o transport_maps=\n"
 		o.SmtpdOpts = append(o.SmtpdOpts, "rewrite_service_name=rewrite-smtpd")
 	case "policy":
-		o.Extra = append(o.Extra, fmt.Sprintf("smtpd_recipient_restrictions = check_policy_service { inet:127.0.0.1:%d, timeout=2s, try_limit=1, default_action=DUNNO }, permit_mynetworks, reject_unauth_destination", w.ports.policy))
+		o.Extra = append(o.Extra, fmt.Sprintf("smtpd_recipient_restrictions = check_policy_service { %s, timeout=2s, try_limit=1, default_action=DUNNO }, permit_mynetworks, reject_unauth_destination", w.postfixAddr("policy", w.ports.policy)))
 	default:
 		w.t.Fatalf("unknown wiring %q", wiring)
 	}
 	if !noMilter {
 		o.Extra = append(o.Extra,
-			fmt.Sprintf("smtpd_milters = inet:127.0.0.1:%d", w.ports.milter),
-			fmt.Sprintf("non_smtpd_milters = inet:127.0.0.1:%d", w.ports.milter),
+			fmt.Sprintf("smtpd_milters = %s", w.postfixAddr("milter", w.ports.milter)),
+			fmt.Sprintf("non_smtpd_milters = %s", w.postfixAddr("milter", w.ports.milter)),
 			"milter_default_action = accept",
 			"milter_connect_timeout = 5s",
 			"milter_command_timeout = 5s",
@@ -148,8 +183,8 @@ asn_zone = "origin.asn.e2e"
 asn6_zone = "origin6.asn.e2e"
 
 [policyd]
-policy_listen = "127.0.0.1:%d"
-socketmap_listen = "127.0.0.1:%d"
+policy_listen = %q
+socketmap_listen = %q
 decision_timeout = "300ms"
 
 [transports]
@@ -164,11 +199,11 @@ requeue = true
 postfix_config = %q
 
 [milter]
-listen = "127.0.0.1:%d"
+listen = %q
 trusted_networks = ["127.0.0.0/8"]
 %s
-`, w.dns.Addr(), w.dnsTO, w.ports.policy, w.ports.socketmap, w.relay.port(), w.ipv4TP, w.pf.maillog,
-		filepath.Join(w.dir, "state.json"), w.pf.conf, w.ports.milter, extra)
+`, w.dns.Addr(), w.dnsTO, w.addrs.policy, w.addrs.socketmap, w.relay.port(), w.ipv4TP, w.pf.maillog,
+		filepath.Join(w.dir, "state.json"), w.pf.conf, w.addrs.milter, extra)
 	must(w.t, os.WriteFile(w.cfgPath, []byte(cfg), 0o644))
 }
 
@@ -187,6 +222,7 @@ type daemonProc struct {
 	bin   string
 	cfg   string
 	ports []int
+	socks []daemontest.Socket // passed as systemd passes them; waited on instead of ports
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	out   *testutil.LockedBuffer
@@ -194,7 +230,19 @@ type daemonProc struct {
 
 func startDaemon(t *testing.T, bin, cfg string, ports ...int) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, bin: bin, cfg: cfg, ports: ports}
+	return startProc(t, &daemonProc{t: t, bin: bin, cfg: cfg, ports: ports})
+}
+
+// startActivated starts a daemon with socks passed as a socket unit
+// passes them (LISTEN_FDS, by name), not opened by the daemon.
+func startActivated(t *testing.T, bin, cfg string, socks ...daemontest.Socket) *daemonProc {
+	t.Helper()
+	return startProc(t, &daemonProc{t: t, bin: bin, cfg: cfg, socks: socks})
+}
+
+func startProc(t *testing.T, d *daemonProc) *daemonProc {
+	t.Helper()
+	bin := d.bin
 	d.start()
 	t.Cleanup(func() {
 		d.stop()
@@ -209,7 +257,11 @@ func (d *daemonProc) start() {
 	d.t.Helper()
 	d.mu.Lock()
 	d.out = &testutil.LockedBuffer{}
-	d.cmd = exec.Command(d.bin, "-config", d.cfg)
+	if len(d.socks) > 0 {
+		d.cmd = daemontest.Command(d.t, d.bin, []string{"-config", d.cfg}, d.socks...)
+	} else {
+		d.cmd = exec.Command(d.bin, "-config", d.cfg)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	err := d.cmd.Start()
 	d.mu.Unlock()
@@ -224,6 +276,11 @@ func (d *daemonProc) start() {
 			}
 			return err == nil
 		})
+	}
+	// A passed socket accepts before the daemon serves (the kernel
+	// queues): wait for the daemon to say it serves each.
+	for _, sk := range d.socks {
+		d.waitOutput(sk.Addr(), 30*time.Second)
 	}
 }
 

@@ -96,7 +96,14 @@ func (n *Notify) Mark(t testing.TB) []string {
 // would pass it under (FileDescriptorName=).
 type Socket struct {
 	Name string
-	Ln   *net.TCPListener
+	Ln   Listener
+}
+
+// Listener is a listening socket whose descriptor can be passed on:
+// *net.TCPListener or *net.UnixListener.
+type Listener interface {
+	net.Listener
+	File() (*os.File, error)
 }
 
 // Listen opens a socket on a free loopback port that the test holds, as
