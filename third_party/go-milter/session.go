@@ -30,12 +30,12 @@ type serverSession struct {
 	// together is read without a system call per field, and the
 	// modifications of an end of message go out with its final response
 	// in one write.
-	r           *wire.PacketReader
-	w           *bufio.Writer
-	macros      *macrosStages
-	backendId   uint64
-	mu          sync.Mutex
-	modifier    *modifier
+	r         *wire.PacketReader
+	w         *bufio.Writer
+	macros    *macrosStages
+	backendId uint64
+	mu        sync.Mutex
+	modifier  *modifier
 	// idleSince is when the session began waiting for its next command
 	// (UnixNano), 0 while a command is being handled. The server closes the
 	// session idle longest when it runs out of connections.
