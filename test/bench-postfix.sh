@@ -5,6 +5,8 @@
 # side in one run:
 #   alone     Postfix with no mxdetour
 #   routing   + mxdetour-policyd as transport_maps (socketmap, unix socket)
+#   null      routing + a do-nothing go-milter that reads every header and
+#             the body, then accepts: what any milter costs Postfix
 #   dual      routing + mxdetour-milter signing RSA-2048 and Ed25519
 #   opendkim  routing + Debian's OpenDKIM signing with the same RSA key
 # Both milters listen on unix sockets. Loopback only; needs root and
@@ -30,6 +32,7 @@ trap cleanup EXIT
 go build -o "$T/policyd" ./policyd
 go build -o "$T/milter" ./milter
 go build -o "$T/fakedns" ./test/fakedns
+go build -o "$T/null" ./test/nullmilter
 "$T/milter" keygen -domain example.org -selector rsa -algorithm rsa -dir "$T" >/dev/null
 "$T/milter" keygen -domain example.org -selector ed -algorithm ed25519 -dir "$T" >/dev/null
 
@@ -65,6 +68,7 @@ key_file = "$T/example.org.ed.key"
 EOT
 "$T/policyd" -config "$T/mxdetour.toml" 2>"$T/policyd.log" &
 "$T/milter" -config "$T/mxdetour.toml" 2>"$T/milter.log" &
+"$T/null" -listen "unix:$T/null.sock" 2>"$T/null.log" &
 have_opendkim=0
 if [ -x /usr/sbin/opendkim ]; then
   have_opendkim=1
@@ -84,7 +88,7 @@ EOT
   /usr/sbin/opendkim -x "$T/opendkim.conf" -f 2>"$T/opendkim.log" &
 fi
 for _ in $(seq 100); do
-  [ -S "$T/socketmap.sock" ] && [ -S "$T/milter.sock" ] &&
+  [ -S "$T/socketmap.sock" ] && [ -S "$T/milter.sock" ] && [ -S "$T/null.sock" ] &&
     { [ $have_opendkim = 0 ] || [ -S "$T/opendkim.sock" ]; } && break
   sleep 0.1
 done
@@ -158,6 +162,7 @@ mode() {
   case $1 in
     alone) ;;
     routing) tm="socketmap:unix:$T/socketmap.sock:transport" ;;
+    null) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/null.sock" ;;
     dual) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/milter.sock" ;;
     opendkim) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/opendkim.sock" ;;
   esac
@@ -189,7 +194,7 @@ run() {
 
 echo "Postfix $(postconf -d -h mail_version), $sessions sessions, $msgs messages of 4 KB per mode, milters on unix sockets"
 base=""
-for m in alone routing dual opendkim; do
+for m in alone routing null dual opendkim; do
   [ $m = opendkim ] && [ $have_opendkim = 0 ] && continue
   mode $m
   run $warm >/dev/null # warm: processes started, caches filled

@@ -27,6 +27,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if network == "unix" {
+		// Postfix's processes (user postfix) connect to it.
+		if err := os.Chmod(address, 0o666); err != nil {
+			log.Fatal(err)
+		}
+	}
 	srv := milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return accept{} }),
 		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader),
