@@ -26,6 +26,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/fleet"
+	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 )
 
@@ -276,7 +277,7 @@ func postfixCmd(cfg *config.Config, name string, stdin []byte, args ...string) (
 		argv = []string{"/usr/sbin/postsuper"}
 	}
 	if name == "postqueue" {
-		argv = []string{filepath.Join(filepath.Dir(argv[len(argv)-1]), "postqueue")}
+		argv = []string{learn.PostqueueBeside(strings.Join(argv, " "))}
 	}
 	if cfg.Learn.PostfixConfig != "" {
 		argv = append(argv, "-c", cfg.Learn.PostfixConfig)

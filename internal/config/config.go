@@ -134,9 +134,9 @@ type Learn struct {
 	BlockTTL       Duration `toml:"block_ttl"`
 	Patterns       []string `toml:"patterns"`        // extra regular expressions that mean "our IP is blocked"
 	IgnorePatterns []string `toml:"ignore_patterns"` // regular expressions that never mean it
-	Requeue        bool     `toml:"requeue"`         // postsuper -r the deferred messages a block named
+	Requeue        bool     `toml:"requeue"`         // postqueue -i the deferred messages a block named
 	Postsuper      string   `toml:"postsuper"`
-	PostfixConfig  string   `toml:"postfix_config"` // -c DIR for postsuper; "" = Postfix's default
+	PostfixConfig  string   `toml:"postfix_config"` // -c DIR for postsuper and postqueue; "" = Postfix's default
 }
 
 // Milter configures mxdetour-milter.

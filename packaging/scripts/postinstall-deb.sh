@@ -35,8 +35,9 @@ else
 	fi
 fi
 # Unix sockets the daemon opens itself in Postfix's spool, and reading the
-# mail log, need these groups; only where they exist (never created here).
-for g in postfix adm; do
+# mail log, and postqueue -i (learn.requeue), need these groups; only where
+# they exist (never created here).
+for g in postfix postdrop adm; do
 	if getent group "$g" >/dev/null; then usermod -a -G "$g" mxdetour || true; fi
 done
 

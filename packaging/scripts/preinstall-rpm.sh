@@ -18,8 +18,9 @@ else
 		useradd -r -g mxdetour -d /var/lib/mxdetour -M -s /usr/sbin/nologin -c "mxdetour daemons" mxdetour
 fi
 # Unix sockets the daemon opens itself in Postfix's spool, and reading the
-# mail log, need these groups; only where they exist (never created here).
-for g in postfix adm; do
+# mail log, and postqueue -i (learn.requeue), need these groups; only where
+# they exist (never created here).
+for g in postfix postdrop adm; do
 	if getent group "$g" >/dev/null; then usermod -a -G "$g" mxdetour || true; fi
 done
 exit 0

@@ -173,14 +173,16 @@ func TestCorruptStateSetAside(t *testing.T) {
 }
 
 // TestFollow writes a delivery log, rotates it both ways, restarts the
-// learner, and requeues through a real (fake) postsuper executable.
+// learner, and requeues through a real (fake) postqueue executable, the
+// one beside learn.postsuper.
 func TestFollow(t *testing.T) {
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "mail.log")
 	statePath := filepath.Join(dir, "state.json")
-	calls := filepath.Join(dir, "postsuper.calls")
+	calls := filepath.Join(dir, "postqueue.calls")
 	postsuper := filepath.Join(dir, "postsuper")
-	os.WriteFile(postsuper, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755)
+	os.WriteFile(postsuper, []byte("#!/bin/sh\necho postsuper \"$@\" >> "+calls+"\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "postqueue"), []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755)
 
 	now := time.Now()
 	line := func(id, dom, status string) string {
@@ -249,9 +251,9 @@ func TestFollow(t *testing.T) {
 	cancel2()
 	<-done2
 	got, _ := os.ReadFile(calls)
-	want := "-c /etc/postfix-test -r AAAAA1\n-c /etc/postfix-test -r CCCCC3\n-c /etc/postfix-test -r DDDDD4\n"
+	want := "-c /etc/postfix-test -i AAAAA1\n-c /etc/postfix-test -i CCCCC3\n-c /etc/postfix-test -i DDDDD4\n"
 	if string(got) != want {
-		t.Errorf("postsuper calls:\n%s\nwant (deferred messages only, once each):\n%s", got, want)
+		t.Errorf("postqueue calls:\n%s\nwant (deferred messages only, once each):\n%s", got, want)
 	}
 }
 

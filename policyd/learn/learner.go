@@ -9,17 +9,15 @@
 // is reported through Options.OnBlock, for the postmaster's alert
 // (AlertEvent).
 //
-// Requeueing (learn.requeue = true) runs `postsuper -r QUEUEID` for the
-// deferred messages a block line named, so their next attempt is resolved
-// again through the socketmap transport_maps and takes the new route.
-// postsuper must run as root (or Postfix's mail_owner): with the shipped
-// unit, which runs as user mxdetour, grant it through sudo, e.g. in
-// /etc/sudoers.d/mxdetour
-//
-//	mxdetour ALL=(root) NOPASSWD: /usr/sbin/postsuper -r *
-//
-// and set learn.postsuper = "/usr/bin/sudo -n /usr/sbin/postsuper" (the
-// unit's NoNewPrivileges=yes must then be relaxed for sudo to work).
+// Requeueing (learn.requeue = true) runs `postqueue -i QUEUEID` for the
+// deferred messages a block line named: Postfix's queue manager then loads
+// them again at once, resolves their recipients again through the
+// socketmap transport_maps, and they take the new route. postqueue is the
+// one beside learn.postsuper. Unlike `postsuper -r` it needs no root:
+// membership of Postfix's setgid group (postdrop), which the packages
+// give the mxdetour user where the group exists, works under the shipped
+// unit's NoNewPrivileges=yes. (postsuper -r would also drop a FILTER the
+// policy service set, and give the message a new queue id.)
 package learn
 
 import (
@@ -27,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,8 +45,8 @@ type Options struct {
 	LogFile       string
 	BlockTTL      time.Duration
 	Requeue       bool
-	Postsuper     string // command, possibly with arguments ("/usr/bin/sudo -n /usr/sbin/postsuper")
-	PostfixConfig string // postsuper -c DIR
+	Postsuper     string // postsuper's command (postqueue is the one beside it); may start with sudo
+	PostfixConfig string // postqueue -c DIR
 	// RequeueDelay waits before requeueing: Postfix's queue manager keeps
 	// the last resolved route of an address for 30 seconds, so a message
 	// requeued sooner would take the old route again. Default 35 s.
@@ -204,7 +203,7 @@ func short(s string) string {
 
 var queueIDRE = regexp.MustCompile(`^[0-9A-Za-z]+$`)
 
-// requeueLater runs postsuper -r for id after RequeueDelay, once while
+// requeueLater runs postqueue -i for id after RequeueDelay, once while
 // its block lasts: the ids are remembered for the block lifetime (at
 // least an hour) after their requeue, and at most maxRequeues of them.
 func (l *Learner) requeueLater(id string, now time.Time) {
@@ -234,23 +233,34 @@ func (l *Learner) requeueLater(id string, now time.Time) {
 }
 
 func (l *Learner) requeue(id string) {
-	argv := strings.Fields(l.o.Postsuper)
-	if len(argv) == 0 {
+	argv := []string{PostqueueBeside(l.o.Postsuper)}
+	if argv[0] == "" {
 		return
 	}
 	if l.o.PostfixConfig != "" {
 		argv = append(argv, "-c", l.o.PostfixConfig)
 	}
-	argv = append(argv, "-r", id)
+	argv = append(argv, "-i", id)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		l.log.Error("requeue failed", zap.String("queue_id", id), zap.Strings("command", argv),
+		l.log.Error("requeue failed: the message waits for Postfix's next retry", zap.String("queue_id", id), zap.Strings("command", argv),
 			zap.Error(err), zap.String("output", strings.TrimSpace(string(out))))
 		return
 	}
-	l.log.Info("requeued a deferred message so that it takes its new route", zap.String("queue_id", id))
+	l.log.Info("asked Postfix to deliver a deferred message now, on its new route", zap.String("queue_id", id))
+}
+
+// PostqueueBeside is the postqueue in the directory of the postsuper that
+// command runs (its last word: "/usr/bin/sudo -n /usr/sbin/postsuper"
+// gives /usr/sbin/postqueue, run without sudo); "" when command is empty.
+func PostqueueBeside(command string) string {
+	argv := strings.Fields(command)
+	if len(argv) == 0 {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(argv[len(argv)-1]), "postqueue")
 }
 
 // startAt resumes at the stored position when it is still the same file
