@@ -54,6 +54,9 @@ type policyd struct {
 	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
 	limitsGeo *limitsGeo
 	counters  *fleet.Counters // with [fleet]: the limits' counters in Redis; nil without
+	// countersConn is the counters' own connection, when there is no
+	// fleet (learning off) to share one with.
+	countersConn *fleet.Conn
 
 	mu sync.Mutex // serialises reloads and stop
 	rt atomic.Pointer[runtime]

@@ -96,10 +96,17 @@ func (d *policyd) startLimits(cfg *config.Config) error {
 	var store limits.Store = limits.NewMemory()
 	if cfg.Fleet.RedisURL != "" {
 		// With a fleet every host counts into the same Redis keys (a
-		// reload keeps the store, as it keeps [fleet]).
-		conn, _, err := openFleet(cfg)
-		if err != nil {
-			return configError{err}
+		// reload keeps the store, as it keeps [fleet]), through the
+		// fleet's connection; without learning there is no fleet to
+		// share, and the counters open their own.
+		conn := (*fleet.Conn)(nil)
+		if d.fleet != nil {
+			conn = d.fleet.Conn
+		} else {
+			if conn, _, err = openFleet(cfg); err != nil {
+				return configError{err}
+			}
+			d.countersConn = conn
 		}
 		d.counters = fleet.NewCounters(conn, limits.NewMemory(), d.log.Named("limits"))
 		store = d.counters
@@ -134,8 +141,8 @@ func (d *policyd) stopLimits() {
 	if d.limiter != nil {
 		d.limiter.Stop()
 	}
-	if d.counters != nil {
-		d.counters.Close()
+	if d.countersConn != nil {
+		d.countersConn.Close()
 	}
 }
 

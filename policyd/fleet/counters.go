@@ -48,7 +48,7 @@ type Counters struct {
 }
 
 // NewCounters returns the fleet's counters on conn's Redis, with local as
-// this host's own counts.
+// this host's own counts. Closing conn is the caller's.
 func NewCounters(conn *Conn, local *limits.Memory, log *zap.Logger) *Counters {
 	quietRedis(log)
 	return &Counters{Memory: local, c: conn.client, log: log, now: time.Now,
@@ -148,9 +148,6 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 	}
 	return true
 }
-
-// Close closes the connections to Redis.
-func (c *Counters) Close() error { return c.c.Close() }
 
 // Alone reports whether this host is counting without Redis (a gauge).
 func (c *Counters) Alone() bool {
