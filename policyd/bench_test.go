@@ -17,6 +17,8 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/fleet"
+	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
@@ -71,9 +73,10 @@ func BenchmarkSocketmapCached(b *testing.B) {
 // decisions (socket, codec, decision, log line, answer), bare and with two
 // outbound limits that count every request (a trusted client keyed by
 // sender, and a per-client limit for Google-hosted recipients), never
-// reached. test/bench-policyd.sh compares both with the do-nothing floor.
+// reached; and the two limits counted in Redis, as a fleet counts them.
+// test/bench-policyd.sh compares the first two with the do-nothing floor.
 func BenchmarkPolicy(b *testing.B) {
-	for _, name := range []string{"bare", "two-limits"} {
+	for _, name := range []string{"bare", "two-limits", "two-limits-redis"} {
 		b.Run(name, func(b *testing.B) {
 			srv := dnstest.New(b, zone())
 			cfg := config.Default()
@@ -90,13 +93,34 @@ func BenchmarkPolicy(b *testing.B) {
 			}
 			d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
 			var lim *limits.Limiter
-			if name == "two-limits" {
+			if name != "bare" {
+				var store limits.Store = limits.NewMemory()
+				if name == "two-limits-redis" {
+					// A fleet's counters: every Take is a script on a
+					// real redis-server.
+					r := fleettest.Start(b)
+					conn, err := fleet.Open(r.URL(), "", "bench")
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer conn.Close()
+					c := fleet.NewCounters(conn, limits.NewMemory(), log)
+					defer func() {
+						if c.Alone() {
+							b.Error("the counters fell back to this host: Redis failed")
+						}
+						if n := r.Do("DBSIZE"); n == "0" {
+							b.Error("nothing counted in Redis")
+						}
+					}()
+					store = c
+				}
 				lim = limits.New(limits.Options{
 					Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 					Limits: []limits.Limit{
 						{Key: limits.KeySASL, Max: 1 << 30, Window: time.Hour, Action: limits.Hold},
 						{Key: limits.KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: limits.Hold},
-					}}, limits.NewMemory(), nil, log)
+					}}, store, nil, log)
 				d.resp.SetLimits(lim)
 			}
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -114,10 +138,18 @@ func BenchmarkPolicy(b *testing.B) {
 				}
 				defer c.Close()
 				r := bufio.NewReader(c)
-				req := fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n"+
-					"sender=s@sender.bench\nrecipient=someone@gmail.mxd\nclient_address=192.0.2.1\ninstance=%d.1\n\n", conn.Add(1))
+				// Two recipients in turn: the limits count a recipient
+				// asked twice in a row (two checks wired) once.
+				id := conn.Add(1)
+				var reqs [2]string
+				for i := range reqs {
+					reqs[i] = fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n"+
+						"sender=s@sender.bench\nrecipient=someone%d@gmail.mxd\nclient_address=192.0.2.1\ninstance=%d.1\n\n", i, id)
+				}
+				n := 0
 				for pb.Next() {
-					io.WriteString(c, req)
+					n++
+					io.WriteString(c, reqs[n&1])
 					for {
 						l, err := r.ReadSlice('\n')
 						if err != nil {

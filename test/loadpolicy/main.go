@@ -73,6 +73,9 @@ func worker(proto, addr string, id, domains int, from, end time.Time) ([]time.Du
 	w := bufio.NewWriter(c)
 	lat := make([]time.Duration, 0, 1<<16)
 	buf := make([]byte, 0, 256)
+	// One transaction per connection, as one smtpd process has: a shared
+	// instance would make the limits serialise every connection on it.
+	instance := "\nclient_address=192.0.2.1\ninstance=" + strconv.Itoa(id) + ".1\n\n"
 	for n := 0; ; n++ {
 		t0 := time.Now()
 		if t0.After(end) {
@@ -82,7 +85,7 @@ func worker(proto, addr string, id, domains int, from, end time.Time) ([]time.Du
 		if proto == "policy" {
 			w.WriteString("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\nsender=s@sender.bench\nrecipient=")
 			w.WriteString(rcpt)
-			w.WriteString("\nclient_address=192.0.2.1\ninstance=1.2.3\n\n")
+			w.WriteString(instance)
 		} else {
 			buf = append(buf[:0], "transport "...)
 			buf = append(buf, rcpt...)
