@@ -18,6 +18,7 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
 	"github.com/mxdetour/mxdetour/policyd/learn"
+	"github.com/mxdetour/mxdetour/policyd/limits"
 )
 
 // host is one MX host of a test fleet: its store, the learner that feeds
@@ -225,5 +226,27 @@ func TestOpen(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: %s (%v), want %s", tc.url, got, err, tc.want)
 		}
+	}
+}
+
+// Through a real Sentinel (redis_url with master_name), as through a
+// single server: a block is shared and the limits count together.
+func TestSentinel(t *testing.T) {
+	r := fleettest.Start(t)
+	s := fleettest.StartSentinel(t, r)
+	viaSentinel := func(o *Options) { o.URL = s.URL() }
+	a, b := newHost(t, r, "mx01", viaSentinel), newHost(t, r, "mx02", viaSentinel)
+	a.refuse("sentinel.example", "192.0.2.5")
+	eventually(t, 2*time.Second, "mx02 applies mx01's block through the Sentinel's master", func() bool { return b.has("sentinel.example") })
+	if got := r.Do("EXISTS", blockKey("sentinel.example", "mx01")); got != "1" {
+		t.Errorf("the block is not on the master the Sentinel names: EXISTS = %q", got)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	ca, cb := NewCounters(a.f.Conn, limits.NewMemory(), zaptest.NewLogger(t)), NewCounters(b.f.Conn, limits.NewMemory(), zaptest.NewLogger(t))
+	if _, ok := ca.Take("limit0|dave", 2, 3, time.Hour, now); !ok {
+		t.Fatal("mx01 Take 2 of 3 refused")
+	}
+	if c, ok := cb.Take("limit0|dave", 2, 3, time.Hour, now); ok || c != 4 {
+		t.Errorf("mx02 Take 2 after mx01's 2 = %d, %v; want 4, false", c, ok)
 	}
 }

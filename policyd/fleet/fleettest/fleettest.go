@@ -8,7 +8,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,4 +117,49 @@ func (r *Redis) Do(args ...string) string {
 		return ""
 	}
 	return strings.TrimRight(line[1:], "\r\n")
+}
+
+// Sentinel is a redis-server in Sentinel mode watching one master.
+type Sentinel struct {
+	Port int
+}
+
+// StartSentinel runs a Sentinel on a free loopback port that monitors
+// master under the name mymaster, until the test ends, and waits until it
+// reports the master's address.
+func StartSentinel(t testing.TB, master *Redis) *Sentinel {
+	t.Helper()
+	s := &Sentinel{Port: testutil.FreePort(t)}
+	conf := filepath.Join(t.TempDir(), "sentinel.conf") // Sentinel rewrites it
+	data := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode yes\nsentinel monitor mymaster 127.0.0.1 %d 1\n", s.Port, master.Port)
+	if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := &testutil.LockedBuffer{}
+	cmd := exec.Command(master.bin, conf, "--sentinel")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("sentinel output:\n%s", out.String())
+		}
+	})
+	probe := &Redis{t: t, Port: s.Port}
+	deadline := time.Now().Add(10 * time.Second)
+	for probe.Do("SENTINEL", "get-master-addr-by-name", "mymaster") == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel on port %d does not report mymaster", s.Port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// URL is the fleet's redis_url through this Sentinel.
+func (s *Sentinel) URL() string {
+	return fmt.Sprintf("redis://127.0.0.1:%d/0?master_name=mymaster", s.Port)
 }
