@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -249,4 +250,13 @@ func TestSentinel(t *testing.T) {
 	if c, ok := cb.Take("limit0|dave", 2, 3, time.Hour, now); ok || c != 4 {
 		t.Errorf("mx02 Take 2 after mx01's 2 = %d, %v; want 4, false", c, ok)
 	}
+}
+
+// TestMain gives go-redis's process-wide logger (set once, by the first
+// Fleet or Counters) a logger that outlives every test: go-redis logs
+// from its pool's goroutines, which may run after a test has ended, and a
+// test's logger panics then.
+func TestMain(m *testing.M) {
+	quietRedis(zap.NewNop())
+	os.Exit(m.Run())
 }
