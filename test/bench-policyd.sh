@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures mxdetour-policyd against the do-nothing responder (the floor),
-# both protocols, 8 and 64 persistent connections, in one run on this
+# both protocols, 1, 8 and 64 persistent connections, in one run on this
 # machine. Cached decisions: the load tool warms the cache first. For the
 # policy protocol a third daemon with two outbound limits ([[limits]],
 # never reached) is measured beside them: the load's client is trusted, so
@@ -50,7 +50,7 @@ EOT
 "$tmp/null" -policy 127.0.0.1:10070 -socketmap 127.0.0.1:10071 &
 sleep 1
 for proto in socketmap policy; do
-  for conns in 8 64; do
+  for conns in 1 8 64; do
     if [ $proto = policy ]; then p=10060; n=10070; else p=10061; n=10071; fi
     echo "floor   $("$tmp/load" -proto $proto -addr 127.0.0.1:$n -conns $conns -duration "$dur")"
     echo "policyd $("$tmp/load" -proto $proto -addr 127.0.0.1:$p -conns $conns -duration "$dur")"
