@@ -10,6 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
 net=${NET:-unix}
+if [ "$net" = tcp ]; then
+  for p in 10080 10081 10082 10083 10084; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "port $p is in use (a milter left from an earlier run?); stop it first" >&2
+      exit 1
+    fi
+  done
+fi
 # OpenDKIM refuses keys under world-writable directories such as /tmp.
 mkdir -p bin
 tmp=$(mktemp -d "$PWD/bin/bench.XXXXXX")

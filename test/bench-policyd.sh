@@ -9,6 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
+# A daemon that cannot bind fails quietly (its output goes to /dev/null) and
+# the load would measure whatever listens there: refuse to start then.
+for p in 10060 10061 10070 10071 10080 10081; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use (a daemon left from an earlier run?); stop it first" >&2
+    exit 1
+  fi
+done
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 go build -o "$tmp/policyd" ./policyd
