@@ -260,3 +260,47 @@ func TestMain(m *testing.M) {
 	quietRedis(zap.NewNop())
 	os.Exit(m.Run())
 }
+
+// Through a real three-master Cluster: blocks (keys spread over the
+// masters, found by the scan of every master, events by PUBLISH) and the
+// limits' counters, whose scripts touch one key each.
+func TestCluster(t *testing.T) {
+	c := fleettest.StartCluster(t)
+	r := fleettest.Start(t) // newHost's signature; the hosts use the cluster
+	viaCluster := func(o *Options) { o.URL = c.URL() }
+	a, b := newHost(t, r, "mx01", viaCluster), newHost(t, r, "mx02", viaCluster)
+	doms := []string{"c1.example", "c2.example", "c3.example", "c4.example", "c5.example", "c6.example"}
+	for _, d := range doms {
+		a.refuse(d, "192.0.2.5")
+	}
+	eventually(t, 3*time.Second, "mx02 applies mx01's blocks through the cluster", func() bool {
+		for _, d := range doms {
+			if !b.has(d) {
+				return false
+			}
+		}
+		return true
+	})
+	list, err := b.f.Blocks(context.Background(), time.Now())
+	if err != nil || len(list) != len(doms) {
+		t.Errorf("fleet blocks over the cluster: %d of %d, %v", len(list), len(doms), err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	ca, cb := NewCounters(a.f.Conn, limits.NewMemory(), zaptest.NewLogger(t)), NewCounters(b.f.Conn, limits.NewMemory(), zaptest.NewLogger(t))
+	for _, user := range []string{"erin", "frank", "grace"} {
+		key := "limit0|" + user
+		if _, ok := ca.Take(key, 2, 3, time.Hour, now); !ok {
+			t.Fatalf("mx01 Take 2 of 3 for %s refused", user)
+		}
+		if cnt, ok := cb.Take(key, 2, 3, time.Hour, now); ok || cnt != 4 {
+			t.Errorf("mx02 Take 2 for %s after mx01's 2 = %d, %v; want 4, false", user, cnt, ok)
+		}
+		cb.Reset(key)
+		if cnt := ca.Count(key, time.Hour, now); cnt != 0 {
+			t.Errorf("%s: Count after mx02's Reset = %d, want 0", user, cnt)
+		}
+	}
+	if ca.Alone() || cb.Alone() {
+		t.Error("the counters fell back to counting alone")
+	}
+}

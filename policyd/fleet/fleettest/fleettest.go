@@ -163,3 +163,88 @@ func StartSentinel(t testing.TB, master *Redis) *Sentinel {
 func (s *Sentinel) URL() string {
 	return fmt.Sprintf("redis://127.0.0.1:%d/0?master_name=mymaster", s.Port)
 }
+
+// Cluster is a Redis Cluster of three masters, no replicas.
+type Cluster struct {
+	Ports []int
+}
+
+// StartCluster runs three redis-servers in cluster mode on free loopback
+// ports (cluster bus ports too), joins them with redis-cli --cluster
+// create, and waits until every node says the cluster is ok. It skips the
+// test when redis-cli is not installed.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli is not installed (it comes with redis-server's redis-tools)")
+	}
+	dir := t.TempDir()
+	c := &Cluster{}
+	var addrs []string
+	for range 3 {
+		port, bus := testutil.FreePort(t), testutil.FreePort(t)
+		out := &testutil.LockedBuffer{}
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir,
+			"--save", "", "--appendonly", "no")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("redis-server %d output:\n%s", port, out.String())
+			}
+		})
+		probe := &Redis{t: t, Port: port}
+		deadline := time.Now().Add(10 * time.Second)
+		for probe.Do("PING") != "PONG" {
+			if time.Now().After(deadline) {
+				t.Fatalf("redis-server on port %d does not answer", port)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.Ports = append(c.Ports, port)
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	create := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, p := range c.Ports {
+		for {
+			out, _ := exec.Command(cli, "-p", strconv.Itoa(p), "cluster", "info").Output()
+			if strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: cluster not ok:\n%s", p, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// URL is the fleet's redis_url for the cluster: one node and the others
+// as addr= parameters.
+func (c *Cluster) URL() string {
+	u := fmt.Sprintf("redis://127.0.0.1:%d", c.Ports[0])
+	for i, p := range c.Ports[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += fmt.Sprintf("%saddr=127.0.0.1:%d", sep, p)
+	}
+	return u
+}
