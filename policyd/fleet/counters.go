@@ -45,6 +45,7 @@ type Counters struct {
 	mu        sync.Mutex
 	downUntil time.Time
 	down      bool
+	probing   bool // a call asks Redis whether it is back
 }
 
 // NewCounters returns the fleet's counters on conn's Redis, with local as
@@ -125,21 +126,28 @@ func ttl(w time.Duration) int64 { return max(1, (w+w/limits.Slots).Milliseconds(
 func (c *Counters) call(f func(ctx context.Context) error) bool {
 	now := c.now()
 	c.mu.Lock()
-	skip := c.down && now.Before(c.downUntil)
-	c.mu.Unlock()
-	if skip {
-		return false
+	if c.down {
+		// While down, one call at a time asks Redis again, once Retry
+		// has passed; the others count alone meanwhile, so that a Redis
+		// that hangs costs one request Timeout per Retry, not every one.
+		if now.Before(c.downUntil) || c.probing {
+			c.mu.Unlock()
+			return false
+		}
+		c.probing = true
 	}
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	err := f(ctx)
 	cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.probing = false
 	if err != nil && !errors.Is(err, redis.Nil) {
 		if !c.down {
 			c.log.Error("limits: Redis does not answer; this host counts alone until it does", zap.Error(err))
 		}
-		c.down, c.downUntil = true, now.Add(c.Retry)
+		c.down, c.downUntil = true, c.now().Add(c.Retry)
 		return false
 	}
 	if c.down {

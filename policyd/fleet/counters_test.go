@@ -2,6 +2,9 @@ package fleet
 
 import (
 	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,5 +158,68 @@ func TestCountersRedisDown(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("answers again").Len() != 1 {
 		t.Error("no 'answers again' line")
+	}
+}
+
+// A Redis that accepts and never answers (hung, or a black-holed route)
+// costs one call Timeout per Retry, not every request: while one call
+// asks whether Redis is back, the others count alone at once.
+func TestCountersRedisHangs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	conn, err := Open("redis://"+ln.Addr().String()+"/0", "", "mx01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := NewCounters(conn, limits.NewMemory(), zaptest.NewLogger(t))
+	c.Timeout, c.Retry = 100*time.Millisecond, 300*time.Millisecond
+	now := time.Unix(1_800_000_000, 0)
+	first := time.Now()
+	_, ok := c.Take("limit0|hal", 1, 1000, time.Hour, now)
+	// The call's deadline bounds it, not go-redis's 2 s read timeout
+	// (ContextTimeoutEnabled).
+	if took := time.Since(first); took > time.Second {
+		t.Errorf("the first Take against a hung Redis took %s, want about Timeout (100 ms)", took)
+	}
+	if !ok || !c.Alone() {
+		t.Fatalf("first Take against a hung Redis: taken %v, alone %v; want counted alone", ok, c.Alone())
+	}
+	var slow atomic.Int32
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Second)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				start := time.Now()
+				c.Take("limit0|hal", 1, 1<<30, time.Hour, now)
+				if time.Since(start) >= c.Timeout/2 {
+					slow.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// About one probe per Retry (1 s / 300 ms); eight callers each
+	// waiting at every retry would make some 30.
+	if n := slow.Load(); n > 8 {
+		t.Errorf("%d calls waited on the hung Redis within a second, want about one per retry (<= 8)", n)
+	}
+	if cnt := c.Memory.Count("limit0|hal", time.Hour, now); cnt < 100 {
+		t.Errorf("counted alone: %d, want every Take counted", cnt)
 	}
 }

@@ -89,6 +89,7 @@ func newClient(rawURL, password string) (redis.UniversalClient, int, error) {
 			o.Password = password
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
+		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
 		return redis.NewFailoverClient(o), o.DB, nil
 	case q.Has("addr") || q.Get("cluster") == "true":
 		q.Del("cluster")
@@ -101,6 +102,7 @@ func newClient(rawURL, password string) (redis.UniversalClient, int, error) {
 			o.Password = password
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
+		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
 		return redis.NewClusterClient(o), 0, nil
 	default:
 		o, err := redis.ParseURL(rawURL)
@@ -111,6 +113,7 @@ func newClient(rawURL, password string) (redis.UniversalClient, int, error) {
 			o.Password = password
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
+		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
 		return redis.NewClient(o), o.DB, nil
 	}
 }
