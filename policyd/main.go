@@ -68,7 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nflags:\n"); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
-	checkOnly := fs.Bool("check-config", false, "validate the configuration and exit")
+	checkOnly := fs.Bool("check-config", false, "validate the whole configuration (the [milter] part through mxdetour-milter) and exit")
+	selfOnly := fs.Bool("self-only", false, "with -check-config: check only what mxdetour-policyd uses (its unit's reload)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -102,6 +103,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stdout, "%s: OK\n", orEmbedded(used))
 			fmt.Fprintln(stdout, "  checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file")
+		}
+		if *selfOnly {
+			return rc
 		}
 		if milterRC := checkMilterPart(*cfgPath, stdout, stderr); rc == 0 {
 			rc = milterRC

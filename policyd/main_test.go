@@ -298,6 +298,12 @@ func TestCheckConfigChecksMilterPart(t *testing.T) {
 	if code := exitCode(err); code != 78 || !strings.Contains(string(out), pub) {
 		t.Errorf("a public key as key_file: exit %d, want 78 naming %s:\n%s", code, pub, out)
 	}
+	// The unit's reload checks policyd's part only: a milter key problem
+	// must not stop routing from reloading.
+	out, err = exec.Command(pol, "-check-config", "-self-only", "-config", bad).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "mxdetour-milter -check-config") {
+		t.Errorf("-self-only with a bad DKIM key: %v, want OK without the milter's check:\n%s", err, out)
+	}
 }
 
 // exitCode is a finished command's exit code, -1 when it did not exit.
