@@ -28,9 +28,10 @@ import (
 // Limits must never stop mail. A Redis call waits at most Timeout; when
 // one fails, this host counts alone (in the embedded Memory, which every
 // call keeps up to date whether Redis answers or not, and which the state
-// file saves) and tries Redis again after Retry. The switch both ways is
-// logged once. Counts made while Redis was away stay on this host: they
-// are not pushed to Redis when it comes back.
+// file saves) and one call at a time tries Redis again after Retry. The
+// switch both ways is logged once. What the host counted alone is written
+// to Redis once it answers again, so the other hosts count it too; counts
+// a Redis lost by restarting empty are not restored.
 type Counters struct {
 	*limits.Memory
 	c   redis.UniversalClient
@@ -46,6 +47,10 @@ type Counters struct {
 	downUntil time.Time
 	down      bool
 	probing   bool // a call asks Redis whether it is back
+	// owed is what this host counted alone, written to Redis (repay)
+	// once it answers again, so that the other hosts count it too.
+	owed     *limits.Memory
+	repaying bool
 }
 
 // NewCounters returns the fleet's counters on conn's Redis, with local as
@@ -53,7 +58,7 @@ type Counters struct {
 func NewCounters(conn *Conn, local *limits.Memory, log *zap.Logger) *Counters {
 	quietRedis(log)
 	return &Counters{Memory: local, c: conn.client, log: log, now: time.Now,
-		Timeout: 250 * time.Millisecond, Retry: time.Second}
+		Timeout: 250 * time.Millisecond, Retry: time.Second, owed: limits.NewMemory()}
 }
 
 const countersPrefix = "mxdetour:limit:"
@@ -153,8 +158,68 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 	if c.down {
 		c.log.Info("limits: Redis answers again; the fleet counts together")
 		c.down = false
+		if !c.repaying {
+			c.repaying = true
+			go c.repay()
+		}
 	}
 	return true
+}
+
+// addScript: KEYS[1] the window hash; ARGV slot, n, slot width, TTL (ms).
+var addScript = redis.NewScript(`
+local k = KEYS[1]
+if redis.call('HGET', k, 'w') ~= ARGV[3] then redis.call('DEL', k) end
+redis.call('HINCRBY', k, ARGV[1], ARGV[2])
+redis.call('HSET', k, 'w', ARGV[3])
+redis.call('PEXPIRE', k, ARGV[4])
+return 0
+`)
+
+// repay writes what this host counted alone to Redis, off the request
+// path. What cannot be written (Redis failed again) is owed still.
+func (c *Counters) repay() {
+	c.mu.Lock()
+	owed := c.owed
+	c.owed = limits.NewMemory()
+	c.mu.Unlock()
+	now := c.now()
+	snap := owed.Snapshot(now)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	slots, members := 0, 0
+	for _, sw := range snap.Windows {
+		w := time.Duration(sw.Width * limits.Slots)
+		for _, sl := range sw.Slots {
+			if err == nil {
+				err = addScript.Run(ctx, c.c, []string{windowKey(sw.Key)}, sl.Index, sl.Count, strconv.FormatInt(sw.Width, 10), ttl(w)).Err()
+				slots++
+			}
+		}
+	}
+	for _, ss := range snap.Sets {
+		for m, at := range ss.Members {
+			if err == nil {
+				err = seeScript.Run(ctx, c.c, []string{setKey(ss.Key)}, at.UnixMilli(), m, max(1, ss.Window.Milliseconds()), limits.MaxMembers).Err()
+				members++
+			}
+		}
+	}
+	c.mu.Lock()
+	c.repaying = false
+	if err != nil {
+		// Owed again, whole: a slot written twice counts a few
+		// recipients twice, which errs on the side of the limit.
+		c.owed.Restore(snap, now)
+		c.mu.Unlock()
+		c.log.Warn("limits: writing what this host counted alone to Redis failed; trying again when it answers", zap.Error(err))
+		return
+	}
+	c.mu.Unlock()
+	if slots+members > 0 {
+		c.log.Info("limits: wrote what this host counted alone to Redis", zap.Int("slots", slots), zap.Int("members", members))
+	}
 }
 
 // Alone reports whether this host is counting without Redis (a gauge).
@@ -178,7 +243,11 @@ func (c *Counters) Take(key string, n, most int, w time.Duration, now time.Time)
 		return err
 	})
 	if !ok {
-		return c.Memory.Take(key, n, most, w, now)
+		count, taken = c.Memory.Take(key, n, most, w, now)
+		if taken && n > 0 {
+			c.owe().Take(key, n, math.MaxInt, w, now)
+		}
+		return count, taken
 	}
 	if taken {
 		c.Memory.Take(key, n, math.MaxInt, w, now)
@@ -186,14 +255,23 @@ func (c *Counters) Take(key string, n, most int, w time.Duration, now time.Time)
 	return count, taken
 }
 
+// owe is where counts made alone go.
+func (c *Counters) owe() *limits.Memory {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.owed
+}
+
 // Give implements limits.Store.
 func (c *Counters) Give(key string, n int, w time.Duration, at time.Time) {
 	c.Memory.Give(key, n, w, at)
 	width := slotWidth(w)
-	c.call(func(ctx context.Context) error {
+	if !c.call(func(ctx context.Context) error {
 		return giveScript.Run(ctx, c.c, []string{windowKey(key)},
 			at.UnixNano()/width, n, strconv.FormatInt(width, 10)).Err()
-	})
+	}) {
+		c.owe().Give(key, n, w, at)
+	}
 }
 
 // Count implements limits.Store.
@@ -216,6 +294,7 @@ func (c *Counters) See(key, member string, w time.Duration, now time.Time) (int,
 		return err
 	})
 	if !ok {
+		c.owe().See(key, member, w, now)
 		return ln, lnew
 	}
 	return n, isNew
@@ -239,6 +318,7 @@ func (c *Counters) Once(key string, w time.Duration, now time.Time) bool {
 // Reset implements limits.Store: on every host (the keys are shared).
 func (c *Counters) Reset(key string) {
 	c.Memory.Reset(key)
+	c.owe().Reset(key)
 	c.call(func(ctx context.Context) error {
 		// One DEL per key: in a Cluster the three live in different slots.
 		for _, k := range []string{windowKey(key), setKey(key), markKey(key)} {
