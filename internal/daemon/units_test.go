@@ -71,7 +71,13 @@ func TestUnits(t *testing.T) {
 		if len(u["WatchdogSec"]) != 1 || len(u["ExecStartPre"]) != 0 {
 			t.Errorf("%s.service: WatchdogSec=%q ExecStartPre=%q", name, u["WatchdogSec"], u["ExecStartPre"])
 		}
-		if want := []string{"/usr/sbin/" + name + " -check-config", "/bin/kill -HUP $MAINPID"}; !slices.Equal(u["ExecReload"], want) {
+		// A reload checks the daemon's own part of the file first; policyd's
+		// plain -check-config would also check the milter's keys.
+		check := "/usr/sbin/" + name + " -check-config"
+		if name == "mxdetour-policyd" {
+			check += " -self-only"
+		}
+		if want := []string{check, "/bin/kill -HUP $MAINPID"}; !slices.Equal(u["ExecReload"], want) {
 			t.Errorf("%s.service: ExecReload=%q, want %q", name, u["ExecReload"], want)
 		}
 	}
