@@ -77,3 +77,27 @@ route = "relay"
 	w.policyd.waitOutput("reloaded", 10*time.Second)
 	w.flushUntil(90*time.Second, "the deferred message at the relay", func() bool { return w.relay.has("later@retry.e2e") })
 }
+
+// [learn] requeue: a message deferred by a block is delivered through the
+// relay about 35 s after the block was learned (postqueue -i once the
+// queue manager's 30 s route cache has passed), though Postfix would not
+// retry it for ten minutes on its own.
+func TestRequeueAfterBlock(t *testing.T) {
+	needPostfix(t)
+	t.Parallel()
+	w := newWorld(t, worldOptions{Wiring: "socketmap", Postfix: postfixOptions{SoftBounce5x: true,
+		Extra: []string{"minimal_backoff_time = 600s", "maximal_backoff_time = 600s", "queue_run_delay = 600s"}}})
+	w.direct.Refuse("blocked.e2e", "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org")
+	res := send(t, w.pf.addr(), submission{From: "sender@sender.e2e", To: []string{"later@blocked.e2e"}})
+	if !res.accepted() {
+		t.Fatalf("not accepted: %+v", res)
+	}
+	w.pf.waitLog(`to=<later@blocked.e2e>.*status=SOFTBOUNCE`, 30*time.Second)
+	learned := time.Now()
+	w.policyd.waitOutput("asked Postfix to deliver a deferred message now", 60*time.Second)
+	eventually(t, 20*time.Second, "the deferred message at the relay, without a flush", func() bool { return w.relay.has("later@blocked.e2e") })
+	t.Logf("at the relay %s after the block was learned", time.Since(learned).Round(time.Second))
+	if w.direct.has("later@blocked.e2e") {
+		t.Error("the refusing destination accepted the message after all")
+	}
+}
