@@ -151,6 +151,21 @@ func policydBin(t *testing.T) string {
 	return bin
 }
 
+// twoHosts starts a Redis and two policyd hosts on it, mx01 and mx02,
+// with extra config each, connected to the fleet.
+func twoHosts(t *testing.T, extra ...string) (*fleettest.Redis, string, *fleetHost, *fleetHost) {
+	t.Helper()
+	redis := fleettest.Start(t)
+	bin := policydBin(t)
+	dns := dnstest.New(t, zone()).Addr()
+	a := startFleetHost(t, bin, dns, redis.URL(), "mx01", extra...)
+	b := startFleetHost(t, bin, dns, redis.URL(), "mx02", extra...)
+	for _, h := range []*fleetHost{a, b} {
+		h.d.waitOutput("fleet: connected", 10*time.Second)
+	}
+	return redis, bin, a, b
+}
+
 // Two MX hosts, one Redis (issue #13): a block learned on mx01 routes
 // mx02's recipients within 2 s of the log line; `blocks` on mx02 lists it
 // with the host that learned it, `blocks forget` on mx02 clears it on
@@ -159,13 +174,8 @@ func policydBin(t *testing.T) string {
 // coming back (empty: it keeps nothing on disk).
 func TestFleet(t *testing.T) {
 	t.Parallel()
-	redis := fleettest.Start(t)
-	bin := policydBin(t)
-	dns := dnstest.New(t, zone()).Addr()
-	a := startFleetHost(t, bin, dns, redis.URL(), "mx01")
-	b := startFleetHost(t, bin, dns, redis.URL(), "mx02")
+	redis, bin, a, b := twoHosts(t)
 	for _, h := range []*fleetHost{a, b} {
-		h.d.waitOutput("fleet: connected", 10*time.Second)
 		h.routes("plain.e2e", "NOTFOUND ", 5*time.Second, "before any block")
 	}
 
@@ -248,15 +258,7 @@ func (h *fleetHost) send(login string, rcpts int) string {
 // release on one host resets her window for both.
 func TestFleetLimits(t *testing.T) {
 	t.Parallel()
-	redis := fleettest.Start(t)
-	bin := policydBin(t)
-	dns := dnstest.New(t, zone()).Addr()
-	limit := "\n[[limits]]\nkey = \"sasl_username\"\nmax = 5\nwindow = \"1h\"\n"
-	a := startFleetHost(t, bin, dns, redis.URL(), "mx01", limit)
-	b := startFleetHost(t, bin, dns, redis.URL(), "mx02", limit)
-	for _, h := range []*fleetHost{a, b} {
-		h.d.waitOutput("fleet: connected", 10*time.Second)
-	}
+	_, _, a, b := twoHosts(t, "\n[[limits]]\nkey = \"sasl_username\"\nmax = 5\nwindow = \"1h\"\n")
 	if got := a.send("alice", 3); got != "action=DUNNO" {
 		t.Fatalf("mx01: alice's 3 recipients: %q, want DUNNO", got)
 	}
