@@ -119,6 +119,24 @@ func (r *Redis) Do(args ...string) string {
 	return strings.TrimRight(line[1:], "\r\n")
 }
 
+// run starts cmd until the test ends (killed then), showing its output
+// when the test failed.
+func run(t testing.TB, name string, cmd *exec.Cmd) {
+	t.Helper()
+	out := &testutil.LockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, out.String())
+		}
+	})
+}
+
 // Sentinel is a redis-server in Sentinel mode watching one master.
 type Sentinel struct {
 	Port int
@@ -135,19 +153,7 @@ func StartSentinel(t testing.TB, master *Redis) *Sentinel {
 	if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &testutil.LockedBuffer{}
-	cmd := exec.Command(master.bin, conf, "--sentinel")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("sentinel output:\n%s", out.String())
-		}
-	})
+	run(t, "sentinel", exec.Command(master.bin, conf, "--sentinel"))
 	probe := &Redis{t: t, Port: s.Port}
 	deadline := time.Now().Add(10 * time.Second)
 	for probe.Do("SENTINEL", "get-master-addr-by-name", "mymaster") == "" {
@@ -188,22 +194,10 @@ func StartCluster(t testing.TB) *Cluster {
 	var addrs []string
 	for range 3 {
 		port, bus := testutil.FreePort(t), testutil.FreePort(t)
-		out := &testutil.LockedBuffer{}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+		run(t, fmt.Sprintf("redis-server %d", port), exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
 			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir,
-			"--save", "", "--appendonly", "no")
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("redis-server %d output:\n%s", port, out.String())
-			}
-		})
+			"--save", "", "--appendonly", "no"))
 		probe := &Redis{t: t, Port: port}
 		deadline := time.Now().Add(10 * time.Second)
 		for probe.Do("PING") != "PONG" {
