@@ -5,6 +5,8 @@
 # policy protocol a third daemon with two outbound limits ([[limits]],
 # never reached) is measured beside them: the load's client is trusted, so
 # every request is counted.
+# Each line ends with the server's own CPU time per request, which the
+# load tool sharing the cores does not skew as it does the rates.
 #   test/bench-policyd.sh [DURATION]      (default 10s per measurement)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,17 +55,36 @@ max = 1000000000
 window = "1h"
 destination_provider = "google"
 EOT
-"$tmp/policyd" -config "$tmp/mxdetour.toml" 2>/dev/null &
-"$tmp/policyd" -config "$tmp/limits.toml" 2>/dev/null &
-"$tmp/null" -policy 127.0.0.1:10070 -socketmap 127.0.0.1:10071 &
+"$tmp/policyd" -config "$tmp/mxdetour.toml" 2>/dev/null & pid_policyd=$!
+"$tmp/policyd" -config "$tmp/limits.toml" 2>/dev/null & pid_limits=$!
+"$tmp/null" -policy 127.0.0.1:10070 -socketmap 127.0.0.1:10071 & pid_floor=$!
 sleep 1
+for pid in $pid_policyd $pid_limits $pid_floor; do
+  kill -0 "$pid" 2>/dev/null || { echo "a server did not start (pid $pid)" >&2; exit 1; }
+done
+# cpu PID: the process's user+system CPU time so far, in clock ticks.
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# measure NAME PID PORT: one load run against PORT, with the server's own
+# CPU time per request (the ratio of rates depends on how much the load
+# tool, sharing the cores, takes; CPU per request does not).
+measure() {
+  local before after out n
+  # Warm (caches, connections' goroutines), then count only the measuring.
+  "$tmp/load" -proto "$proto" -addr "127.0.0.1:$3" -conns "$conns" -duration 1s -warmup 0s >/dev/null
+  before=$(cpu "$2")
+  out=$("$tmp/load" -proto "$proto" -addr "127.0.0.1:$3" -conns "$conns" -duration "$dur" -warmup 0s)
+  after=$(cpu "$2")
+  n=$(echo "$out" | sed -n 's/.* requests=\([0-9]*\) .*/\1/p')
+  echo "$1 $out cpu/request=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1fus", n ? d / hz / n * 1e6 : 0 }')"
+}
 for proto in socketmap policy; do
   for conns in 1 8 64; do
     if [ $proto = policy ]; then p=10060; n=10070; else p=10061; n=10071; fi
-    echo "floor   $("$tmp/load" -proto $proto -addr 127.0.0.1:$n -conns $conns -duration "$dur")"
-    echo "policyd $("$tmp/load" -proto $proto -addr 127.0.0.1:$p -conns $conns -duration "$dur")"
+    measure "floor  " $pid_floor $n
+    measure "policyd" $pid_policyd $p
     if [ $proto = policy ]; then
-      echo "limits  $("$tmp/load" -proto $proto -addr 127.0.0.1:10080 -conns $conns -duration "$dur")"
+      measure "limits " $pid_limits 10080
     fi
   done
 done
