@@ -49,8 +49,9 @@ type Counters struct {
 	probing   bool // a call asks Redis whether it is back
 	// owed is what this host counted alone, written to Redis (repay)
 	// once it answers again, so that the other hosts count it too.
-	owed     *limits.Memory
-	repaying bool
+	owed       *limits.Memory
+	owedPruned time.Time
+	repaying   bool
 }
 
 // NewCounters returns the fleet's counters on conn's Redis, with local as
@@ -255,10 +256,16 @@ func (c *Counters) Take(key string, n, most int, w time.Duration, now time.Time)
 	return count, taken
 }
 
-// owe is where counts made alone go.
+// owe is where counts made alone go. What has left its window by now is
+// dropped from it once a minute, so a long outage owes only what still
+// counts.
 func (c *Counters) owe() *limits.Memory {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if now := c.now(); now.Sub(c.owedPruned) > time.Minute {
+		c.owedPruned = now
+		c.owed.Prune(now)
+	}
 	return c.owed
 }
 
