@@ -284,7 +284,7 @@ func postfixCmd(cfg *config.Config, name string, stdin []byte, args ...string) (
 		argv = []string{"/usr/sbin/postsuper"}
 	}
 	if name == "postqueue" {
-		argv = []string{learn.PostqueueBeside(strings.Join(argv, " "))}
+		argv = []string{learn.PostqueueBeside(argv[len(argv)-1])}
 	}
 	if cfg.Learn.PostfixConfig != "" {
 		argv = append(argv, "-c", cfg.Learn.PostfixConfig)

@@ -178,7 +178,8 @@ func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 func checkMilterPart(cfgPath string, stdout, stderr io.Writer) int {
 	bin := ""
 	if self, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(self), "mxdetour-milter"); isExecutable(p) {
+		// LookPath of a path checks that file alone: there and executable.
+		if p, err := exec.LookPath(filepath.Join(filepath.Dir(self), "mxdetour-milter")); err == nil {
 			bin = p
 		}
 	}
@@ -210,9 +211,4 @@ func checkMilterPart(cfgPath string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return 0
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

@@ -10,14 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
 net=${NET:-unix}
-if [ "$net" = tcp ]; then
-  for p in 10080 10081 10082 10083 10084; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "port $p is in use (a milter left from an earlier run?); stop it first" >&2
-      exit 1
-    fi
-  done
-fi
+. test/benchlib.sh
+if [ "$net" = tcp ]; then need_free_ports 10080 10081 10082 10083 10084; fi
 # OpenDKIM refuses keys under world-writable directories such as /tmp.
 mkdir -p bin
 tmp=$(mktemp -d "$PWD/bin/bench.XXXXXX")
@@ -71,9 +65,6 @@ for i in $(seq 100); do
 done
 [ -s "$tmp/opendkim.log" ] && cat "$tmp/opendkim.log" >&2
 echo "milters on $net sockets, $dur per measurement"
-# cpu PID: the process's user+system CPU time so far, in clock ticks.
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 # measure LABEL PID NAME PORT: one load run, with the milter's own CPU time
 # per message (the load tool shares the cores and skews the rates, not
 # this).
@@ -83,7 +74,7 @@ measure() {
   out=$("$tmp/load" -addr "$(addr "$3" "$4")" -sessions "$s" -duration "$dur")
   after=$(cpu "$2")
   n=$(echo "$out" | sed -n 's/.* messages=\([0-9]*\) .*/\1/p')
-  echo "$1 $out cpu/message=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.0fus", n ? d / hz / n * 1e6 : 0 }')"
+  echo "$1 $out cpu/message=$(per_op $((after - before)) "$n")"
 }
 for s in 1 8 64; do
   measure "floor           " $pid_null null 10083

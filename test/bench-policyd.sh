@@ -11,14 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
-# A daemon that cannot bind fails quietly (its output goes to /dev/null) and
-# the load would measure whatever listens there: refuse to start then.
-for p in 10060 10061 10070 10071 10080 10081; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is in use (a daemon left from an earlier run?); stop it first" >&2
-    exit 1
-  fi
-done
+. test/benchlib.sh
+need_free_ports 10060 10061 10070 10071 10080 10081
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 go build -o "$tmp/policyd" ./policyd
@@ -62,9 +56,6 @@ sleep 1
 for pid in $pid_policyd $pid_limits $pid_floor; do
   kill -0 "$pid" 2>/dev/null || { echo "a server did not start (pid $pid)" >&2; exit 1; }
 done
-# cpu PID: the process's user+system CPU time so far, in clock ticks.
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 # measure NAME PID PORT: one load run against PORT, with the server's own
 # CPU time per request (the ratio of rates depends on how much the load
 # tool, sharing the cores, takes; CPU per request does not).
@@ -76,7 +67,7 @@ measure() {
   out=$("$tmp/load" -proto "$proto" -addr "127.0.0.1:$3" -conns "$conns" -duration "$dur" -warmup 0s)
   after=$(cpu "$2")
   n=$(echo "$out" | sed -n 's/.* requests=\([0-9]*\) .*/\1/p')
-  echo "$1 $out cpu/request=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1fus", n ? d / hz / n * 1e6 : 0 }')"
+  echo "$1 $out cpu/request=$(per_op $((after - before)) "$n")"
 }
 for proto in socketmap policy; do
   for conns in 1 8 64; do

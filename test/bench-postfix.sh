@@ -19,12 +19,8 @@ msgs=${1:-2000}
 sessions=${SESSIONS:-8}
 warm=200
 smtp=2525 sinkport=2526
-for p in $smtp $sinkport; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "port $p is in use (a Postfix or sink left from an earlier run?); stop it first" >&2
-    exit 1
-  fi
-done
+. test/benchlib.sh
+need_free_ports $smtp $sinkport
 mkdir -p bin
 T=$(mktemp -d "$PWD/bin/postfix-bench.XXXXXX")
 chmod 755 "$T" # Postfix's processes (user postfix) reach the sockets in it

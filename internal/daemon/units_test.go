@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,26 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-)
 
-// unit reads a systemd unit file into key -> values (comments dropped).
-func unit(t *testing.T, path string) map[string][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	u := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
-			u[k] = append(u[k], v)
-		}
-	}
-	return u
-}
+	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
+)
 
 // TestUnits checks contrib/systemd against what the runner does: each
 // socket unit passes its sockets under the name the daemon asks for, to
@@ -43,7 +25,7 @@ func TestUnits(t *testing.T) {
 		"mxdetour-policyd-socketmap.socket": {"socketmap", "mxdetour-policyd.service"},
 		"mxdetour-milter.socket":            {"milter", "mxdetour-milter.service"},
 	} {
-		u := unit(t, filepath.Join(dir, sock))
+		u := daemontest.Unit(t, filepath.Join(dir, sock))
 		if got := u["FileDescriptorName"]; !slices.Equal(got, []string{want.name}) {
 			t.Errorf("%s: FileDescriptorName=%q, want %q", sock, got, want.name)
 		}
@@ -53,13 +35,13 @@ func TestUnits(t *testing.T) {
 		if len(u["ListenStream"]) == 0 {
 			t.Errorf("%s: no ListenStream=", sock)
 		}
-		svc := unit(t, filepath.Join(dir, want.service))
+		svc := daemontest.Unit(t, filepath.Join(dir, want.service))
 		if !slices.Contains(strings.Fields(strings.Join(svc["Sockets"], " ")), sock) {
 			t.Errorf("%s: Sockets= lacks %s", want.service, sock)
 		}
 	}
 	for _, name := range []string{"mxdetour-policyd", "mxdetour-milter"} {
-		u := unit(t, filepath.Join(dir, name+".service"))
+		u := daemontest.Unit(t, filepath.Join(dir, name+".service"))
 		for key, want := range map[string]string{
 			"Type": "notify", "Restart": "always", "RestartPreventExitStatus": fmt.Sprint(ExitConfig),
 			"ExecStart": "/usr/sbin/" + name,

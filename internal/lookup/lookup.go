@@ -173,24 +173,16 @@ func isLower(s string) bool {
 
 func (c *Client) lookup(ctx context.Context, name string, qtype uint16) Result {
 	k := cacheKey{qtype, canonical(name)}
-	now := c.now()
-	e, ok := c.cache.Get(k)
-	if ok && now.Before(e.expires) {
+	if r, ok := c.fresh(k, c.cache.Get); ok {
 		c.hits.Add(1)
-		r := e.res
-		r.Cached, r.TTL = true, e.expires.Sub(now)
 		return r
 	}
 	c.misses.Add(1)
 	ch := c.group.DoChan(k.name+"/"+dns.TypeToString[qtype], func() (any, error) {
 		// A flight that ended between our cache miss and this one's
 		// start has filled the cache: answer from it, not upstream.
-		if e, ok := c.cache.Peek(k); ok {
-			if now := c.now(); now.Before(e.expires) {
-				r := e.res
-				r.Cached, r.TTL = true, e.expires.Sub(now)
-				return r, nil
-			}
+		if r, ok := c.fresh(k, c.cache.Peek); ok {
+			return r, nil
 		}
 		return c.refresh(k), nil
 	})
@@ -201,6 +193,23 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) Result {
 		c.errs.Add(1)
 		return Result{Status: TempFail, Err: fmt.Errorf("%s %s: %w", dns.TypeToString[qtype], name, ctx.Err())}
 	}
+}
+
+// fresh returns k's cached result while it has not expired; get is the
+// cache's Get (a lookup: counts as recent use) or Peek (a flight's second
+// look: does not).
+func (c *Client) fresh(k cacheKey, get func(cacheKey) (*entry, bool)) (Result, bool) {
+	e, ok := get(k)
+	if !ok {
+		return Result{}, false
+	}
+	now := c.now()
+	if !now.Before(e.expires) {
+		return Result{}, false
+	}
+	r := e.res
+	r.Cached, r.TTL = true, e.expires.Sub(now)
+	return r, true
 }
 
 // refresh asks upstream, stores the outcome and returns what the caller

@@ -85,11 +85,7 @@ func newClient(rawURL, password string) (redis.UniversalClient, int, error) {
 		if err != nil {
 			return nil, 0, bad(err)
 		}
-		if password != "" {
-			o.Password = password
-		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
-		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
+		tune(password, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewFailoverClient(o), o.DB, nil
 	case q.Has("addr") || q.Get("cluster") == "true":
 		q.Del("cluster")
@@ -98,24 +94,28 @@ func newClient(rawURL, password string) (redis.UniversalClient, int, error) {
 		if err != nil {
 			return nil, 0, bad(err)
 		}
-		if password != "" {
-			o.Password = password
-		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
-		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
+		tune(password, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewClusterClient(o), 0, nil
 	default:
 		o, err := redis.ParseURL(rawURL)
 		if err != nil {
 			return nil, 0, bad(err)
 		}
-		if password != "" {
-			o.Password = password
-		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout), orDefault(o.ReadTimeout), orDefault(o.WriteTimeout)
-		o.ContextTimeoutEnabled = true // a caller's deadline bounds the call (the limits wait 250 ms at most)
+		tune(password, &o.Password, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewClient(o), o.DB, nil
 	}
+}
+
+// tune sets what every client type gets, whatever its URL says: the
+// password of password_file, timeouts of 2 s where the URL sets none,
+// and a caller's deadline bounding the call (go-redis ignores it
+// otherwise; the limits wait 250 ms at most).
+func tune(password string, pw *string, dial, read, write *time.Duration, ctxTimeout *bool) {
+	if password != "" {
+		*pw = password
+	}
+	*dial, *read, *write = orDefault(*dial), orDefault(*read), orDefault(*write)
+	*ctxTimeout = true
 }
 
 // orDefault shortens go-redis's 5 s timeouts: an answer slower than 2 s

@@ -65,20 +65,16 @@ func unitSockets(t *testing.T, queueDir string) map[string]daemontest.Socket {
 	return socks
 }
 
-// unitKeys reads a systemd unit file's Key=value lines; a key given twice
-// keeps its last non-empty value (an empty assignment resets a list).
+// unitKeys is each key of a systemd unit file with its last non-empty
+// value (an empty assignment resets a list such as ListenStream=).
 func unitKeys(t *testing.T, path string) map[string]string {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	must(t, err)
 	keys := map[string]string{}
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' || line[0] == ';' || line[0] == '[' {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, "="); ok && v != "" {
-			keys[k] = v
+	for k, vs := range daemontest.Unit(t, path) {
+		for _, v := range vs {
+			if v != "" {
+				keys[k] = v
+			}
 		}
 	}
 	return keys

@@ -191,3 +191,22 @@ func (p *Proc) Stop(t testing.TB) {
 		t.Fatal("no exit within 15s of SIGTERM")
 	}
 }
+
+// Unit reads a systemd unit file's Key=value lines, each key with its
+// values in order (a list key such as ListenStream= may repeat; an empty
+// value resets it). Comments and section headers are skipped.
+func Unit(t testing.TB, path string) map[string][]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := map[string][]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, ";") {
+			u[k] = append(u[k], v)
+		}
+	}
+	return u
+}

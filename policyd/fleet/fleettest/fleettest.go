@@ -73,6 +73,12 @@ func (r *Redis) Restart() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.waitPing()
+}
+
+// waitPing waits until the server on r.Port answers PING.
+func (r *Redis) waitPing() {
+	r.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for r.Do("PING") != "PONG" {
 		if time.Now().After(deadline) {
@@ -198,14 +204,7 @@ func StartCluster(t testing.TB) *Cluster {
 			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir,
 			"--save", "", "--appendonly", "no"))
-		probe := &Redis{t: t, Port: port}
-		deadline := time.Now().Add(10 * time.Second)
-		for probe.Do("PING") != "PONG" {
-			if time.Now().After(deadline) {
-				t.Fatalf("redis-server on port %d does not answer", port)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		(&Redis{t: t, Port: port}).waitPing()
 		c.Ports = append(c.Ports, port)
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
 	}

@@ -99,6 +99,27 @@ type Limits struct {
 	MaxSize uint32
 }
 
+// maxSize is the largest packet l accepts.
+func (l Limits) maxSize() uint32 {
+	if l.MaxSize == 0 || l.MaxSize > maxPacketSize {
+		return maxPacketSize
+	}
+	return l.MaxSize
+}
+
+// packetLength is the length a packet's prefix announces; an error for a
+// length of zero or over maxSize, before anything is allocated.
+func packetLength(prefix [4]byte, maxSize uint32) (uint32, error) {
+	length := binary.BigEndian.Uint32(prefix[:])
+	if length == 0 {
+		return 0, ErrEmptyPacket
+	}
+	if length > maxSize {
+		return 0, fmt.Errorf("%w: %d bytes announced, at most %d accepted", ErrPacketTooBig, length, maxSize)
+	}
+	return length, nil
+}
+
 // ReadPacket reads one packet, all of it within timeout (0: no timeout).
 func ReadPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
 	if timeout != 0 {
@@ -120,10 +141,7 @@ func ReadPacketWithin(conn net.Conn, l Limits) (*Message, error) {
 	defer func(conn net.Conn) {
 		_ = conn.SetReadDeadline(time.Time{})
 	}(conn)
-	maxSize := l.MaxSize
-	if maxSize == 0 || maxSize > maxPacketSize {
-		maxSize = maxPacketSize
-	}
+	maxSize := l.maxSize()
 	return readPacket(conn, maxSize, func() {
 		var deadline time.Time
 		if l.Packet != 0 {
@@ -146,12 +164,9 @@ func readPacket(conn net.Conn, maxSize uint32, started func()) (*Message, error)
 	if _, err := io.ReadFull(conn, prefix[1:]); err != nil {
 		return nil, unexpectedEOF(err)
 	}
-	length := binary.BigEndian.Uint32(prefix[:])
-	if length == 0 {
-		return nil, ErrEmptyPacket
-	}
-	if length > maxSize {
-		return nil, fmt.Errorf("%w: %d bytes announced, at most %d accepted", ErrPacketTooBig, length, maxSize)
+	length, err := packetLength(prefix, maxSize)
+	if err != nil {
+		return nil, err
 	}
 	data, err := readData(conn, int(length))
 	if err != nil {
@@ -284,10 +299,7 @@ func after(d time.Duration) time.Time {
 
 // Read reads one packet within the limits l (see ReadPacketWithin).
 func (p *PacketReader) Read(l Limits) (*Message, error) {
-	maxSize := l.MaxSize
-	if maxSize == 0 || maxSize > maxPacketSize {
-		maxSize = maxPacketSize
-	}
+	maxSize := l.maxSize()
 	if p.r.Buffered() == 0 {
 		p.deadline(after(l.Idle))
 	}
@@ -311,12 +323,9 @@ func (p *PacketReader) Read(l Limits) (*Message, error) {
 	if _, err := io.ReadFull(p.r, prefix[1:]); err != nil {
 		return nil, unexpectedEOF(err)
 	}
-	length := binary.BigEndian.Uint32(prefix[:])
-	if length == 0 {
-		return nil, ErrEmptyPacket
-	}
-	if length > maxSize {
-		return nil, fmt.Errorf("%w: %d bytes announced, at most %d accepted", ErrPacketTooBig, length, maxSize)
+	length, err := packetLength(prefix, maxSize)
+	if err != nil {
+		return nil, err
 	}
 	waitRest(int(length))
 	data, err := readData(p.r, int(length))
