@@ -184,12 +184,14 @@ func TestCountersRedisHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	var accepted atomic.Int32
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			defer c.Close() // held open, never answered
 		}
 	}()
@@ -211,7 +213,7 @@ func TestCountersRedisHangs(t *testing.T) {
 	if !ok || !c.Alone() {
 		t.Fatalf("first Take against a hung Redis: taken %v, alone %v; want counted alone", ok, c.Alone())
 	}
-	var slow atomic.Int32
+	before := accepted.Load()
 	var wg sync.WaitGroup
 	end := time.Now().Add(time.Second)
 	for range 8 {
@@ -219,19 +221,17 @@ func TestCountersRedisHangs(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(end) {
-				start := time.Now()
 				c.Take("limit0|hal", 1, 1<<30, time.Hour, now)
-				if time.Since(start) >= c.Timeout/2 {
-					slow.Add(1)
-				}
 			}
 		}()
 	}
 	wg.Wait()
-	// About one probe per Retry (1 s / 300 ms); eight callers each
-	// waiting at every retry would make some 30.
-	if n := slow.Load(); n > 8 {
-		t.Errorf("%d calls waited on the hung Redis within a second, want about one per retry (<= 8)", n)
+	// About one probe per Retry (1 s / 300 ms), each on a new connection
+	// (go-redis drops one that timed out): 4. Probes without the pause
+	// would make 10, one Timeout after another. Counted at the server, not
+	// by timing calls, which a loaded machine stretches.
+	if n := accepted.Load() - before; n > 5 {
+		t.Errorf("%d connections to the hung Redis within a second, want about one per retry (<= 5)", n)
 	}
 	if cnt := c.Memory.Count("limit0|hal", time.Hour, now); cnt < 100 {
 		t.Errorf("counted alone: %d, want every Take counted", cnt)
