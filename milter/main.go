@@ -282,7 +282,7 @@ func (m *milterd) serve() error {
 	b := m.cur.Load()
 	cfg := b.st.Cfg
 	srv := milter.NewServer(m.filter.ServerOptions()...)
-	ms, err := serveMetrics(cfg.Metrics.MilterListen, m.filter, srv.MilterCount, m.cur.Load, m.log)
+	ms, err := serveMetrics(cfg.Metrics.MilterListen, cfg.Metrics.Pprof, m.filter, srv.MilterCount, m.cur.Load, m.log)
 	if err != nil {
 		return err
 	}
@@ -336,6 +336,7 @@ func restartOnly(a, b *config.Config) []string {
 		daemon.Setting{Key: "milter.listen", Was: a.Milter.Listen, Now: b.Milter.Listen},
 		daemon.Setting{Key: "milter.socket_mode", Was: a.Milter.SocketMode, Now: b.Milter.SocketMode},
 		daemon.Setting{Key: "metrics.milter_listen", Was: a.Metrics.MilterListen, Now: b.Metrics.MilterListen},
+		daemon.Setting{Key: "metrics.pprof", Was: fmt.Sprint(a.Metrics.Pprof), Now: fmt.Sprint(b.Metrics.Pprof)},
 		daemon.Setting{Key: "log.format", Was: a.Log.Format, Now: b.Log.Format},
 	)
 }

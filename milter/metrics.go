@@ -16,7 +16,7 @@ import (
 // milter sessions (sessions: go-milter's count, the only connection
 // counter it exposes), and what the running state was built without (cur:
 // keys, country source).
-func serveMetrics(addr string, f *filter.Filter, sessions func() uint64, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
+func serveMetrics(addr string, pprof bool, f *filter.Filter, sessions func() uint64, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -42,7 +42,7 @@ func serveMetrics(addr string, f *filter.Filter, sessions func() uint64, cur fun
 	reg.MustRegister(latency)
 	f.Observe(func(took time.Duration) { latency.Observe(took.Seconds()) })
 	reg.MustRegister(stateCollector(cur))
-	return metrics.Serve(addr, reg, log.Named("metrics"))
+	return metrics.Serve(addr, reg, pprof, log.Named("metrics"))
 }
 
 var (

@@ -390,6 +390,7 @@ func restartOnly(a, b *config.Config) []string {
 		daemon.Setting{Key: "policyd.max_connections", Was: a.Policyd.MaxConnections, Now: b.Policyd.MaxConnections},
 		daemon.Setting{Key: "policyd.max_request_size", Was: a.Policyd.MaxRequestSize, Now: b.Policyd.MaxRequestSize},
 		daemon.Setting{Key: "metrics.policyd_listen", Was: a.Metrics.PolicydListen, Now: b.Metrics.PolicydListen},
+		daemon.Setting{Key: "metrics.pprof", Was: fmt.Sprint(a.Metrics.Pprof), Now: fmt.Sprint(b.Metrics.Pprof)},
 		daemon.Setting{Key: "log.format", Was: a.Log.Format, Now: b.Log.Format},
 		daemon.Setting{Key: "learn.state_file", Was: a.Learn.StateFile, Now: b.Learn.StateFile},
 		daemon.Setting{Key: "fleet", Was: a.Fleet, Now: b.Fleet},

@@ -81,7 +81,7 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 			return 0
 		})
 	}
-	srv, err := metrics.Serve(addr, reg, d.log.Named("metrics"))
+	srv, err := metrics.Serve(addr, reg, cfg.Metrics.Pprof, d.log.Named("metrics"))
 	d.metrics = srv
 	return err
 }

@@ -237,6 +237,9 @@ type Fleet struct {
 type Metrics struct {
 	PolicydListen string `toml:"policyd_listen"`
 	MilterListen  string `toml:"milter_listen"`
+	// Pprof also serves Go's profiles (net/http/pprof) under
+	// /debug/pprof/ on both endpoints, to find where the time goes.
+	Pprof bool `toml:"pprof"`
 }
 
 func d(s string) Duration {

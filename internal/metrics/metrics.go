@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	httppprof "net/http/pprof"
 	"runtime"
 	"time"
 
@@ -46,9 +47,10 @@ func NewRegistry(version string) *prometheus.Registry {
 // Server is a running metrics endpoint.
 type Server struct{ srv *http.Server }
 
-// Serve starts serving reg's metrics at http://addr/metrics; addr "" does
-// nothing and returns nil.
-func Serve(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, error) {
+// Serve starts serving reg's metrics at http://addr/metrics, and with
+// pprof Go's profiles at http://addr/debug/pprof/; addr "" does nothing
+// and returns nil.
+func Serve(addr string, reg *prometheus.Registry, pprof bool, log *zap.Logger) (*Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -58,13 +60,20 @@ func Serve(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics endpoint stopped", zap.Error(err))
 		}
 	}()
-	log.Info("metrics", zap.String("listen", addr))
+	log.Info("metrics", zap.String("listen", addr), zap.Bool("pprof", pprof))
 	return s, nil
 }
 

@@ -23,11 +23,14 @@ func TestNewRegistryServed(t *testing.T) {
 	reg := NewRegistry("1.2.3")
 	Counter(reg, "mxdetour_test_total", "A daemon's own counter.", func() float64 { return 7 })
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	srv, err := Serve(addr, reg, zaptest.NewLogger(t))
+	srv, err := Serve(addr, reg, false, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	if resp, err := http.Get("http://" + addr + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("profiles served without pprof = true: %v %v", resp, err)
+	}
 
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -52,9 +55,31 @@ func TestNewRegistryServed(t *testing.T) {
 	}
 }
 
+// TestServePprof: with pprof the Go profiles are served beside the
+// metrics, a CPU profile included.
+func TestServePprof(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	srv, err := Serve(addr, NewRegistry("dev"), true, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, path := range []string{"/debug/pprof/heap?debug=1", "/debug/pprof/profile?seconds=1", "/metrics"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || len(body) == 0 {
+			t.Errorf("GET %s: %s, %d bytes", path, resp.Status, len(body))
+		}
+	}
+}
+
 // TestServeOff: an empty address serves nothing, and closing that is safe.
 func TestServeOff(t *testing.T) {
-	srv, err := Serve("", NewRegistry("dev"), zaptest.NewLogger(t))
+	srv, err := Serve("", NewRegistry("dev"), true, zaptest.NewLogger(t))
 	if srv != nil || err != nil {
 		t.Fatalf("Serve(\"\") = %v, %v", srv, err)
 	}
