@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/logging"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/policyd/fleet"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
@@ -35,10 +35,7 @@ func BenchmarkSocketmapCached(b *testing.B) {
 	cfg.Learn.Enabled = false
 	cfg.Policyd.PolicyListen = ""
 	cfg.Policyd.SocketmapListen = "127.0.0.1:0"
-	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(devnull), zap.InfoLevel))
+	log := benchLogger(b)
 	d, err := parts(cfg, log)
 	if err != nil {
 		b.Fatal(err)
@@ -83,10 +80,7 @@ func BenchmarkPolicy(b *testing.B) {
 			cfg.DNS.Servers = []string{srv.Addr()}
 			cfg.Transports.Relay = "relay:[mx03.example.net]:587"
 			cfg.Learn.Enabled = false
-			devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-			enc := zap.NewProductionEncoderConfig()
-			enc.EncodeTime = zapcore.ISO8601TimeEncoder
-			log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(devnull), zap.InfoLevel))
+			log := benchLogger(b)
 			d, err := parts(cfg, log)
 			if err != nil {
 				b.Fatal(err)
@@ -167,4 +161,19 @@ func BenchmarkPolicy(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchLogger is the daemon's own logger (console lines, buffered) writing
+// to /dev/null.
+func benchLogger(b *testing.B) *zap.Logger {
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, _, err := logging.NewFile(config.Log{Level: "info", Format: "console"}, devnull)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = log.Sync(); devnull.Close() })
+	return log.Named("policyd")
 }

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 )
@@ -66,6 +68,30 @@ func TestJournal(t *testing.T) {
 	for i, w := range want {
 		if !strings.HasPrefix(lines[i], w) {
 			t.Errorf("line %d = %q, want it to start %q (priority, no time)", i, lines[i], w)
+		}
+	}
+}
+
+// TestISOTime: the kept text is zap's ISO8601 form of every time given,
+// whether the millisecond repeats, moves on or goes back, in any zone.
+func TestISOTime(t *testing.T) {
+	var c isoTime
+	line := func(enc zapcore.TimeEncoder, tm time.Time) string {
+		cfg := zap.NewProductionEncoderConfig()
+		cfg.EncodeTime = enc
+		b, err := zapcore.NewConsoleEncoder(cfg).EncodeEntry(zapcore.Entry{Time: tm, Message: "m"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	base := time.Date(2026, 11, 30, 3, 4, 5, 6_000_000, time.Local)
+	for _, tm := range []time.Time{
+		base, base.Add(100 * time.Microsecond), base.Add(time.Millisecond), base,
+		base.Add(time.Hour), base.UTC(), base.In(time.FixedZone("X", 3600)), base,
+	} {
+		if got, want := line(c.encode, tm), line(zapcore.ISO8601TimeEncoder, tm); got != want {
+			t.Errorf("%v: %q, want %q", tm, got, want)
 		}
 	}
 }

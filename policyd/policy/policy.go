@@ -88,9 +88,9 @@ func ReadRequest(r *bufio.Reader, req *Request, max int) error {
 func (req *Request) set(name, value []byte) {
 	switch string(name) {
 	case "request":
-		req.Request = string(value)
+		req.Request = intern(value)
 	case "protocol_state":
-		req.ProtocolState = string(value)
+		req.ProtocolState = intern(value)
 	case "queue_id":
 		req.QueueID = string(value)
 	case "instance":
@@ -106,8 +106,21 @@ func (req *Request) set(name, value []byte) {
 	case "recipient_count":
 		req.RecipientCount = atoi(value)
 	case "policy_context":
-		req.PolicyContext = string(value)
+		req.PolicyContext = intern(value)
 	}
+}
+
+// common are the values every request repeats: interned, they cost no
+// allocation.
+var common = []string{"smtpd_access_policy", "RCPT", "DATA", "END-OF-MESSAGE", "MAIL", "CONNECT", "EHLO", "HELO", "VRFY", "ETRN", "limits"}
+
+func intern(b []byte) string {
+	for _, c := range common {
+		if string(b) == c {
+			return c
+		}
+	}
+	return string(b)
 }
 
 // atoi reads a count without allocating; anything but digits (or a

@@ -30,13 +30,14 @@ import (
 
 // Responder answers both protocols from one engine.
 type Responder struct {
-	engine  atomic.Pointer[route.Engine]
-	timeout atomic.Int64 // decision deadline, nanoseconds
-	log     *zap.Logger
-	stats   Stats
-	observe func(d route.Decision, took time.Duration) // metrics; nil when off
-	limits  atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
-	lastOK  atomic.Pointer[okAnswer]                   // the last socketmap OK answer logged
+	engine     atomic.Pointer[route.Engine]
+	timeout    atomic.Int64 // decision deadline, nanoseconds
+	log        *zap.Logger
+	stats      Stats
+	observe    func(d route.Decision, took time.Duration) // metrics; nil when off
+	limits     atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
+	lastOK     atomic.Pointer[okAnswer]                   // the last socketmap OK answer logged
+	lastFilter atomic.Pointer[string]                     // the last FILTER answer
 }
 
 // SetLimits makes l count and limit every later policy request (nil: no
@@ -90,7 +91,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 	if decided {
 		d = r.decide(ctx, req.Recipient)
 		if req.PolicyContext != LimitsOnly {
-			action = PolicyAction(d)
+			action = r.policyAction(d)
 		}
 	}
 	if l := r.limits.Load(); l != nil {
@@ -127,16 +128,7 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 		r.stats.Temp.Add(1)
 	}
 	if ce := r.log.Check(level(d), "decision"); ce != nil {
-		ce.Write(
-			zap.String("proto", "socketmap"),
-			zap.String("recipient", key),
-			zap.String("route", loggedRoute(d, temp)),
-			r.answerField(reply),
-			zap.String("provider", d.Provider),
-			zap.String("reason", string(d.Reason)),
-			zap.Bool("cache_hit", d.Cached),
-			zap.Bool("dry_run", d.DryRun),
-		)
+		ce.Write(zap.Inline(newLine("socketmap", nil, key, loggedRoute(d, temp), r.answerText(reply), d)))
 	}
 	return reply
 }
@@ -146,39 +138,60 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 // the action it was answered, a limit's included.
 func (r *Responder) logPolicy(req *policy.Request, d route.Decision, action string) {
 	if ce := r.log.Check(level(d), "decision"); ce != nil {
-		ce.Write(
-			zap.String("proto", "policy"),
-			zap.String("queue_id", req.QueueID),
-			zap.String("recipient", req.Recipient),
-			zap.String("sender", req.Sender),
-			zap.String("client", req.ClientAddress),
-			zap.String("route", string(d.Route)),
-			zap.String("answer", action),
-			zap.String("provider", d.Provider),
-			zap.String("reason", string(d.Reason)),
-			zap.Bool("cache_hit", d.Cached),
-			zap.Bool("dry_run", d.DryRun),
-		)
+		ce.Write(zap.Inline(newLine("policy", req, req.Recipient, string(d.Route), action, d)))
 	}
 }
 
-// answerField is the socketmap reply as Postfix reads it ("OK
+// decisionLine is the fields of a decision's log line, written straight
+// into the encoder: eleven zap.Fields would be copied to the heap for
+// every line (zap's own advice for hot paths).
+type decisionLine struct {
+	proto, recipient, route, answer, provider, reason string
+	req                                               *policy.Request // policy only
+	cached, dryRun                                    bool
+}
+
+func newLine(proto string, req *policy.Request, rcpt, route, answer string, d route.Decision) *decisionLine {
+	return &decisionLine{proto: proto, req: req, recipient: rcpt, route: route, answer: answer,
+		provider: d.Provider, reason: string(d.Reason), cached: d.Cached, dryRun: d.DryRun}
+}
+
+func (l *decisionLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("proto", l.proto)
+	if l.req != nil {
+		enc.AddString("queue_id", l.req.QueueID)
+	}
+	enc.AddString("recipient", l.recipient)
+	if l.req != nil {
+		enc.AddString("sender", l.req.Sender)
+		enc.AddString("client", l.req.ClientAddress)
+	}
+	enc.AddString("route", l.route)
+	enc.AddString("answer", l.answer)
+	enc.AddString("provider", l.provider)
+	enc.AddString("reason", l.reason)
+	enc.AddBool("cache_hit", l.cached)
+	enc.AddBool("dry_run", l.dryRun)
+	return nil
+}
+
+// answerText is the socketmap reply as Postfix reads it ("OK
 // relay:[mx03.example.net]:587", "NOTFOUND"), built only when logged. The
 // last OK answer is kept: there are few transports, and the hot path (a
 // cached decision to relay) then allocates nothing for it.
-func (r *Responder) answerField(rep socketmap.Reply) zap.Field {
+func (r *Responder) answerText(rep socketmap.Reply) string {
 	if rep.Data == "" {
-		return zap.String("answer", rep.Status)
+		return rep.Status
 	}
 	if rep.Status != "OK" {
-		return zap.String("answer", rep.String())
+		return rep.String()
 	}
 	if last := r.lastOK.Load(); last != nil && last.transport == rep.Data {
-		return zap.String("answer", last.answer)
+		return last.answer
 	}
 	a := &okAnswer{transport: rep.Data, answer: rep.String()}
 	r.lastOK.Store(a)
-	return zap.String("answer", a.answer)
+	return a.answer
 }
 
 // okAnswer is a socketmap OK reply as logged, for its transport.
@@ -239,14 +252,37 @@ func (r *Responder) count(d route.Decision) {
 	}
 }
 
+// policyAction is PolicyAction, with the last FILTER answer kept (there
+// are few transports), so that a routed request allocates nothing for it.
+func (r *Responder) policyAction(d route.Decision) string {
+	t := filtered(d)
+	if t == "" {
+		return "DUNNO"
+	}
+	if last := r.lastFilter.Load(); last != nil && (*last)[len("FILTER "):] == t {
+		return *last
+	}
+	a := "FILTER " + t
+	r.lastFilter.Store(&a)
+	return a
+}
+
 // PolicyAction is the policy delegation answer for d: FILTER for a routed
 // recipient, DUNNO otherwise (reserved and null-MX domains included: the
 // policy service cannot bounce one recipient of a message).
 func PolicyAction(d route.Decision) string {
-	if (d.Route == route.Relay || d.Route == route.IPv4) && d.Transport != "" {
-		return "FILTER " + d.Transport
+	if t := filtered(d); t != "" {
+		return "FILTER " + t
 	}
 	return "DUNNO"
+}
+
+// filtered is the transport a routed recipient is FILTERed to, or "".
+func filtered(d route.Decision) string {
+	if d.Route == route.Relay || d.Route == route.IPv4 {
+		return d.Transport
+	}
+	return ""
 }
 
 // SocketmapReply is the transport_maps answer for d.

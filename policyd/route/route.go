@@ -25,8 +25,10 @@
 // IPv6 addresses takes the relay (the blocks store prefers such a block).
 //
 // Decisions are not cached here: each one is made from cached lookups, so it
-// lives exactly as long as the shortest TTL of the records that made it, and
-// a new listing or learned block applies to the very next request.
+// lives as long as the shortest TTL of the records that made it, and a new
+// listing or learned block applies to the very next request. Only the DNS
+// facts of a domain (its MX answer and their provider) are kept beside the
+// lookup cache for up to a second (facts.go), bounded by the MX's TTL.
 package route
 
 import (
@@ -139,6 +141,7 @@ type state struct {
 	rules      []rule
 	relay      string
 	ipv4       string
+	facts      *factsMemo // DNS facts of recent domains; a reload starts afresh
 }
 
 type rule struct {
@@ -161,6 +164,7 @@ func (e *Engine) Swap(cfg *config.Config) {
 		classifier: provider.New(setup.Providers(cfg), e.r),
 		relay:      cfg.Transports.Relay,
 		ipv4:       cfg.Transports.IPv4,
+		facts:      newFactsMemo(),
 	}
 	for _, r := range cfg.Rules {
 		dom := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
@@ -242,8 +246,17 @@ func isNumeric(d string) bool {
 }
 
 func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision {
-	res := e.r.MX(ctx, d.Domain)
-	d.Cached = res.Cached
+	var res lookup.Result
+	f, known := (*facts)(nil), false
+	if !d.explain {
+		f, known = st.facts.get(d.Domain, e.now())
+	}
+	if known {
+		res = f.mx
+	} else {
+		res = e.r.MX(ctx, d.Domain)
+	}
+	d.Cached = res.Cached || known
 	switch res.Status {
 	case lookup.NXDomain:
 		d.Route, d.Reason = Direct, ReasonNXDomain
@@ -280,7 +293,7 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 			b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
 		return st.route(d, Relay)
 	}
-	d = e.byProvider(ctx, st, d)
+	d = e.byProvider(ctx, st, d, res, f)
 	if learned {
 		return st.learnedIPv6(d, b)
 	}
@@ -319,9 +332,18 @@ func (st *state) learnedIPv6(d Decision, b block.Block) Decision {
 	return st.route(d, IPv4)
 }
 
-// byProvider decides by the provider of the MX (step 3).
-func (e *Engine) byProvider(ctx context.Context, st *state, d Decision) Decision {
-	m := st.classifier.Classify(ctx, d.MX)
+// byProvider decides by the provider of the MX (step 3): mx is the MX
+// answer, f the domain's facts when they were known.
+func (e *Engine) byProvider(ctx context.Context, st *state, d Decision, mx lookup.Result, f *facts) Decision {
+	var m provider.Match
+	if f != nil {
+		m = f.match
+	} else {
+		m = st.classifier.Classify(ctx, d.MX)
+		if ctx.Err() == nil {
+			st.facts.put(d.Domain, mx, m, e.now())
+		}
+	}
 	if m.Err != nil {
 		d.why("%s", "network of the MX address unknown: "+m.Err.Error())
 		if ctx.Err() != nil {
@@ -337,10 +359,13 @@ func (e *Engine) byProvider(ctx context.Context, st *state, d Decision) Decision
 	}
 	p := m.Provider
 	d.Provider, d.Method = p.Name, string(m.Method)
-	switch m.Method {
-	case provider.ByASN:
+	// Guarded: the arguments of why are boxed (allocated) even when it
+	// does not explain, and this is every decision's path.
+	switch {
+	case !d.explain:
+	case m.Method == provider.ByASN:
 		d.why("provider %s: address %s of MX %s is in AS%d", p.Name, m.Addr, m.Host, m.ASN)
-	case provider.ByDefault:
+	case m.Method == provider.ByDefault:
 		d.why("provider %s: no other provider claims MX %s", p.Name, m.Host)
 	default:
 		d.why("provider %s: MX host %s", p.Name, m.Host)
@@ -391,7 +416,9 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 		return st.route(d, IPv4)
 	}
 	d.Route, d.Reason = Direct, ReasonNotListed
-	d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+	if d.explain {
+		d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+	}
 	return d
 }
 

@@ -1,0 +1,57 @@
+package logging
+
+import (
+	"os"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mxdetour/mxdetour/internal/config"
+)
+
+// BenchmarkDecisionLine measures one decision line as policyd writes it
+// (eleven fields, inline), through the daemon's own logger, to /dev/null.
+func BenchmarkDecisionLine(b *testing.B) {
+	for _, format := range []string{"console", "json"} {
+		b.Run(format, func(b *testing.B) {
+			devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			log, _, err := newLogger(config.Log{Level: "info", Format: format}, devnull, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			log = log.Named("policyd")
+			defer log.Sync()
+			line := decisionLike{}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if ce := log.Check(zap.InfoLevel, "decision"); ce != nil {
+						ce.Write(zap.Inline(line))
+					}
+				}
+			})
+		})
+	}
+}
+
+// decisionLike has the fields of policyd's decision line.
+type decisionLike struct{}
+
+func (decisionLike) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("proto", "policy")
+	enc.AddString("queue_id", "")
+	enc.AddString("recipient", "someone@customer.example")
+	enc.AddString("sender", "alice@example.net")
+	enc.AddString("client", "192.0.2.1")
+	enc.AddString("route", "relay")
+	enc.AddString("answer", "FILTER relay:[mx03.example.net]:587")
+	enc.AddString("provider", "google")
+	enc.AddString("reason", "listed")
+	enc.AddBool("cache_hit", true)
+	enc.AddBool("dry_run", false)
+	return nil
+}
