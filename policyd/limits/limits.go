@@ -248,7 +248,13 @@ func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 		}
 	}
 	subj := subjects(r, trusted)
+	if t != nil {
+		t.reuse(&subj)
+	}
 	l.profiles.record(o, &subj, r, r.ClientAddress, now)
+	if t != nil {
+		t.keep(&subj)
+	}
 	if t != nil && t.held != nil {
 		l.noteQueueID(t, r.QueueID, now)
 		return t.held.Text(), true
@@ -330,7 +336,7 @@ func (l *Limiter) count(o *Options, t *txn, r *Request, subj *subjectSet, now ti
 		if s == "" {
 			continue
 		}
-		key := lim.id + "|" + s
+		key := t.key(lim.id, s)
 		c, ok := l.store.Take(key, n, lim.Max, lim.Window, now)
 		if ok {
 			took = append(took, taking{key, n, lim.Window})

@@ -136,6 +136,35 @@ func TestRecipientCounting(t *testing.T) {
 
 // A policy service wired twice at RCPT (routing and limits) asks twice
 // for one recipient: counted once.
+// A transaction's later requests reuse its subjects and counter keys only
+// while they name the same sender, login and client: one that names
+// another is counted for that one.
+func TestSubjectsKeptPerTransaction(t *testing.T) {
+	sender, login := limit(KeySender, 100), limit(KeySASL, 100)
+	l := newLimiter(t, Options{Trusted: trusted(), Limits: []Limit{sender, login}}, newClock(), nil)
+	ask := func(from, user, rcpt string) {
+		r := Request{Stage: "RCPT", Instance: "4711.1", Sender: from, SASLUsername: user, ClientAddress: "127.0.0.1", Recipient: rcpt}
+		l.Check(context.Background(), &r)
+	}
+	ask("a@ours.test", "", "x1@x.test")
+	ask("a@ours.test", "", "x2@x.test")
+	ask("B@ours.test", "", "x3@x.test") // trusted, no login: keyed by the sender
+	ask("b@ours.test", "carol", "x4@x.test")
+	for _, c := range []struct {
+		lim     Limit
+		subject string
+		want    int
+	}{
+		{sender, "sender:a@ours.test", 2}, {login, "sender:a@ours.test", 2},
+		{sender, "sender:b@ours.test", 2}, {login, "sender:b@ours.test", 1},
+		{login, "sasl_username:carol", 1},
+	} {
+		if got := count(l, c.lim, c.subject); got != c.want {
+			t.Errorf("%s %s: counted %d, want %d", c.lim.ID(), c.subject, got, c.want)
+		}
+	}
+}
+
 func TestSameRcptAskedTwice(t *testing.T) {
 	lim := limit(KeySASL, 100)
 	l := newLimiter(t, Options{Limits: []Limit{lim}}, newClock(), nil)

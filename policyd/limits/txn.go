@@ -69,6 +69,42 @@ type txn struct {
 	held      *verdict   // the hold that applies to the whole message
 	queueID   string     // once known, for a held message
 	taken     []taken    // what it counted, to give back if it is held
+
+	// subj is what its last request's subjects were, for the next
+	// request naming the same login, sender and client (subjOf).
+	subj   subjectSet
+	subjOf [3]string
+}
+
+// reuse fills s with the subjects an earlier request of the transaction
+// computed, when it named the same login, sender and client: a message's
+// later requests then build no subject strings.
+func (t *txn) reuse(s *subjectSet) {
+	if t.subj.trusted == s.trusted && t.subjOf == [3]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress} {
+		r := s.r
+		*s = t.subj
+		s.r = r
+	}
+}
+
+// keep remembers s's subjects for the transaction's next request.
+func (t *txn) keep(s *subjectSet) {
+	t.subj, t.subjOf = *s, [3]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress}
+	t.subj.r = nil
+}
+
+// key is the counter key of a limit (by its id) for subject s,
+// "<id>|<subject>": the transaction's own copy when one of its requests
+// counted there before, so that its later recipients allocate none.
+func (t *txn) key(id, s string) string {
+	if t != nil {
+		for i := range t.taken {
+			if k := t.taken[i].key; len(k) == len(id)+1+len(s) && k[len(id)] == '|' && k[:len(id)] == id && k[len(id)+1:] == s {
+				return k
+			}
+		}
+	}
+	return id + "|" + s
 }
 
 type taking struct {
@@ -233,56 +269,76 @@ type profile struct {
 
 type profileView struct{ destinations, clients string }
 
+// profileTable is sharded by subject like the counters: every counted
+// request records into it.
 type profileTable struct {
+	seed   maphash.Seed
+	shards [shards]profileShard
+}
+
+type profileShard struct {
 	mu sync.Mutex
 	m  map[string]*profile
 }
 
-func (pt *profileTable) init() { pt.m = map[string]*profile{} }
+func (pt *profileTable) init() {
+	pt.seed = maphash.MakeSeed()
+	for i := range pt.shards {
+		pt.shards[i].m = map[string]*profile{}
+	}
+}
+
+func (pt *profileTable) shard(subject string) *profileShard {
+	return &pt.shards[maphash.String(pt.seed, subject)%shards]
+}
 
 // record notes the request's recipient domain and client for each subject
 // a limit (or the compromise signal) counts.
 func (pt *profileTable) record(o *Options, subj *subjectSet, r *Request, client string, now time.Time) {
 	var dom string
-	if at := strings.LastIndexByte(r.Recipient, '@'); at >= 0 {
-		dom = strings.ToLower(r.Recipient[at+1:])
+	if r.Stage == "RCPT" {
+		if at := strings.LastIndexByte(r.Recipient, '@'); at >= 0 {
+			dom = strings.ToLower(r.Recipient[at+1:])
+		}
 	}
 	var seen [len(keyTypes)]bool
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	note := func(k KeyType) {
-		i := slices.Index(keyTypes[:], k)
-		if i < 0 || seen[i] {
-			return
-		}
-		seen[i] = true
-		s := subj.of(k)
-		if s == "" {
-			return
-		}
-		p := pt.m[s]
-		if p == nil {
-			p = &profile{}
-			pt.m[strings.Clone(s)] = p
-		}
-		p.last = now
-		if r.Stage == "RCPT" {
-			p.dests.add(dom)
-		}
-		p.clients.add(client)
-	}
 	for i := range o.Limits {
-		note(o.Limits[i].Key)
+		pt.note(o.Limits[i].Key, &seen, subj, dom, client, now)
 	}
 	if o.Compromise.Window > 0 && r.SASLUsername != "" {
-		note(KeySASL)
+		pt.note(KeySASL, &seen, subj, dom, client, now)
 	}
 }
 
+// note records for the subject of key type k, once per request.
+func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subjectSet, dom, client string, now time.Time) {
+	i := slices.Index(keyTypes[:], k)
+	if i < 0 || seen[i] {
+		return
+	}
+	seen[i] = true
+	s := subj.of(k)
+	if s == "" {
+		return
+	}
+	sh := pt.shard(s)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p := sh.m[s]
+	if p == nil {
+		p = &profile{}
+		sh.m[strings.Clone(s)] = p
+	}
+	p.last = now
+	p.dests.add(dom)
+	p.clients.add(client)
+}
+
 func (pt *profileTable) snapshot(subject string) profileView {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	p := pt.m[subject]
+	sh := pt.shard(subject)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p := sh.m[subject]
 	if p == nil {
 		return profileView{}
 	}
@@ -290,19 +346,23 @@ func (pt *profileTable) snapshot(subject string) profileView {
 }
 
 func (pt *profileTable) forget(subject string) {
-	pt.mu.Lock()
-	delete(pt.m, subject)
-	pt.mu.Unlock()
+	sh := pt.shard(subject)
+	sh.mu.Lock()
+	delete(sh.m, subject)
+	sh.mu.Unlock()
 }
 
 // prune forgets profiles idle for longer than keep.
 func (pt *profileTable) prune(now time.Time, keep time.Duration) {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	for k, p := range pt.m {
-		if now.Sub(p.last) > keep {
-			delete(pt.m, k)
+	for i := range pt.shards {
+		sh := &pt.shards[i]
+		sh.mu.Lock()
+		for k, p := range sh.m {
+			if now.Sub(p.last) > keep {
+				delete(sh.m, k)
+			}
 		}
+		sh.mu.Unlock()
 	}
 }
 
