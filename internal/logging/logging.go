@@ -39,17 +39,19 @@ func newLogger(c config.Log, w *os.File, journal bool) (*zap.Logger, zap.AtomicL
 		return nil, level, err
 	}
 	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = new(isoTime).encode
+	times := new(isoTime)
+	enc.EncodeTime = times.encode
 	enc.EncodeDuration = zapcore.StringDurationEncoder
 	if journal {
 		enc.TimeKey = zapcore.OmitKey
+		times = nil
 	}
 	var encoder zapcore.Encoder
 	switch c.Format {
 	case "json":
 		encoder = zapcore.NewJSONEncoder(enc)
 	case "console", "":
-		encoder = zapcore.NewConsoleEncoder(enc)
+		encoder = newConsole(enc, times)
 	default:
 		return nil, level, fmt.Errorf("log format %q is not console or json", c.Format)
 	}
@@ -62,7 +64,7 @@ func newLogger(c config.Log, w *os.File, journal bool) (*zap.Logger, zap.AtomicL
 	// 200 ms late.
 	out := &zapcore.BufferedWriteSyncer{WS: zapcore.Lock(w), Size: 256 << 10, FlushInterval: 200 * time.Millisecond}
 	core := zapcore.NewCore(encoder, out, level)
-	return zap.New(flushOnError{core, out}, zap.ErrorOutput(zapcore.Lock(w))), level, nil
+	return zap.New(&flushOnError{core, out}, zap.ErrorOutput(zapcore.Lock(w))), level, nil
 }
 
 // flushOnError writes warnings and errors out at once, so that they are
@@ -72,18 +74,20 @@ type flushOnError struct {
 	out *zapcore.BufferedWriteSyncer
 }
 
-func (f flushOnError) With(fields []zapcore.Field) zapcore.Core {
-	return flushOnError{f.Core.With(fields), f.out}
+func (f *flushOnError) With(fields []zapcore.Field) zapcore.Core {
+	return &flushOnError{f.Core.With(fields), f.out}
 }
 
-func (f flushOnError) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+// Check adds f itself, a pointer: a value would be copied to the heap on
+// every line.
+func (f *flushOnError) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if f.Enabled(e.Level) {
 		return ce.AddCore(e, f)
 	}
 	return ce
 }
 
-func (f flushOnError) Write(e zapcore.Entry, fields []zapcore.Field) error {
+func (f *flushOnError) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	err := f.Core.Write(e, fields)
 	if e.Level >= zapcore.WarnLevel {
 		_ = f.out.Sync()
@@ -102,6 +106,10 @@ type stamp struct {
 }
 
 func (c *isoTime) encode(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	enc.AppendString(c.text(t))
+}
+
+func (c *isoTime) text(t time.Time) string {
 	ms := t.UnixMilli()
 	s := c.last.Load()
 	if s == nil || s.ms != ms || t.Location() != time.Local {
@@ -110,7 +118,46 @@ func (c *isoTime) encode(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 			c.last.Store(s)
 		}
 	}
-	enc.AppendString(s.text)
+	return s.text
+}
+
+// console is zap's console encoder with the head of the line (time,
+// level, logger name) written straight into it: zap's passes each through
+// fmt.Fprint as an interface, three allocations a line. The rest (message,
+// fields, stack) is zap's own. The lines are zap's byte for byte, for the
+// entries our loggers make: they add no caller, and every line has a
+// message.
+type console struct {
+	zapcore.Encoder          // zap's, without time, level and name
+	times           *isoTime // nil: no time (the journal has it)
+}
+
+func newConsole(cfg zapcore.EncoderConfig, times *isoTime) console {
+	cfg.TimeKey, cfg.LevelKey, cfg.NameKey = zapcore.OmitKey, zapcore.OmitKey, zapcore.OmitKey
+	return console{zapcore.NewConsoleEncoder(cfg), times}
+}
+
+func (c console) Clone() zapcore.Encoder { return console{c.Encoder.Clone(), c.times} }
+
+func (c console) EncodeEntry(e zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
+	rest, err := c.Encoder.EncodeEntry(e, fields)
+	if err != nil {
+		return nil, err
+	}
+	line := bufs.Get()
+	if c.times != nil && !e.Time.IsZero() {
+		line.AppendString(c.times.text(e.Time))
+		line.AppendByte('\t')
+	}
+	line.AppendString(e.Level.String())
+	line.AppendByte('\t')
+	if e.LoggerName != "" {
+		line.AppendString(e.LoggerName)
+		line.AppendByte('\t')
+	}
+	_, _ = line.Write(rest.Bytes())
+	rest.Free()
+	return line, nil
 }
 
 // SetLevel changes the level of a running logger.

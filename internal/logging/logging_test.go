@@ -95,3 +95,46 @@ func TestISOTime(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleAsZaps: our console lines are zap's console encoder's, byte
+// for byte: named or not, with fields, context (With), a stack, any
+// level, with the time or without (the journal).
+func TestConsoleAsZaps(t *testing.T) {
+	for _, journal := range []bool{false, true} {
+		cfg := zap.NewProductionEncoderConfig()
+		cfg.EncodeTime = zapcore.ISO8601TimeEncoder
+		cfg.EncodeDuration = zapcore.StringDurationEncoder
+		times := new(isoTime)
+		if journal {
+			cfg.TimeKey, times = zapcore.OmitKey, nil
+		}
+		zaps, ours := zapcore.NewConsoleEncoder(cfg), zapcore.Encoder(newConsole(cfg, times))
+		at := time.Date(2026, 11, 30, 3, 4, 5, 6_000_000, time.Local)
+		for i, c := range []struct {
+			e      zapcore.Entry
+			with   []zapcore.Field
+			fields []zapcore.Field
+		}{
+			{zapcore.Entry{Time: at, Level: zapcore.InfoLevel, Message: "decision"}, nil, nil},
+			{zapcore.Entry{Time: at, Level: zapcore.WarnLevel, LoggerName: "policyd.route", Message: "decision"}, nil,
+				[]zapcore.Field{zap.String("recipient", "a@b.mxd"), zap.Bool("cache_hit", true), zap.Duration("took", time.Millisecond)}},
+			{zapcore.Entry{Time: at, Level: zapcore.ErrorLevel, LoggerName: "milter", Message: "panic", Stack: "goroutine 1\n\tmain.go:1"},
+				[]zapcore.Field{zap.String("session", "s1")}, []zapcore.Field{zap.Int("n", 3)}},
+			{zapcore.Entry{Level: zapcore.DebugLevel, LoggerName: "x", Message: "no time"}, nil, []zapcore.Field{zap.String("k", "v\t\"")}},
+		} {
+			z, o := zaps.Clone(), ours.Clone()
+			for _, f := range c.with {
+				f.AddTo(z)
+				f.AddTo(o)
+			}
+			want, err1 := z.EncodeEntry(c.e, c.fields)
+			got, err2 := o.EncodeEntry(c.e, c.fields)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if got.String() != want.String() {
+				t.Errorf("journal %v, entry %d:\n got %q\nwant %q", journal, i, got, want)
+			}
+		}
+	}
+}
