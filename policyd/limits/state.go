@@ -160,14 +160,14 @@ func (l *Limiter) prune() {
 	if s, ok := l.store.(snapshotter); ok {
 		s.Prune(now)
 	}
-	l.txns.prune(now)
+	l.txns.pruneIdle(now)
 	l.held.prune(now)
 	keep := time.Hour
 	o := l.o.Load()
 	for _, lim := range o.Limits {
 		keep = max(keep, lim.Window)
 	}
-	l.profiles.prune(now, max(keep, o.Compromise.Window))
+	l.profiles.pruneIdle(now, max(keep, o.Compromise.Window))
 }
 
 func (l *Limiter) saveLogged() {

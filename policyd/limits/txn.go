@@ -148,26 +148,46 @@ const txnIdle = 10 * time.Minute
 // counted at RCPT only (never twice).
 const maxTxns = 100000
 
-type txnShard struct {
-	mu sync.Mutex
-	m  map[string]*txn
-}
-
-type txnTable struct {
+// shardedMap is a map by string spread over shards locks, so that
+// requests of different transactions and senders do not wait on each
+// other.
+type shardedMap[V any] struct {
 	seed   maphash.Seed
-	shards [shards]txnShard
+	shards [shards]mapShard[V]
 }
 
-func (tt *txnTable) init() {
-	tt.seed = maphash.MakeSeed()
-	for i := range tt.shards {
-		tt.shards[i].m = map[string]*txn{}
+type mapShard[V any] struct {
+	mu sync.Mutex
+	m  map[string]V
+}
+
+func (sm *shardedMap[V]) init() {
+	sm.seed = maphash.MakeSeed()
+	for i := range sm.shards {
+		sm.shards[i].m = map[string]V{}
 	}
 }
 
-func (tt *txnTable) shard(instance string) *txnShard {
-	return &tt.shards[maphash.String(tt.seed, instance)%shards]
+func (sm *shardedMap[V]) shard(key string) *mapShard[V] {
+	return &sm.shards[maphash.String(sm.seed, key)%shards]
 }
+
+// prune deletes the entries drop says to, one shard at a time.
+func (sm *shardedMap[V]) prune(drop func(V) bool) {
+	for i := range sm.shards {
+		s := &sm.shards[i]
+		s.mu.Lock()
+		for k, v := range s.m {
+			if drop(v) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// txnTable holds the open transactions by instance.
+type txnTable struct{ shardedMap[*txn] }
 
 // get returns the transaction of instance, made if new; nil without an
 // instance or when too many are open.
@@ -198,18 +218,10 @@ func (tt *txnTable) end(instance string) {
 	s.mu.Unlock()
 }
 
-// prune forgets transactions idle since before now-txnIdle (aborted ones).
-func (tt *txnTable) prune(now time.Time) {
-	for i := range tt.shards {
-		s := &tt.shards[i]
-		s.mu.Lock()
-		for k, t := range s.m {
-			if now.Sub(t.seen) > txnIdle {
-				delete(s.m, k)
-			}
-		}
-		s.mu.Unlock()
-	}
+// pruneIdle forgets transactions idle since before now-txnIdle (aborted
+// ones).
+func (tt *txnTable) pruneIdle(now time.Time) {
+	tt.prune(func(t *txn) bool { return now.Sub(t.seen) > txnIdle })
 }
 
 // topN keeps the most frequent of a stream in a fixed space (the
@@ -269,28 +281,9 @@ type profile struct {
 
 type profileView struct{ destinations, clients string }
 
-// profileTable is sharded by subject like the counters: every counted
-// request records into it.
-type profileTable struct {
-	seed   maphash.Seed
-	shards [shards]profileShard
-}
-
-type profileShard struct {
-	mu sync.Mutex
-	m  map[string]*profile
-}
-
-func (pt *profileTable) init() {
-	pt.seed = maphash.MakeSeed()
-	for i := range pt.shards {
-		pt.shards[i].m = map[string]*profile{}
-	}
-}
-
-func (pt *profileTable) shard(subject string) *profileShard {
-	return &pt.shards[maphash.String(pt.seed, subject)%shards]
-}
+// profileTable holds the profiles by subject; every counted request
+// records into it.
+type profileTable struct{ shardedMap[*profile] }
 
 // record notes the request's recipient domain and client for each subject
 // a limit (or the compromise signal) counts.
@@ -352,18 +345,9 @@ func (pt *profileTable) forget(subject string) {
 	sh.mu.Unlock()
 }
 
-// prune forgets profiles idle for longer than keep.
-func (pt *profileTable) prune(now time.Time, keep time.Duration) {
-	for i := range pt.shards {
-		sh := &pt.shards[i]
-		sh.mu.Lock()
-		for k, p := range sh.m {
-			if now.Sub(p.last) > keep {
-				delete(sh.m, k)
-			}
-		}
-		sh.mu.Unlock()
-	}
+// pruneIdle forgets profiles idle for longer than keep.
+func (pt *profileTable) pruneIdle(now time.Time, keep time.Duration) {
+	pt.prune(func(p *profile) bool { return now.Sub(p.last) > keep })
 }
 
 // Held is a message the limiter held, by queue id, for `holds`.

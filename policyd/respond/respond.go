@@ -36,8 +36,8 @@ type Responder struct {
 	stats      Stats
 	observe    func(d route.Decision, took time.Duration) // metrics; nil when off
 	limits     atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
-	lastOK     atomic.Pointer[okAnswer]                   // the last socketmap OK answer logged
-	lastFilter atomic.Pointer[string]                     // the last FILTER answer
+	okText     lastAnswer                                 // the last socketmap OK answer logged
+	filterText lastAnswer                                 // the last FILTER answer
 }
 
 // SetLimits makes l count and limit every later policy request (nil: no
@@ -176,9 +176,7 @@ func (l *decisionLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 }
 
 // answerText is the socketmap reply as Postfix reads it ("OK
-// relay:[mx03.example.net]:587", "NOTFOUND"), built only when logged. The
-// last OK answer is kept: there are few transports, and the hot path (a
-// cached decision to relay) then allocates nothing for it.
+// relay:[mx03.example.net]:587", "NOTFOUND"), built only when logged.
 func (r *Responder) answerText(rep socketmap.Reply) string {
 	if rep.Data == "" {
 		return rep.Status
@@ -186,16 +184,24 @@ func (r *Responder) answerText(rep socketmap.Reply) string {
 	if rep.Status != "OK" {
 		return rep.String()
 	}
-	if last := r.lastOK.Load(); last != nil && last.transport == rep.Data {
-		return last.answer
-	}
-	a := &okAnswer{transport: rep.Data, answer: rep.String()}
-	r.lastOK.Store(a)
-	return a.answer
+	return r.okText.text("OK ", rep.Data)
 }
 
-// okAnswer is a socketmap OK reply as logged, for its transport.
-type okAnswer struct{ transport, answer string }
+// lastAnswer keeps the last answer built for a transport ("OK " or
+// "FILTER " and the transport): there are few transports, and the hot
+// path (a cached decision to relay) then allocates nothing for it.
+type lastAnswer struct{ p atomic.Pointer[answerFor] }
+
+type answerFor struct{ transport, answer string }
+
+func (l *lastAnswer) text(prefix, transport string) string {
+	if last := l.p.Load(); last != nil && last.transport == transport {
+		return last.answer
+	}
+	a := &answerFor{transport: transport, answer: prefix + transport}
+	l.p.Store(a)
+	return a.answer
+}
 
 // level is the decision line's: a route that DNS failure chose (or
 // deferred) is worth a look, WARN.
@@ -252,19 +258,12 @@ func (r *Responder) count(d route.Decision) {
 	}
 }
 
-// policyAction is PolicyAction, with the last FILTER answer kept (there
-// are few transports), so that a routed request allocates nothing for it.
+// policyAction is PolicyAction, with the last FILTER answer kept.
 func (r *Responder) policyAction(d route.Decision) string {
-	t := filtered(d)
-	if t == "" {
-		return "DUNNO"
+	if t := filtered(d); t != "" {
+		return r.filterText.text("FILTER ", t)
 	}
-	if last := r.lastFilter.Load(); last != nil && (*last)[len("FILTER "):] == t {
-		return *last
-	}
-	a := "FILTER " + t
-	r.lastFilter.Store(&a)
-	return a
+	return "DUNNO"
 }
 
 // PolicyAction is the policy delegation answer for d: FILTER for a routed

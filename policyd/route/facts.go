@@ -41,13 +41,12 @@ func (m *factsMemo) slot(domain string) *atomic.Pointer[facts] {
 	return &m.slots[maphash.String(m.seed, domain)%uint64(len(m.slots))]
 }
 
-// get returns the facts of domain while they are fresh at now.
-func (m *factsMemo) get(domain string, now time.Time) (*facts, bool) {
-	f := m.slot(domain).Load()
-	if f == nil || f.domain != domain || !now.Before(f.until) {
-		return nil, false
+// get returns the facts of domain while they are fresh at now, else nil.
+func (m *factsMemo) get(domain string, now time.Time) *facts {
+	if f := m.slot(domain).Load(); f != nil && f.domain == domain && now.Before(f.until) {
+		return f
 	}
-	return f, true
+	return nil
 }
 
 // put keeps a complete answer: an MX lookup answered (records, or none

@@ -84,7 +84,7 @@ func TestFactsMemo(t *testing.T) {
 	} {
 		m := newFactsMemo()
 		m.put("a.mxd", tc.mx, tc.match, now)
-		if _, kept := m.get("a.mxd", now.Add(tc.at)); kept != tc.kept {
+		if kept := m.get("a.mxd", now.Add(tc.at)) != nil; kept != tc.kept {
 			t.Errorf("%s: kept %v, want %v", tc.name, kept, tc.kept)
 		}
 	}
@@ -96,8 +96,8 @@ func TestFactsMemo(t *testing.T) {
 			continue
 		}
 		m.put(other, ok, provider.Match{}, now)
-		_, kept := m.get("a.mxd", now)
-		if _, got := m.get(other, now); kept || !got {
+		kept, got := m.get("a.mxd", now) != nil, m.get(other, now) != nil
+		if kept || !got {
 			t.Errorf("after %s took the slot: a.mxd kept %v, %s kept %v", other, kept, other, got)
 		}
 		break

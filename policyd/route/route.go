@@ -246,17 +246,17 @@ func isNumeric(d string) bool {
 }
 
 func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision {
-	var res lookup.Result
-	f, known := (*facts)(nil), false
+	var f *facts // explaining looks everything up
 	if !d.explain {
-		f, known = st.facts.get(d.Domain, e.now())
+		f = st.facts.get(d.Domain, e.now())
 	}
-	if known {
+	var res lookup.Result
+	if f != nil {
 		res = f.mx
 	} else {
 		res = e.r.MX(ctx, d.Domain)
 	}
-	d.Cached = res.Cached || known
+	d.Cached = res.Cached || f != nil
 	switch res.Status {
 	case lookup.NXDomain:
 		d.Route, d.Reason = Direct, ReasonNXDomain
