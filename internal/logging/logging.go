@@ -128,22 +128,19 @@ func (c *isoTime) text(t time.Time) string {
 // entries our loggers make: they add no caller, and every line has a
 // message.
 type console struct {
-	zapcore.Encoder          // zap's, without time, level and name
-	times           *isoTime // nil: no time (the journal has it)
+	zapcore.Encoder            // zap's, without time, level and name
+	times           *isoTime   // nil: no time (the journal has it)
+	plain           *noContext // whether fastLine may write the rest
 }
 
 func newConsole(cfg zapcore.EncoderConfig, times *isoTime) console {
 	cfg.TimeKey, cfg.LevelKey, cfg.NameKey = zapcore.OmitKey, zapcore.OmitKey, zapcore.OmitKey
-	return console{zapcore.NewConsoleEncoder(cfg), times}
+	return console{zapcore.NewConsoleEncoder(cfg), times, new(noContext)}
 }
 
-func (c console) Clone() zapcore.Encoder { return console{c.Encoder.Clone(), c.times} }
+func (c console) Clone() zapcore.Encoder { return console{c.Encoder.Clone(), c.times, new(noContext)} }
 
 func (c console) EncodeEntry(e zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
-	rest, err := c.Encoder.EncodeEntry(e, fields)
-	if err != nil {
-		return nil, err
-	}
 	line := bufs.Get()
 	if c.times != nil && !e.Time.IsZero() {
 		line.AppendString(c.times.text(e.Time))
@@ -153,6 +150,25 @@ func (c console) EncodeEntry(e zapcore.Entry, fields []zapcore.Field) (*buffer.B
 	line.AppendByte('\t')
 	if e.LoggerName != "" {
 		line.AppendString(e.LoggerName)
+		line.AppendByte('\t')
+	}
+	head := line.Len()
+	if c.plain.of(c.Encoder) && fastLine(line, e, fields) {
+		return line, nil
+	}
+	rest, err := c.Encoder.EncodeEntry(e, fields)
+	if err != nil {
+		line.Free()
+		return nil, err
+	}
+	if line.Len() != head { // fastLine gave up halfway: start again after the head
+		b := line.Bytes()[:head]
+		line.Reset()
+		_, _ = line.Write(b)
+	}
+	// zap separates the fields from an empty message too, when a head
+	// comes before it.
+	if b := rest.Bytes(); e.Message == "" && len(b) > 0 && b[0] == '{' {
 		line.AppendByte('\t')
 	}
 	_, _ = line.Write(rest.Bytes())

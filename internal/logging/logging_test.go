@@ -1,7 +1,9 @@
 package logging
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"syscall"
@@ -121,6 +123,17 @@ func TestConsoleAsZaps(t *testing.T) {
 			{zapcore.Entry{Time: at, Level: zapcore.ErrorLevel, LoggerName: "milter", Message: "panic", Stack: "goroutine 1\n\tmain.go:1"},
 				[]zapcore.Field{zap.String("session", "s1")}, []zapcore.Field{zap.Int("n", 3)}},
 			{zapcore.Entry{Level: zapcore.DebugLevel, LoggerName: "x", Message: "no time"}, nil, []zapcore.Field{zap.String("k", "v\t\"")}},
+			// The kinds fastLine writes itself, and what it leaves to zap.
+			{zapcore.Entry{Time: at, LoggerName: "policyd", Message: "decision"}, nil,
+				[]zapcore.Field{zap.Inline(testLine{"proto", "policy", "recipient", "a@b.mxd"}), zap.Int("n", -3),
+					zap.Int32("m", 7), zap.Uint64("u", 9), zap.Bool("dry_run", false)}},
+			{zapcore.Entry{Time: at, Message: ""}, nil, []zapcore.Field{zap.String("k", "v")}},
+			{zapcore.Entry{Time: at, Message: "empty inline"}, nil, []zapcore.Field{zap.Inline(testLine{})}},
+			{zapcore.Entry{Time: at, Message: "x"}, nil, []zapcore.Field{zap.Inline(testLine{"k", "v", "sender", "jörg@b.mxd"})}},
+			{zapcore.Entry{Time: at, Message: "x"}, nil, []zapcore.Field{zap.Inline(testLine{"k", "a\\b", "k\"", "v"})}},
+			{zapcore.Entry{Time: at, Message: "x"}, []zapcore.Field{zap.String("listener", "policy")}, []zapcore.Field{zap.String("k", "v")}},
+			{zapcore.Entry{Time: at, Message: "x"}, nil, []zapcore.Field{zap.String("k", "v"), zap.Error(errors.New("e")), zap.Skip()}},
+			{zapcore.Entry{Time: at, Message: "x"}, nil, []zapcore.Field{zap.Inline(testLine{"k", "\x00\x7f\xff"})}},
 		} {
 			z, o := zaps.Clone(), ours.Clone()
 			for _, f := range c.with {
@@ -136,5 +149,59 @@ func TestConsoleAsZaps(t *testing.T) {
 				t.Errorf("journal %v, entry %d:\n got %q\nwant %q", journal, i, got, want)
 			}
 		}
+	}
+}
+
+// testLine is an inline object of string fields, as the decision line is.
+type testLine []string
+
+func (l testLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	for i := 0; i+1 < len(l); i += 2 {
+		enc.AddString(l[i], l[i+1])
+	}
+	return nil
+}
+
+// TestConsoleRandomStrings: whatever bytes a client puts in a field, the
+// line is zap's.
+func TestConsoleRandomStrings(t *testing.T) {
+	cfg := zap.NewProductionEncoderConfig()
+	zaps, ours := zapcore.NewConsoleEncoder(cfg), newConsole(cfg, nil)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab@.\"\\\t\n\x00\x1f\x7f\x80\xc3\xa9\xe2\x80\xa8 {}:,")
+	for i := range 20000 {
+		b := make([]byte, rnd.IntN(12))
+		for j := range b {
+			b[j] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		e := zapcore.Entry{Message: "decision"}
+		fields := []zapcore.Field{zap.Inline(testLine{"recipient", string(b), "route", "relay"}), zap.Bool("cache_hit", i%2 == 0)}
+		want, _ := zaps.EncodeEntry(e, fields)
+		got, _ := ours.EncodeEntry(e, fields)
+		if got.String() != want.String() {
+			t.Fatalf("value %q:\n got %q\nwant %q", b, got, want)
+		}
+	}
+}
+
+// TestFastLine: the common lines are written by fastLine, the others are
+// left to zap.
+func TestFastLine(t *testing.T) {
+	e := zapcore.Entry{Message: "decision"}
+	for _, c := range []struct {
+		fields []zapcore.Field
+		fast   bool
+	}{
+		{[]zapcore.Field{zap.Inline(testLine{"recipient", "a@b.mxd"}), zap.Bool("cache_hit", true), zap.Int("n", 1)}, true},
+		{[]zapcore.Field{zap.String("recipient", "jörg@b.mxd")}, false},
+		{[]zapcore.Field{zap.Duration("took", time.Second)}, false},
+		{[]zapcore.Field{zap.Inline(testLine{})}, false},
+		{nil, false},
+	} {
+		line := bufs.Get()
+		if got := fastLine(line, e, c.fields); got != c.fast {
+			t.Errorf("fastLine(%v) = %v, want %v", c.fields, got, c.fast)
+		}
+		line.Free()
 	}
 }

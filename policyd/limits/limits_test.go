@@ -449,3 +449,33 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	})
 }
+
+// The profile's top lists keep the frequent items of a stream of many
+// distinct ones, in a fixed space, most frequent first.
+func TestTopN(t *testing.T) {
+	var top topN
+	for i := range 1000 {
+		top.add("d" + strconv.Itoa(i) + ".example")
+		if i%4 == 0 {
+			top.add("gmail.test")
+		}
+		if i%10 == 0 {
+			top.add("outlook.test")
+		}
+	}
+	if top.size != topSize {
+		t.Fatalf("%d entries, want %d", top.size, topSize)
+	}
+	got := strings.Split(top.String(), ", ")
+	if len(got) != 5 || got[0] != "gmail.test (250)" || !strings.HasPrefix(got[1], "outlook.test (") {
+		t.Errorf("top = %q, want gmail.test (250) first, then outlook.test", got)
+	}
+	var small topN
+	small.add("b")
+	small.add("a")
+	small.add("a")
+	small.add("")
+	if s := small.String(); s != "a (2), b (1)" {
+		t.Errorf("top = %q, want %q", s, "a (2), b (1)")
+	}
+}

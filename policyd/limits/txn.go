@@ -226,48 +226,57 @@ func (tt *txnTable) pruneIdle(now time.Time) {
 
 // topN keeps the most frequent of a stream in a fixed space (the
 // Space-Saving algorithm): a new item when full replaces the least
-// counted, inheriting its count.
+// counted, inheriting its count. Items are told apart by a hash first:
+// every recipient of a profile is added, and mail to many domains makes
+// most adds a miss over all the entries.
 type topN struct {
-	k []string
-	n []int
+	size int
+	e    [topSize]topEntry
+}
+
+type topEntry struct {
+	h uint64
+	n int
+	s string
 }
 
 const topSize = 16
+
+var topSeed = maphash.MakeSeed()
 
 func (t *topN) add(s string) {
 	if s == "" {
 		return
 	}
-	for i := range t.k {
-		if t.k[i] == s {
-			t.n[i]++
+	h := maphash.String(topSeed, s)
+	e := t.e[:t.size]
+	for i := range e {
+		if e[i].h == h && e[i].s == s {
+			e[i].n++
 			return
 		}
 	}
-	if len(t.k) < topSize {
-		t.k, t.n = append(t.k, strings.Clone(s)), append(t.n, 1)
+	if t.size < topSize {
+		t.e[t.size] = topEntry{h: h, n: 1, s: strings.Clone(s)}
+		t.size++
 		return
 	}
 	m := 0
-	for i := range t.n {
-		if t.n[i] < t.n[m] {
+	for i := range e {
+		if e[i].n < e[m].n {
 			m = i
 		}
 	}
-	t.k[m] = strings.Clone(s)
-	t.n[m]++
+	e[m] = topEntry{h: h, n: e[m].n + 1, s: strings.Clone(s)}
 }
 
 // String lists the first few, most frequent first: "gmail.com (40), example.org (3)".
 func (t *topN) String() string {
-	idx := make([]int, len(t.k))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(t.n[b], t.n[a]) })
+	e := slices.Clone(t.e[:t.size])
+	slices.SortStableFunc(e, func(a, b topEntry) int { return cmp.Compare(b.n, a.n) })
 	var parts []string
-	for _, i := range idx[:min(len(idx), 5)] {
-		parts = append(parts, t.k[i]+" ("+strconv.Itoa(t.n[i])+")")
+	for _, x := range e[:min(len(e), 5)] {
+		parts = append(parts, x.s+" ("+strconv.Itoa(x.n)+")")
 	}
 	return strings.Join(parts, ", ")
 }
