@@ -210,7 +210,8 @@ func (v *verdict) Text() string {
 
 // Check counts the request and returns the action for Postfix when a
 // limit refuses it ("HOLD mxdetour: ...", "450 4.7.1 mxdetour: ...");
-// ok is false when the request is within every limit.
+// ok is false when the request is within every limit. Check keeps r's
+// strings, never r itself: the caller reuses it.
 //
 // Counting, per recipient, without counting one twice:
 //   - at RCPT, each recipient counts 1 (a provider limit counts only

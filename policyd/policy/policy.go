@@ -37,6 +37,28 @@ type Request struct {
 	// policy_context= of Postfix 3.1+ ("limits": count only, never route).
 	RecipientCount int
 	PolicyContext  string
+
+	// The kept values are gathered in raw while the request is read and
+	// become strings in one allocation at its end; raw is reused by the
+	// connection's next request.
+	raw  []byte
+	kept [keptValues]span
+}
+
+// The values copied out of the request, by their index in kept.
+const (
+	keptQueueID = iota
+	keptInstance
+	keptSender
+	keptRecipient
+	keptClient
+	keptSASL
+	keptValues
+)
+
+type span struct {
+	from, to int
+	set      bool
 }
 
 // ErrTooLarge is returned for a request over the size limit.
@@ -45,7 +67,7 @@ var ErrTooLarge = errors.New("policy request too large")
 // ReadRequest reads one request into req (reset first). max bounds its
 // size in bytes. It returns io.EOF when the client closed between requests.
 func ReadRequest(r *bufio.Reader, req *Request, max int) error {
-	*req = Request{}
+	*req = Request{raw: req.raw[:0]}
 	n := 0
 	for lines := 0; ; lines++ {
 		line, err := r.ReadSlice('\n')
@@ -78,13 +100,14 @@ func ReadRequest(r *bufio.Reader, req *Request, max int) error {
 		}
 		req.set(name, value)
 	}
+	req.keep()
 	if req.Request != "smtpd_access_policy" {
 		return fmt.Errorf("policy request=%q, want smtpd_access_policy", req.Request)
 	}
 	return nil
 }
 
-// set stores the attributes we use; only those allocate.
+// set stores the attributes we use.
 func (req *Request) set(name, value []byte) {
 	switch string(name) {
 	case "request":
@@ -92,21 +115,56 @@ func (req *Request) set(name, value []byte) {
 	case "protocol_state":
 		req.ProtocolState = intern(value)
 	case "queue_id":
-		req.QueueID = string(value)
+		req.gather(keptQueueID, value)
 	case "instance":
-		req.Instance = string(value)
+		req.gather(keptInstance, value)
 	case "sender":
-		req.Sender = string(value)
+		req.gather(keptSender, value)
 	case "recipient":
-		req.Recipient = string(value)
+		req.gather(keptRecipient, value)
 	case "client_address":
-		req.ClientAddress = string(value)
+		req.gather(keptClient, value)
 	case "sasl_username":
-		req.SASLUsername = string(value)
+		req.gather(keptSASL, value)
 	case "recipient_count":
 		req.RecipientCount = atoi(value)
 	case "policy_context":
 		req.PolicyContext = intern(value)
+	}
+}
+
+// gather copies a value to keep into raw (the last of a repeated
+// attribute wins).
+func (req *Request) gather(i int, value []byte) {
+	req.kept[i] = span{len(req.raw), len(req.raw) + len(value), true}
+	req.raw = append(req.raw, value...)
+}
+
+// keep makes the gathered values strings, all in one allocation.
+func (req *Request) keep() {
+	if len(req.raw) == 0 {
+		return
+	}
+	all := string(req.raw)
+	for i, sp := range req.kept {
+		if !sp.set {
+			continue
+		}
+		v := all[sp.from:sp.to]
+		switch i {
+		case keptQueueID:
+			req.QueueID = v
+		case keptInstance:
+			req.Instance = v
+		case keptSender:
+			req.Sender = v
+		case keptRecipient:
+			req.Recipient = v
+		case keptClient:
+			req.ClientAddress = v
+		case keptSASL:
+			req.SASLUsername = v
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -47,7 +48,7 @@ func TestReadRequest(t *testing.T) {
 			continue
 		}
 		if !tc.err {
-			if diff := cmp.Diff(tc.want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreUnexported(Request{})); diff != "" {
 				t.Errorf("%s (-want +got):\n%s", tc.name, diff)
 			}
 		}
@@ -231,4 +232,28 @@ func FuzzReadRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadRequestsInTurn: a connection's requests are read into one
+// Request; what an earlier one said stays as it was (the limits keep it),
+// and a repeated attribute is its last value.
+func TestReadRequestsInTurn(t *testing.T) {
+	in := "request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@b.example\nrecipient=x@y.example\ninstance=1.1\n\n" +
+		"request=smtpd_access_policy\nprotocol_state=DATA\nsender=c@d.example\nsender=e@f.example\nqueue_id=4QxY1\nclient_address=192.0.2.1\n\n"
+	r := bufio.NewReader(strings.NewReader(in))
+	var req Request
+	if err := ReadRequest(r, &req, 4096); err != nil {
+		t.Fatal(err)
+	}
+	sender, rcpt, inst := req.Sender, req.Recipient, req.Instance
+	if err := ReadRequest(r, &req, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if sender != "a@b.example" || rcpt != "x@y.example" || inst != "1.1" {
+		t.Errorf("the first request's values changed: %q %q %q", sender, rcpt, inst)
+	}
+	want := Request{Request: "smtpd_access_policy", ProtocolState: "DATA", Sender: "e@f.example", QueueID: "4QxY1", ClientAddress: "192.0.2.1"}
+	if diff := cmp.Diff(want, req, cmpopts.IgnoreUnexported(Request{})); diff != "" {
+		t.Errorf("second request (-want +got):\n%s", diff)
+	}
 }

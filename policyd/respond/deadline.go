@@ -17,7 +17,8 @@ type deadline struct {
 	timer *time.Timer
 }
 
-func newDeadline(d time.Duration) *deadline { return &deadline{at: time.Now().Add(d)} }
+// start makes a zero deadline end d from now.
+func (d *deadline) start(timeout time.Duration) { d.at = time.Now().Add(timeout) }
 
 func (d *deadline) Deadline() (time.Time, bool) { return d.at, true }
 

@@ -16,6 +16,7 @@ package respond
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,29 +86,62 @@ func (r *Responder) Stats() *Stats { return &r.stats }
 // socketmap gives it. Postfix asking with policy_context=limits (the limits
 // wiring of contrib/postfix) is never answered a route, only a limit.
 func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
+	s := scratches.Get().(*scratch)
+	defer s.put()
 	var d route.Decision
 	action := "DUNNO"
 	decided := req.ProtocolState == "RCPT" && req.Recipient != ""
 	if decided {
-		d = r.decide(ctx, req.Recipient)
+		d = r.decide(ctx, &s.dl, req.Recipient)
 		if req.PolicyContext != LimitsOnly {
 			action = r.policyAction(d)
 		}
 	}
 	if l := r.limits.Load(); l != nil {
-		if a, limited := l.Check(ctx, &limits.Request{
+		s.lim = limits.Request{
 			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
 			Provider: d.Provider, Refused: d.Route == route.Reject,
-		}); limited {
+		}
+		if a, limited := l.Check(ctx, &s.lim); limited {
 			action = a
 		}
 	}
 	if decided {
-		r.logPolicy(req, d, action)
+		r.logPolicy(s, req, d, action)
 	}
 	return action
+}
+
+// scratch is what answering one request needs besides its answer: the
+// limits' view of it, the decision's deadline, its log line. Nothing
+// keeps any of it once the answer is given (the limits keep the
+// request's strings, not the request; zap's encoders read the log line
+// before Write returns, so a core that keeps fields to read later, as
+// zaptest/observer does, must read them in Write; the DNS lookups wait on
+// the deadline, no goroutine keeps it), so it serves the next request: at
+// tens of thousands of requests a second, the garbage collector's work is
+// a good part of the daemon's.
+type scratch struct {
+	lim    limits.Request
+	dl     deadline
+	line   decisionLine
+	fields [1]zap.Field
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// put clears s (it holds the request's strings) and keeps it for reuse.
+func (s *scratch) put() {
+	*s = scratch{}
+	scratches.Put(s)
+}
+
+// write writes the decision line of s through ce.
+func (s *scratch) write(ce *zapcore.CheckedEntry) {
+	s.fields[0] = zap.Inline(&s.line)
+	ce.Write(s.fields[:]...)
 }
 
 // LimitsOnly is the policy_context of a check_policy_service that counts
@@ -121,14 +155,17 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 	if key == "*" || strings.IndexByte(key, '@') < 0 {
 		return socketmap.NotFound()
 	}
-	d := r.decide(ctx, key)
+	s := scratches.Get().(*scratch)
+	defer s.put()
+	d := r.decide(ctx, &s.dl, key)
 	reply := SocketmapReply(d)
 	temp := d.Temporary
 	if temp {
 		r.stats.Temp.Add(1)
 	}
 	if ce := r.log.Check(level(d), "decision"); ce != nil {
-		ce.Write(zap.Inline(newLine("socketmap", nil, key, loggedRoute(d, temp), r.answerText(reply), d)))
+		s.line.fill("socketmap", nil, key, loggedRoute(d, temp), r.answerText(reply), d)
+		s.write(ce)
 	}
 	return reply
 }
@@ -136,9 +173,10 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 // logPolicy writes the decision line of a policy request: what Postfix
 // told us of the message (queue id once it has one, sender, client) and
 // the action it was answered, a limit's included.
-func (r *Responder) logPolicy(req *policy.Request, d route.Decision, action string) {
+func (r *Responder) logPolicy(s *scratch, req *policy.Request, d route.Decision, action string) {
 	if ce := r.log.Check(level(d), "decision"); ce != nil {
-		ce.Write(zap.Inline(newLine("policy", req, req.Recipient, string(d.Route), action, d)))
+		s.line.fill("policy", req, req.Recipient, string(d.Route), action, d)
+		s.write(ce)
 	}
 }
 
@@ -151,8 +189,8 @@ type decisionLine struct {
 	cached, dryRun                                    bool
 }
 
-func newLine(proto string, req *policy.Request, rcpt, route, answer string, d route.Decision) *decisionLine {
-	return &decisionLine{proto: proto, req: req, recipient: rcpt, route: route, answer: answer,
+func (l *decisionLine) fill(proto string, req *policy.Request, rcpt, route, answer string, d route.Decision) {
+	*l = decisionLine{proto: proto, req: req, recipient: rcpt, route: route, answer: answer,
 		provider: d.Provider, reason: string(d.Reason), cached: d.Cached, dryRun: d.DryRun}
 }
 
@@ -215,13 +253,14 @@ func level(d route.Decision) zapcore.Level {
 // decide decides within the deadline, counts and observes; the caller
 // logs, once it knows its answer. The caller's ctx carries no deadline of
 // its own (the servers pass Background); ours is lazy.
-func (r *Responder) decide(_ context.Context, rcpt string) route.Decision {
-	dl := newDeadline(time.Duration(r.timeout.Load()))
+func (r *Responder) decide(_ context.Context, dl *deadline, rcpt string) route.Decision {
+	timeout := time.Duration(r.timeout.Load())
+	dl.start(timeout)
 	d := r.engine.Load().Decide(dl, rcpt)
 	dl.stop()
 	r.count(d)
 	if r.observe != nil {
-		r.observe(d, time.Since(dl.at.Add(-time.Duration(r.timeout.Load()))))
+		r.observe(d, time.Since(dl.at.Add(-timeout)))
 	}
 	return d
 }

@@ -84,7 +84,7 @@ func TestAnswers(t *testing.T) {
 // client that Postfix sent, socketmap lines (which have none) omit them.
 func TestDNSFailureLogged(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	r := responder(t, zap.New(core))
+	r := responder(t, zap.New(eager{core}))
 	ctx := context.Background()
 	r.Lookup(ctx, "transport", "a@servfail.mxd")
 	r.Policy(ctx, &policy.Request{ProtocolState: "RCPT", Recipient: "b@servfail.mxd", QueueID: "4QxY1",
@@ -163,4 +163,28 @@ func TestPolicyLimits(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+}
+
+// eager hands the observer the values of an entry's fields, read as Write
+// is called: the decision line is only valid until then (zap's encoders
+// read it there; the observer keeps fields to read later).
+type eager struct{ zapcore.Core }
+
+func (e eager) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Enabled(ent.Level) {
+		return ce.AddCore(ent, e)
+	}
+	return ce
+}
+
+func (e eager) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+	m := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(m)
+	}
+	values := make([]zapcore.Field, 0, len(m.Fields))
+	for k, v := range m.Fields {
+		values = append(values, zap.Any(k, v))
+	}
+	return e.Core.Write(ent, values)
 }
