@@ -80,12 +80,19 @@ type fieldWriter struct {
 // quote or backslash, the bytes zap copies as they are.
 func plain(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+		if !printable[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var printable = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func (w *fieldWriter) key(k string) bool {
 	if w.failed || !plain(k) {

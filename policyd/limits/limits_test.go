@@ -455,12 +455,12 @@ func BenchmarkCheck(b *testing.B) {
 func TestTopN(t *testing.T) {
 	var top topN
 	for i := range 1000 {
-		top.add("d" + strconv.Itoa(i) + ".example")
+		top.add(newItem("d" + strconv.Itoa(i) + ".example"))
 		if i%4 == 0 {
-			top.add("gmail.test")
+			top.add(newItem("gmail.test"))
 		}
 		if i%10 == 0 {
-			top.add("outlook.test")
+			top.add(newItem("outlook.test"))
 		}
 	}
 	if top.size != topSize {
@@ -471,10 +471,10 @@ func TestTopN(t *testing.T) {
 		t.Errorf("top = %q, want gmail.test (250) first, then outlook.test", got)
 	}
 	var small topN
-	small.add("b")
-	small.add("a")
-	small.add("a")
-	small.add("")
+	small.add(newItem("b"))
+	small.add(newItem("a"))
+	small.add(newItem("a"))
+	small.add(newItem(""))
 	if s := small.String(); s != "a (2), b (1)" {
 		t.Errorf("top = %q, want %q", s, "a (2), b (1)")
 	}

@@ -244,11 +244,20 @@ const topSize = 16
 
 var topSeed = maphash.MakeSeed()
 
-func (t *topN) add(s string) {
+// item is a string to add with its hash, made once for every profile it
+// is added to.
+type item struct {
+	s string
+	h uint64
+}
+
+func newItem(s string) item { return item{s, maphash.String(topSeed, s)} }
+
+func (t *topN) add(it item) {
+	s, h := it.s, it.h
 	if s == "" {
 		return
 	}
-	h := maphash.String(topSeed, s)
 	e := t.e[:t.size]
 	for i := range e {
 		if e[i].h == h && e[i].s == s {
@@ -304,16 +313,17 @@ func (pt *profileTable) record(o *Options, subj *subjectSet, r *Request, client 
 		}
 	}
 	var seen [len(keyTypes)]bool
+	d, c := newItem(dom), newItem(client)
 	for i := range o.Limits {
-		pt.note(o.Limits[i].Key, &seen, subj, dom, client, now)
+		pt.note(o.Limits[i].Key, &seen, subj, d, c, now)
 	}
 	if o.Compromise.Window > 0 && r.SASLUsername != "" {
-		pt.note(KeySASL, &seen, subj, dom, client, now)
+		pt.note(KeySASL, &seen, subj, d, c, now)
 	}
 }
 
 // note records for the subject of key type k, once per request.
-func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subjectSet, dom, client string, now time.Time) {
+func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subjectSet, dom, client item, now time.Time) {
 	i := slices.Index(keyTypes[:], k)
 	if i < 0 || seen[i] {
 		return

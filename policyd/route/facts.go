@@ -28,8 +28,11 @@ type facts struct {
 }
 
 // factsMemo keeps the facts of recently decided domains in a fixed table,
-// one slot per hash, the newer domain taking a shared slot: its size never
-// grows, whatever domains clients send, and reading it takes no lock.
+// each domain in one of two slots its hash names, a newer domain taking
+// the slot that expires first: its size never grows, whatever domains
+// clients send, and reading it takes no lock. (With one slot a domain, a
+// hundred busy domains have a few pairs sharing one, which then push each
+// other out on every request.)
 type factsMemo struct {
 	seed  maphash.Seed
 	slots [1024]atomic.Pointer[facts]
@@ -37,14 +40,23 @@ type factsMemo struct {
 
 func newFactsMemo() *factsMemo { return &factsMemo{seed: maphash.MakeSeed()} }
 
-func (m *factsMemo) slot(domain string) *atomic.Pointer[facts] {
-	return &m.slots[maphash.String(m.seed, domain)%uint64(len(m.slots))]
+// slots2 returns the two slots where domain may be.
+func (m *factsMemo) slots2(domain string) (*atomic.Pointer[facts], *atomic.Pointer[facts]) {
+	h := maphash.String(m.seed, domain)
+	n := uint64(len(m.slots))
+	return &m.slots[h%n], &m.slots[(h>>32)%n]
 }
 
 // get returns the facts of domain while they are fresh at now, else nil.
 func (m *factsMemo) get(domain string, now time.Time) *facts {
-	if f := m.slot(domain).Load(); f != nil && f.domain == domain && now.Before(f.until) {
-		return f
+	a, b := m.slots2(domain)
+	for _, s := range [2]*atomic.Pointer[facts]{a, b} {
+		if f := s.Load(); f != nil && f.domain == domain {
+			if now.Before(f.until) {
+				return f
+			}
+			return nil
+		}
 	}
 	return nil
 }
@@ -57,5 +69,15 @@ func (m *factsMemo) put(domain string, mx lookup.Result, match provider.Match, n
 	if mx.Status != lookup.Answer && mx.Status != lookup.NoData || match.Err != nil || mx.TTL <= 0 {
 		return
 	}
-	m.slot(domain).Store(&facts{domain: domain, mx: mx, match: match, until: now.Add(min(factsFor, mx.TTL))})
+	f := &facts{domain: domain, mx: mx, match: match, until: now.Add(min(factsFor, mx.TTL))}
+	a, b := m.slots2(domain)
+	fa, fb := a.Load(), b.Load()
+	switch {
+	case fa == nil || fa.domain == domain:
+	case fb == nil || fb.domain == domain:
+		a = b
+	case fb.until.Before(fa.until):
+		a = b
+	}
+	a.Store(f)
 }

@@ -63,7 +63,8 @@ func TestFactsKept(t *testing.T) {
 }
 
 // TestFactsMemo: only complete answers are kept, never past the MX TTL;
-// a domain sharing a slot replaces the one before.
+// two domains sharing a slot are both kept; a full table takes new
+// domains in place of those that expire first.
 func TestFactsMemo(t *testing.T) {
 	now := time.Now()
 	ok := lookup.Result{Status: lookup.Answer, MX: []lookup.MX{{Host: "mx.a.mxd"}}, TTL: time.Minute}
@@ -90,16 +91,35 @@ func TestFactsMemo(t *testing.T) {
 	}
 	m := newFactsMemo()
 	m.put("a.mxd", ok, provider.Match{}, now)
-	for i := 0; ; i++ { // find a domain sharing a.mxd's slot
+	a, _ := m.slots2("a.mxd")
+	for i := 0; ; i++ { // find a domain sharing a.mxd's first slot
 		other := fmt.Sprintf("d%d.mxd", i)
-		if m.slot(other) != m.slot("a.mxd") {
+		if first, second := m.slots2(other); first != a || second == a {
 			continue
 		}
 		m.put(other, ok, provider.Match{}, now)
 		kept, got := m.get("a.mxd", now) != nil, m.get(other, now) != nil
-		if kept || !got {
-			t.Errorf("after %s took the slot: a.mxd kept %v, %s kept %v", other, kept, other, got)
+		if !kept || !got {
+			t.Errorf("%s shares a slot with a.mxd: a.mxd kept %v, %s kept %v", other, kept, other, got)
 		}
 		break
+	}
+	// Many more domains than slots: the newest is always kept, and the
+	// table keeps as many as it has slots.
+	for i := range 3000 {
+		d := fmt.Sprintf("n%d.mxd", i)
+		m.put(d, ok, provider.Match{}, now.Add(time.Duration(i)*time.Microsecond))
+		if m.get(d, now) == nil {
+			t.Fatalf("%s not kept right after it was put", d)
+		}
+	}
+	n := 0
+	for i := range 3000 {
+		if m.get(fmt.Sprintf("n%d.mxd", i), now) != nil {
+			n++
+		}
+	}
+	if n > len(m.slots) || n < len(m.slots)*9/10 {
+		t.Errorf("%d domains kept in %d slots", n, len(m.slots))
 	}
 }
