@@ -7,10 +7,17 @@
 # every request is counted.
 # Each line ends with the server's own CPU time per request, which the
 # load tool sharing the cores does not skew as it does the rates.
-#   test/bench-policyd.sh [DURATION]      (default 10s per measurement)
+#
+# On a shared machine the speed of the cores drifts by more than the
+# differences measured, within seconds. So the servers are measured in
+# turn, ROUNDS times (floor, policyd, limits, floor, ...), and each
+# "median" line gives, for each server, the median over the rounds of its
+# rate as a share of the floor's in the same round.
+#   test/bench-policyd.sh [DURATION [ROUNDS]]   (default 4s per measurement, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dur=${1:-10s}
+dur=${1:-4s}
+rounds=${2:-3}
 . test/benchlib.sh
 need_free_ports 10060 10061 10070 10071 10080 10081
 tmp=$(mktemp -d)
@@ -58,7 +65,7 @@ for pid in $pid_policyd $pid_limits $pid_floor; do
 done
 # measure NAME PID PORT: one load run against PORT, with the server's own
 # CPU time per request (the ratio of rates depends on how much the load
-# tool, sharing the cores, takes; CPU per request does not).
+# tool, sharing the cores, takes; CPU per request does not). Sets rate.
 measure() {
   local before after out n
   # Warm (caches, connections' goroutines), then count only the measuring.
@@ -67,15 +74,28 @@ measure() {
   out=$("$tmp/load" -proto "$proto" -addr "127.0.0.1:$3" -conns "$conns" -duration "$dur" -warmup 0s)
   after=$(cpu "$2")
   n=$(echo "$out" | sed -n 's/.* requests=\([0-9]*\) .*/\1/p')
+  rate=$(echo "$out" | sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p')
   echo "$1 $out cpu/request=$(per_op $((after - before)) "$n")"
 }
+# median N...: the median of the numbers.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# pct A B: A as a whole percentage of B.
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", b ? 100 * a / b + 0.5 : 0 }'; }
 for proto in socketmap policy; do
   for conns in 1 8 64; do
     if [ $proto = policy ]; then p=10060; n=10070; else p=10061; n=10071; fi
-    measure "floor  " $pid_floor $n
-    measure "policyd" $pid_policyd $p
+    shares_policyd=() shares_limits=()
+    for round in $(seq "$rounds"); do
+      measure "floor  " $pid_floor $n; floor=$rate
+      measure "policyd" $pid_policyd $p; shares_policyd+=("$(pct "$rate" "$floor")")
+      if [ $proto = policy ]; then
+        measure "limits " $pid_limits 10080; shares_limits+=("$(pct "$rate" "$floor")")
+      fi
+    done
+    line="median  proto=$proto conns=$conns policyd=$(median "${shares_policyd[@]}")% (rounds: ${shares_policyd[*]})"
     if [ $proto = policy ]; then
-      measure "limits " $pid_limits 10080
+      line="$line limits=$(median "${shares_limits[@]}")% (rounds: ${shares_limits[*]})"
     fi
+    echo "$line of the floor"
   done
 done
