@@ -479,3 +479,65 @@ func TestTopN(t *testing.T) {
 		t.Errorf("top = %q, want %q", s, "a (2), b (1)")
 	}
 }
+
+// A restart between a message's RCPTs and its END-OF-MESSAGE (Postfix's
+// smtpd reconnects and asks on with the same instance) counts its
+// recipients once, and a message held before the restart stays held.
+func TestRestartMidTransaction(t *testing.T) {
+	path := StatePath(filepath.Join(t.TempDir(), "state.json"))
+	c := newClock()
+	lim := limit(KeySASL, 4)
+	o := Options{Limits: []Limit{lim}}
+	ask := func(l *Limiter, stage, inst, rcpt string, n int) string {
+		a, _ := l.Check(context.Background(), &Request{Stage: stage, Instance: inst, SASLUsername: "alice",
+			Sender: "a@ours.test", ClientAddress: "192.0.2.10", Recipient: rcpt, RecipientCount: n, QueueID: "Q" + inst})
+		return a
+	}
+	l := newLimiter(t, o, c, nil)
+	if err := l.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	ask(l, "RCPT", "i1", "1@x.test", 0)
+	ask(l, "RCPT", "i1", "2@x.test", 0)
+	ask(l, "RCPT", "i1", "3@x.test", 0)
+	// A second message goes over the limit at its second recipient: held.
+	ask(l, "RCPT", "i2", "4@x.test", 0)
+	if a := ask(l, "RCPT", "i2", "5@x.test", 0); !strings.HasPrefix(a, "HOLD ") {
+		t.Fatalf("fifth recipient: %q, want HOLD", a)
+	}
+	if err := l.Save(); err != nil { // as Stop does
+		t.Fatal(err)
+	}
+
+	c.advance(30 * time.Second)
+	l2 := newLimiter(t, o, c, nil)
+	if err := l2.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	if a := ask(l2, "END-OF-MESSAGE", "i1", "", 3); a != "" {
+		t.Errorf("first message's end after the restart: %q, want no action", a)
+	}
+	if got := count(l2, lim, "sasl_username:alice"); got != 3 {
+		t.Errorf("counted %d after the restart, want 3 (the first message's recipients, once)", got)
+	}
+	if a := ask(l2, "END-OF-MESSAGE", "i2", "", 2); !strings.HasPrefix(a, "HOLD ") {
+		t.Errorf("held message's end after the restart: %q, want HOLD", a)
+	}
+	// A transaction saved longer ago than a session can idle is not
+	// reopened.
+	if err := l2.Save(); err != nil {
+		t.Fatal(err)
+	}
+	ask(l2, "RCPT", "i3", "6@x.test", 0)
+	if err := l2.Save(); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(txnIdle + time.Minute)
+	l3 := newLimiter(t, o, c, nil)
+	if err := l3.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(l3.txns.save()); n != 0 {
+		t.Errorf("%d transactions reopened after %s, want none", n, txnIdle+time.Minute)
+	}
+}

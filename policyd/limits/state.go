@@ -31,10 +31,43 @@ func StatePath(learnStateFile string) string {
 const stateVersion = 1
 
 type stateFile struct {
-	Version  int       `json:"version"`
-	Saved    time.Time `json:"saved"`
-	Counters *Snapshot `json:"counters,omitempty"`
-	Held     []Held    `json:"held,omitempty"`
+	Version  int        `json:"version"`
+	Saved    time.Time  `json:"saved"`
+	Counters *Snapshot  `json:"counters,omitempty"`
+	Held     []Held     `json:"held,omitempty"`
+	Txns     []savedTxn `json:"transactions,omitempty"`
+}
+
+// savedTxn is a transaction open when the state was saved: a restart
+// between a message's RCPTs and its END-OF-MESSAGE (Postfix's smtpd
+// reconnects and asks on with the same instance) must neither count its
+// recipients again nor let a held message go.
+type savedTxn struct {
+	Instance  string        `json:"instance"`
+	Seen      time.Time     `json:"seen"`
+	Counted   int           `json:"counted"`
+	LastRcpt  string        `json:"last_rcpt,omitempty"`
+	LoginSeen bool          `json:"login_seen,omitempty"`
+	QueueID   string        `json:"queue_id,omitempty"`
+	Taken     []savedTaken  `json:"taken,omitempty"`
+	Held      *savedVerdict `json:"held,omitempty"`
+}
+
+type savedTaken struct {
+	Key    string        `json:"key"`
+	N      int           `json:"n"`
+	Window time.Duration `json:"window"`
+	At     time.Time     `json:"at"`
+}
+
+type savedVerdict struct {
+	Action  Action        `json:"action"`
+	Name    string        `json:"name"`
+	Count   int           `json:"count"`
+	Max     int           `json:"max"`
+	Window  time.Duration `json:"window"`
+	Subject string        `json:"subject"`
+	Key     string        `json:"key"`
 }
 
 // releaseRequest is one PATH.release-* file.
@@ -81,6 +114,7 @@ func (l *Limiter) Open(path string) error {
 				l.held.add(h)
 			}
 		}
+		l.txns.restore(st.Txns, now)
 	}
 	l.applyReleases()
 	return nil
@@ -184,7 +218,7 @@ func (l *Limiter) Save() error {
 	l.saveMu.Lock()
 	defer l.saveMu.Unlock()
 	now := l.now()
-	st := stateFile{Version: stateVersion, Saved: now.UTC(), Held: l.held.list()}
+	st := stateFile{Version: stateVersion, Saved: now.UTC(), Held: l.held.list(), Txns: l.txns.save()}
 	if s, ok := l.store.(snapshotter); ok {
 		snap := s.Snapshot(now)
 		st.Counters = &snap
@@ -232,4 +266,60 @@ func RequestRelease(path, key string) error {
 	}
 	name := fmt.Sprintf("%s.release-%d-%d", path, time.Now().UnixNano(), os.Getpid())
 	return statefile.Write(name, data)
+}
+
+// save lists the open transactions that counted or hold something.
+func (tt *txnTable) save() []savedTxn {
+	var open []*txn
+	var names []string
+	var seen []time.Time
+	for i := range tt.shards {
+		sh := &tt.shards[i]
+		sh.mu.Lock()
+		for inst, t := range sh.m {
+			open, names, seen = append(open, t), append(names, inst), append(seen, t.seen)
+		}
+		sh.mu.Unlock()
+	}
+	var out []savedTxn
+	for i, t := range open {
+		// Not under the shard's lock: a request holds its transaction's
+		// lock while it ends it in the table.
+		t.mu.Lock()
+		if t.counted > 0 || t.held != nil {
+			st := savedTxn{Instance: names[i], Seen: seen[i], Counted: t.counted, LastRcpt: t.lastRcpt,
+				LoginSeen: t.loginSeen, QueueID: t.queueID}
+			for _, k := range t.taken {
+				st.Taken = append(st.Taken, savedTaken{k.key, k.n, k.w, k.at})
+			}
+			if v := t.held; v != nil {
+				st.Held = &savedVerdict{v.action, v.name, v.count, v.max, v.window, v.subject, v.key}
+			}
+			out = append(out, st)
+		}
+		t.mu.Unlock()
+	}
+	return out
+}
+
+// restore reopens the saved transactions not idle too long at now.
+func (tt *txnTable) restore(saved []savedTxn, now time.Time) {
+	for _, st := range saved {
+		if st.Instance == "" || now.Sub(st.Seen) > txnIdle {
+			continue
+		}
+		t := &txn{seen: st.Seen, counted: st.Counted, lastRcpt: st.LastRcpt, loginSeen: st.LoginSeen, queueID: st.QueueID}
+		for _, k := range st.Taken {
+			t.taken = append(t.taken, taken{taking{k.Key, k.N, k.Window}, k.At})
+		}
+		if v := st.Held; v != nil {
+			t.held = &verdict{v.Action, v.Name, v.Count, v.Max, v.Window, v.Subject, v.Key}
+		}
+		sh := tt.shard(st.Instance)
+		sh.mu.Lock()
+		if len(sh.m) < maxTxns/shards {
+			sh.m[st.Instance] = t
+		}
+		sh.mu.Unlock()
+	}
 }
