@@ -30,18 +30,27 @@ import (
 // call keeps up to date whether Redis answers or not, and which the state
 // file saves) and one call at a time tries Redis again after Retry. The
 // switch both ways is logged once. What the host counted alone is written
-// to Redis once it answers again, so the other hosts count it too; counts
-// a Redis lost by restarting empty are not restored.
+// to Redis once it answers again, so the other hosts count it too.
+//
+// A Redis that restarts empty (no persistence) loses every count. Each
+// host keeps a mark in Redis (mxdetour:limit:host:NAME) and looks for it
+// every Check: when it is gone, the host writes all it counted itself
+// (still in its windows) back, and so every host restores its share. The
+// recipients counted between the restart and the look count twice, which
+// errs on the side of the limit.
 type Counters struct {
 	*limits.Memory
-	c   redis.UniversalClient
-	log *zap.Logger
-	now func() time.Time
+	c    redis.UniversalClient
+	log  *zap.Logger
+	now  func() time.Time
+	mark string // this host's mark key
 
 	// Timeout bounds each Redis call (default 250 ms); Retry is how long
 	// the host counts alone after a failure before asking Redis again
-	// (default 1 s).
-	Timeout, Retry time.Duration
+	// (default 1 s); Check is how often it looks for its mark (5 s).
+	Timeout, Retry, Check time.Duration
+	looked                bool      // the first look for the mark was made; under mu
+	nextCheck             time.Time // under mu
 
 	mu        sync.Mutex
 	downUntil time.Time
@@ -58,8 +67,8 @@ type Counters struct {
 // this host's own counts. Closing conn is the caller's.
 func NewCounters(conn *Conn, local *limits.Memory, log *zap.Logger) *Counters {
 	quietRedis(log)
-	return &Counters{Memory: local, c: conn.client, log: log, now: time.Now,
-		Timeout: 250 * time.Millisecond, Retry: time.Second, owed: limits.NewMemory()}
+	return &Counters{Memory: local, c: conn.client, log: log, now: time.Now, mark: countersPrefix + "host:" + conn.name,
+		Timeout: 250 * time.Millisecond, Retry: time.Second, Check: 5 * time.Second, owed: limits.NewMemory()}
 }
 
 const countersPrefix = "mxdetour:limit:"
@@ -128,7 +137,9 @@ func slotWidth(w time.Duration) int64 { return max(1, (int64(w)+limits.Slots-1)/
 func ttl(w time.Duration) int64 { return max(1, (w+w/limits.Slots).Milliseconds()+1000) }
 
 // call runs f against Redis unless the host is counting alone; false
-// means count alone this time.
+// means count alone this time. The host's first call looks for its mark
+// before it counts anything, so that what it counts then is not written
+// back twice.
 func (c *Counters) call(f func(ctx context.Context) error) bool {
 	now := c.now()
 	c.mu.Lock()
@@ -142,9 +153,21 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 		}
 		c.probing = true
 	}
+	first := !c.looked
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
-	err := f(ctx)
+	var own *limits.Snapshot // all this host counted, when Redis lost it
+	var err error
+	if first {
+		var lost bool
+		if lost, err = c.lookForMark(ctx, now); err == nil && lost {
+			snap := c.Memory.Snapshot(now)
+			own = &snap
+		}
+	}
+	if err == nil {
+		err = f(ctx)
+	}
 	cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -156,15 +179,33 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 		c.down, c.downUntil = true, c.now().Add(c.Retry)
 		return false
 	}
-	if c.down {
+	if first {
+		c.looked, c.nextCheck = true, now.Add(c.Check)
+	}
+	back := c.down
+	if back {
 		c.log.Info("limits: Redis answers again; the fleet counts together")
 		c.down = false
-		if !c.repaying {
-			c.repaying = true
-			go c.repay()
-		}
+	}
+	if c.repaying {
+		return true
+	}
+	switch {
+	case own != nil:
+		c.repaying = true
+		go c.repay(own)
+	case back || !now.Before(c.nextCheck):
+		c.nextCheck = now.Add(c.Check)
+		c.repaying = true
+		go c.repay(nil)
 	}
 	return true
+}
+
+// lookForMark sets this host's mark in Redis; lost is true when it was not
+// there: Redis has none of what this host counted.
+func (c *Counters) lookForMark(ctx context.Context, now time.Time) (lost bool, err error) {
+	return c.c.SetNX(ctx, c.mark, now.UTC().Format(time.RFC3339), 0).Result()
 }
 
 // addScript: KEYS[1] the window hash; ARGV slot, n, slot width, TTL (ms).
@@ -177,17 +218,39 @@ redis.call('PEXPIRE', k, ARGV[4])
 return 0
 `)
 
-// repay writes what this host counted alone to Redis, off the request
-// path. What cannot be written (Redis failed again) is owed still.
-func (c *Counters) repay() {
-	c.mu.Lock()
-	owed := c.owed
-	c.owed = limits.NewMemory()
-	c.mu.Unlock()
-	now := c.now()
-	snap := owed.Snapshot(now)
+// repay writes to Redis, off the request path, what this host counted
+// alone; or, when its mark is gone (Redis restarted empty), all it counted
+// itself. What cannot be written (Redis failed again) is owed still.
+// own, when set, is all this host counted, taken when its mark was found
+// gone; else repay looks for the mark itself.
+func (c *Counters) repay(own *limits.Snapshot) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	now := c.now()
+	lost := own != nil
+	if !lost {
+		var err error
+		if lost, err = c.lookForMark(ctx, now); err != nil {
+			c.mu.Lock()
+			c.repaying = false
+			c.mu.Unlock()
+			return // the next call that fails says so
+		}
+	}
+	c.mu.Lock()
+	snap := c.owed.Snapshot(now)
+	c.owed = limits.NewMemory()
+	c.mu.Unlock()
+	what := "what this host counted alone"
+	if lost {
+		// The host's own counts hold what it owes too.
+		what = "all this host counted (Redis had lost it)"
+		if own != nil {
+			snap = *own
+		} else {
+			snap = c.Memory.Snapshot(now)
+		}
+	}
 	var err error
 	slots, members := 0, 0
 	for _, sw := range snap.Windows {
@@ -214,12 +277,16 @@ func (c *Counters) repay() {
 		// recipients twice, which errs on the side of the limit.
 		c.owed.Restore(snap, now)
 		c.mu.Unlock()
-		c.log.Warn("limits: writing what this host counted alone to Redis failed; trying again when it answers", zap.Error(err))
+		if lost {
+			// And the mark goes, so that the next look writes it all.
+			_ = c.c.Del(context.Background(), c.mark).Err()
+		}
+		c.log.Warn("limits: writing "+what+" to Redis failed; trying again when it answers", zap.Error(err))
 		return
 	}
 	c.mu.Unlock()
 	if slots+members > 0 {
-		c.log.Info("limits: wrote what this host counted alone to Redis", zap.Int("slots", slots), zap.Int("members", members))
+		c.log.Info("limits: wrote "+what+" to Redis", zap.Int("slots", slots), zap.Int("members", members))
 	}
 }
 

@@ -150,28 +150,67 @@ func TestCountersRedisDown(t *testing.T) {
 	if a.Alone() {
 		t.Fatal("still counting alone 5 s after Redis came back")
 	}
-	// What mx01 counted alone (2) is written to the Redis that came back
-	// empty; the 3 it counted before the outage went with the old Redis.
+	// The Redis that came back is empty: mx01 writes back all it counted,
+	// the 3 before the outage and the 2 during it.
 	b, _ := newCounters(t, r, "mx02")
 	deadline = time.Now().Add(5 * time.Second)
-	for b.Count(key, w, now) != 2 {
+	for b.Count(key, w, now) != 5 {
 		if time.Now().After(deadline) {
-			t.Fatalf("mx02 counts %d for carol 5 s after Redis came back, want 2 (mx01's outage counts)", b.Count(key, w, now))
+			t.Fatalf("mx02 counts %d for carol 5 s after Redis came back, want 5 (all mx01 counted)", b.Count(key, w, now))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, ok := b.Take(key, 2, 4, w, now); !ok {
-		t.Error("mx02 Take 2 of 4 after mx01's 2 refused")
+	if _, ok := b.Take(key, 1, 6, w, now); !ok {
+		t.Error("mx02 Take 1 of 6 after mx01's 5 refused")
 	}
-	if c, ok := a.Take(key, 1, 4, w, now); ok || c != 5 {
-		t.Errorf("mx01 Take 1 after 4 = %d, %v; want 5, false (counted together again)", c, ok)
+	if c, ok := a.Take(key, 1, 6, w, now); ok || c != 7 {
+		t.Errorf("mx01 Take 1 after 6 = %d, %v; want 7, false (counted together again)", c, ok)
 	}
 	if logs.FilterMessageSnippet("answers again").Len() != 1 {
 		t.Error("no 'answers again' line")
 	}
 	// The write-back logs when done (and must before the test ends).
 	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
-		return logs.FilterMessageSnippet("counted alone to Redis").Len() == 1
+		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
+	})
+}
+
+// A Redis that restarts empty between two calls (none fails) has lost
+// every count: each host finds its mark gone at its next look and writes
+// back all it counted itself, so the fleet's counts are whole again.
+// Redis with its data kept is left alone.
+func TestCountersRedisLostData(t *testing.T) {
+	r := fleettest.Start(t)
+	a, logs := newCounters(t, r, "mx01")
+	b, _ := newCounters(t, r, "mx02")
+	a.Check, b.Check = 100*time.Millisecond, 100*time.Millisecond
+	now := time.Unix(1_800_000_000, 0)
+	const key, w = "limit0|dave", time.Hour
+	a.Take(key, 3, 100, w, now)
+	b.Take(key, 2, 100, w, now)
+	if c := a.Count(key, w, now); c != 5 {
+		t.Fatalf("count %d, want 5", c)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.Count(key, w, now) // looks: its mark is there
+	b.Count(key, w, now)
+	time.Sleep(200 * time.Millisecond)
+	if c := a.Count(key, w, now); c != 5 {
+		t.Fatalf("count %d with Redis intact, want 5 (nothing written twice)", c)
+	}
+	r.Stop()
+	r.Restart()
+	eventually(t, 5*time.Second, "both hosts' counts back in Redis", func() bool {
+		a.Count(key, w, now)
+		b.Count(key, w, now)
+		return a.Count(key, w, now) == 5
+	})
+	time.Sleep(300 * time.Millisecond)
+	if c := b.Count(key, w, now); c != 5 {
+		t.Errorf("count %d after both wrote back, want 5", c)
+	}
+	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
+		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
 	})
 }
 
