@@ -134,6 +134,9 @@ type Request struct {
 	SASLUsername   string
 	Provider       string // the route engine's provider of Recipient ("" = none known)
 	Refused        bool   // the recipient is refused anyway (reserved domain): do not count it
+	// At is when the request came, if the caller read the clock already
+	// (zero: the limiter reads it).
+	At time.Time
 }
 
 // Limiter applies the limits. It is safe for concurrent use and lives
@@ -239,7 +242,10 @@ func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 	if r.SASLUsername == "" && !trusted {
 		return "", false // mail from the world: not ours to limit
 	}
-	now := l.now()
+	now := r.At
+	if now.IsZero() {
+		now = l.now()
+	}
 	t := l.txns.get(r.Instance, now)
 	if t != nil {
 		t.mu.Lock()

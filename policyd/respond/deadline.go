@@ -11,14 +11,22 @@ import (
 // never waits, so it costs no timer. context.WithTimeout would arm one for
 // every request.
 type deadline struct {
+	from  time.Time // when the decision started; zero before
 	at    time.Time
 	mu    sync.Mutex
 	done  chan struct{}
 	timer *time.Timer
 }
 
-// start makes a zero deadline end d from now.
-func (d *deadline) start(timeout time.Duration) { d.at = time.Now().Add(timeout) }
+// start makes a zero deadline end timeout from now, and returns now.
+func (d *deadline) start(timeout time.Duration) time.Time {
+	now := time.Now()
+	d.from, d.at = now, now.Add(timeout)
+	return now
+}
+
+// started is when start was called, zero if it was not.
+func (d *deadline) started() time.Time { return d.from }
 
 func (d *deadline) Deadline() (time.Time, bool) { return d.at, true }
 

@@ -102,7 +102,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
-			Provider: d.Provider, Refused: d.Route == route.Reject,
+			Provider: d.Provider, Refused: d.Route == route.Reject, At: s.dl.started(),
 		}
 		if a, limited := l.Check(ctx, &s.lim); limited {
 			action = a
@@ -255,12 +255,12 @@ func level(d route.Decision) zapcore.Level {
 // its own (the servers pass Background); ours is lazy.
 func (r *Responder) decide(_ context.Context, dl *deadline, rcpt string) route.Decision {
 	timeout := time.Duration(r.timeout.Load())
-	dl.start(timeout)
-	d := r.engine.Load().Decide(dl, rcpt)
+	now := dl.start(timeout)
+	d := r.engine.Load().DecideAt(dl, rcpt, now)
 	dl.stop()
 	r.count(d)
 	if r.observe != nil {
-		r.observe(d, time.Since(dl.at.Add(-timeout)))
+		r.observe(d, time.Since(now))
 	}
 	return d
 }
