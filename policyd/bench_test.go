@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/mxdetour/mxdetour/internal/lookup"
 	"io"
 	"net"
 	"net/netip"
@@ -31,20 +30,8 @@ import (
 // BenchmarkSocketmapCached measures the whole daemon path for cached
 // decisions: socket, codec, decision, log line (to /dev/null), answer.
 func BenchmarkSocketmapCached(b *testing.B) {
-	srv := dnstest.New(b, zone())
-	cfg := config.Default()
-	cfg.DNS.Servers = []string{srv.Addr()}
-	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
-	cfg.Learn.Enabled = false
-	cfg.Policyd.PolicyListen = ""
-	cfg.Policyd.SocketmapListen = "127.0.0.1:0"
-	log := benchLogger(b)
-	d, err := parts(cfg, log)
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, log := benchDaemon(b, zone())
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
 	s := socketmap.NewServer(d.resp, socketmap.Options{}, log)
 	go s.Serve(ln)
 	defer s.Shutdown(context.Background())
@@ -78,17 +65,7 @@ func BenchmarkSocketmapCached(b *testing.B) {
 func BenchmarkPolicy(b *testing.B) {
 	for _, name := range []string{"bare", "two-limits", "two-limits-redis"} {
 		b.Run(name, func(b *testing.B) {
-			srv := dnstest.New(b, zone())
-			cfg := config.Default()
-			cfg.DNS.Servers = []string{srv.Addr()}
-			cfg.Transports.Relay = "relay:[mx03.example.net]:587"
-			cfg.Learn.Enabled = false
-			log := benchLogger(b)
-			d, err := parts(cfg, log)
-			if err != nil {
-				b.Fatal(err)
-			}
-			d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
+			d, log := benchDaemon(b, zone())
 			var lim *limits.Limiter
 			if name != "bare" {
 				var store limits.Store = limits.NewMemory()
@@ -112,12 +89,7 @@ func BenchmarkPolicy(b *testing.B) {
 					}()
 					store = c
 				}
-				lim = limits.New(limits.Options{
-					Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
-					Limits: []limits.Limit{
-						{Key: limits.KeySASL, Max: 1 << 30, Window: time.Hour, Action: limits.Hold},
-						{Key: limits.KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: limits.Hold},
-					}}, store, nil, log)
+				lim = twoLimits(store, log)
 				d.resp.SetLimits(lim)
 			}
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -166,6 +138,35 @@ func BenchmarkPolicy(b *testing.B) {
 	}
 }
 
+// benchDaemon is the daemon's parts deciding with z's DNS server, relay
+// configured, learning off, and a responder logging to /dev/null.
+func benchDaemon(b *testing.B, z dnstest.Zone) (*policyd, *zap.Logger) {
+	srv := dnstest.New(b, z)
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{srv.Addr()}
+	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
+	cfg.Learn.Enabled = false
+	log := benchLogger(b)
+	d, err := parts(cfg, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
+	return d, log
+}
+
+// twoLimits are the benchmarks' outbound limits, never reached: per login
+// (a trusted client without one is keyed by sender), and per client for
+// recipients at Google.
+func twoLimits(store limits.Store, log *zap.Logger) *limits.Limiter {
+	return limits.New(limits.Options{
+		Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+		Limits: []limits.Limit{
+			{Key: limits.KeySASL, Max: 1 << 30, Window: time.Hour, Action: limits.Hold},
+			{Key: limits.KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: limits.Hold},
+		}}, store, nil, log)
+}
+
 // benchLogger is the daemon's own logger (console lines, buffered) writing
 // to /dev/null.
 func benchLogger(b *testing.B) *zap.Logger {
@@ -188,32 +189,8 @@ func benchLogger(b *testing.B) *zap.Logger {
 // In the daemon the same work costs several times more (cold caches
 // between the system calls); this is the part of it we control.
 func BenchmarkHandler(b *testing.B) {
-	z := dnstest.Zone{}
-	for i := range 100 {
-		d := "d" + strconv.Itoa(i) + ".bench"
-		host := "mx." + d
-		if i%2 == 0 {
-			host = "aspmx.l.google.com"
-		}
-		z[d] = dnstest.Records{MX: []lookup.MX{{Host: host, Pref: 10}}, TTL: 3600}
-	}
-	srv := dnstest.New(b, z)
-	cfg := config.Default()
-	cfg.DNS.Servers = []string{srv.Addr()}
-	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
-	cfg.Learn.Enabled = false
-	log := benchLogger(b)
-	d, err := parts(cfg, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
-	lim := limits.New(limits.Options{
-		Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
-		Limits: []limits.Limit{
-			{Key: limits.KeySASL, Max: 1 << 30, Window: time.Hour, Action: limits.Hold},
-			{Key: limits.KeyClient, Max: 1 << 30, Window: time.Hour, Provider: "google", Action: limits.Hold},
-		}}, limits.NewMemory(), nil, log)
+	d, log := benchDaemon(b, dnstest.BenchZone(100))
+	lim := twoLimits(limits.NewMemory(), log)
 	d.resp.SetLimits(lim)
 	var conn atomic.Int64
 	b.ReportAllocs()

@@ -49,10 +49,9 @@ type Counters struct {
 	// the host counts alone after a failure before asking Redis again
 	// (default 1 s); Check is how often it looks for its mark (5 s).
 	Timeout, Retry, Check time.Duration
-	looked                bool      // the first look for the mark was made; under mu
-	nextCheck             time.Time // under mu
 
 	mu        sync.Mutex
+	nextCheck time.Time // when to look for the mark again; zero before the first look
 	downUntil time.Time
 	down      bool
 	probing   bool // a call asks Redis whether it is back
@@ -153,7 +152,7 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 		}
 		c.probing = true
 	}
-	first := !c.looked
+	first := c.nextCheck.IsZero()
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	var own *limits.Snapshot // all this host counted, when Redis lost it
@@ -180,7 +179,7 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 		return false
 	}
 	if first {
-		c.looked, c.nextCheck = true, now.Add(c.Check)
+		c.nextCheck = now.Add(c.Check)
 	}
 	back := c.down
 	if back {
@@ -238,18 +237,18 @@ func (c *Counters) repay(own *limits.Snapshot) {
 		}
 	}
 	c.mu.Lock()
-	snap := c.owed.Snapshot(now)
+	owed := c.owed
 	c.owed = limits.NewMemory()
 	c.mu.Unlock()
-	what := "what this host counted alone"
-	if lost {
-		// The host's own counts hold what it owes too.
-		what = "all this host counted (Redis had lost it)"
-		if own != nil {
-			snap = *own
-		} else {
-			snap = c.Memory.Snapshot(now)
-		}
+	// When Redis lost the counts, the host's own hold what it owes too.
+	what, snap := "all this host counted (Redis had lost it)", limits.Snapshot{}
+	switch {
+	case own != nil:
+		snap = *own
+	case lost:
+		snap = c.Memory.Snapshot(now)
+	default:
+		what, snap = "what this host counted alone", owed.Snapshot(now)
 	}
 	var err error
 	slots, members := 0, 0
@@ -279,7 +278,9 @@ func (c *Counters) repay(own *limits.Snapshot) {
 		c.mu.Unlock()
 		if lost {
 			// And the mark goes, so that the next look writes it all.
-			_ = c.c.Del(context.Background(), c.mark).Err()
+			dctx, dcancel := context.WithTimeout(context.Background(), c.Timeout)
+			_ = c.c.Del(dctx, c.mark).Err()
+			dcancel()
 		}
 		c.log.Warn("limits: writing "+what+" to Redis failed; trying again when it answers", zap.Error(err))
 		return

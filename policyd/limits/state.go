@@ -270,25 +270,27 @@ func RequestRelease(path, key string) error {
 
 // save lists the open transactions that counted or hold something.
 func (tt *txnTable) save() []savedTxn {
-	var open []*txn
-	var names []string
-	var seen []time.Time
+	type open struct {
+		t    *txn
+		head savedTxn // instance and last request, read under the table's lock
+	}
+	var all []open
 	for i := range tt.shards {
 		sh := &tt.shards[i]
 		sh.mu.Lock()
 		for inst, t := range sh.m {
-			open, names, seen = append(open, t), append(names, inst), append(seen, t.seen)
+			all = append(all, open{t, savedTxn{Instance: inst, Seen: t.seen}})
 		}
 		sh.mu.Unlock()
 	}
 	var out []savedTxn
-	for i, t := range open {
+	for _, o := range all {
 		// Not under the shard's lock: a request holds its transaction's
 		// lock while it ends it in the table.
+		t, st := o.t, o.head
 		t.mu.Lock()
 		if t.counted > 0 || t.held != nil {
-			st := savedTxn{Instance: names[i], Seen: seen[i], Counted: t.counted, LastRcpt: t.lastRcpt,
-				LoginSeen: t.loginSeen, QueueID: t.queueID}
+			st.Counted, st.LastRcpt, st.LoginSeen, st.QueueID = t.counted, t.lastRcpt, t.loginSeen, t.queueID
 			for _, k := range t.taken {
 				st.Taken = append(st.Taken, savedTaken{k.key, k.n, k.w, k.at})
 			}

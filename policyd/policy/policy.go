@@ -39,26 +39,16 @@ type Request struct {
 	PolicyContext  string
 
 	// The kept values are gathered in raw while the request is read and
-	// become strings in one allocation at its end; raw is reused by the
-	// connection's next request.
+	// become strings in one allocation at its end; raw and kept are
+	// reused by the connection's next request.
 	raw  []byte
-	kept [keptValues]span
+	kept []span
 }
 
-// The values copied out of the request, by their index in kept.
-const (
-	keptQueueID = iota
-	keptInstance
-	keptSender
-	keptRecipient
-	keptClient
-	keptSASL
-	keptValues
-)
-
+// span is where in raw a value for field is.
 type span struct {
+	field    *string
 	from, to int
-	set      bool
 }
 
 // ErrTooLarge is returned for a request over the size limit.
@@ -67,7 +57,7 @@ var ErrTooLarge = errors.New("policy request too large")
 // ReadRequest reads one request into req (reset first). max bounds its
 // size in bytes. It returns io.EOF when the client closed between requests.
 func ReadRequest(r *bufio.Reader, req *Request, max int) error {
-	*req = Request{raw: req.raw[:0]}
+	*req = Request{raw: req.raw[:0], kept: req.kept[:0]}
 	n := 0
 	for lines := 0; ; lines++ {
 		line, err := r.ReadSlice('\n')
@@ -115,17 +105,17 @@ func (req *Request) set(name, value []byte) {
 	case "protocol_state":
 		req.ProtocolState = intern(value)
 	case "queue_id":
-		req.gather(keptQueueID, value)
+		req.gather(&req.QueueID, value)
 	case "instance":
-		req.gather(keptInstance, value)
+		req.gather(&req.Instance, value)
 	case "sender":
-		req.gather(keptSender, value)
+		req.gather(&req.Sender, value)
 	case "recipient":
-		req.gather(keptRecipient, value)
+		req.gather(&req.Recipient, value)
 	case "client_address":
-		req.gather(keptClient, value)
+		req.gather(&req.ClientAddress, value)
 	case "sasl_username":
-		req.gather(keptSASL, value)
+		req.gather(&req.SASLUsername, value)
 	case "recipient_count":
 		req.RecipientCount = atoi(value)
 	case "policy_context":
@@ -133,38 +123,21 @@ func (req *Request) set(name, value []byte) {
 	}
 }
 
-// gather copies a value to keep into raw (the last of a repeated
+// gather copies a value for field into raw (the last of a repeated
 // attribute wins).
-func (req *Request) gather(i int, value []byte) {
-	req.kept[i] = span{len(req.raw), len(req.raw) + len(value), true}
+func (req *Request) gather(field *string, value []byte) {
+	req.kept = append(req.kept, span{field, len(req.raw), len(req.raw) + len(value)})
 	req.raw = append(req.raw, value...)
 }
 
 // keep makes the gathered values strings, all in one allocation.
 func (req *Request) keep() {
-	if len(req.raw) == 0 {
+	if len(req.kept) == 0 {
 		return
 	}
 	all := string(req.raw)
-	for i, sp := range req.kept {
-		if !sp.set {
-			continue
-		}
-		v := all[sp.from:sp.to]
-		switch i {
-		case keptQueueID:
-			req.QueueID = v
-		case keptInstance:
-			req.Instance = v
-		case keptSender:
-			req.Sender = v
-		case keptRecipient:
-			req.Recipient = v
-		case keptClient:
-			req.ClientAddress = v
-		case keptSASL:
-			req.SASLUsername = v
-		}
+	for _, sp := range req.kept {
+		*sp.field = all[sp.from:sp.to]
 	}
 }
 

@@ -25,9 +25,6 @@ func (d *deadline) start(timeout time.Duration) time.Time {
 	return now
 }
 
-// started is when start was called, zero if it was not.
-func (d *deadline) started() time.Time { return d.from }
-
 func (d *deadline) Deadline() (time.Time, bool) { return d.at, true }
 
 func (d *deadline) Done() <-chan struct{} {

@@ -102,7 +102,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
-			Provider: d.Provider, Refused: d.Route == route.Reject, At: s.dl.started(),
+			Provider: d.Provider, Refused: d.Route == route.Reject, At: s.dl.from, // zero when nothing was decided
 		}
 		if a, limited := l.Check(ctx, &s.lim); limited {
 			action = a

@@ -7,6 +7,7 @@ package dnstest
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,22 @@ type Records struct {
 
 // Zone maps names (any case, trailing dot optional) to their records.
 type Zone map[string]Records
+
+// BenchZone is the benchmarks' zone: d0.bench ... d(n-1).bench, their MX
+// at Google (even numbers) or at a host of their own without an address
+// (odd numbers), an hour's TTL.
+func BenchZone(n int) Zone {
+	z := Zone{}
+	for i := range n {
+		d := "d" + strconv.Itoa(i) + ".bench"
+		host := "mx." + d
+		if i%2 == 0 {
+			host = "aspmx.l.google.com"
+		}
+		z[d] = Records{MX: []lookup.MX{{Host: host, Pref: 10}}, TTL: 3600}
+	}
+	return z
+}
 
 // Fault is a misbehaviour of the server for one name.
 type Fault int
