@@ -96,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, used, err := config.LoadDefault(*cfgPath)
 	if err != nil { // a broken file (syntax, unknown key, bad value) is the admin's to fix: no start
 		fmt.Fprintln(stderr, err)
+		if !*checkOnly && daemon.Activated() { // but Postfix must not wait for the fix
+			return failOpen(*cfgPath, err, stderr)
+		}
 		return exitConfig
 	}
 	log, level, err := logging.New(cfg.Log)
@@ -126,6 +129,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// README "Rotating keys"); the keys of each reload are followed.
 	if err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log); err != nil {
 		fmt.Fprintln(stderr, err)
+		if daemon.Activated() {
+			return failOpen(*cfgPath, err, stderr)
+		}
 		return exitConfig
 	}
 	if err := m.serve(); err != nil {
@@ -357,4 +363,43 @@ func orEmbedded(path string) string {
 		return "embedded defaults"
 	}
 	return path
+}
+
+// failOpen accepts every message untouched on systemd's socket while the
+// configuration cannot be used (as Postfix's milter_default_action =
+// accept would with the milter away, but without Postfix waiting on a
+// socket nobody accepts), and starts again in full service at the first
+// reload that finds the file usable (daemon.RunFailOpen). Run by hand, a
+// bad file still exits 78.
+func failOpen(path string, reason error, stderr io.Writer) int {
+	log, _, err := logging.New(config.Default().Log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	defer log.Sync() //nolint:errcheck
+	srv := milter.NewServer(
+		milter.WithMilter(func() milter.Milter { return acceptAll{} }),
+		milter.WithIdleTimeout(filter.IdleTimeout),
+		milter.WithCommandTimeout(filter.CommandTimeout),
+		milter.WithMaxConnections(filter.MaxConnections),
+	)
+	err = daemon.RunFailOpen(context.Background(), daemon.FailOpenOptions{
+		Sockets: []daemon.Socket{{Name: "milter", Server: srv}},
+		Reason:  reason,
+		Usable:  func() error { _, _, err := config.LoadDefault(path); return err },
+		Log:     log,
+	})
+	if err != nil {
+		log.Error("exiting", zap.Error(err))
+		return exitConfig
+	}
+	return 0
+}
+
+// acceptAll accepts each connection at once: no signature, no refusal.
+type acceptAll struct{ milter.NoOpMilter }
+
+func (acceptAll) Connect(string, string, uint16, string, milter.Modifier) (*milter.Response, error) {
+	return milter.RespAccept, nil
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"reflect"
@@ -22,6 +24,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/logging"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/metrics"
+	"github.com/mxdetour/mxdetour/internal/postfix"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/fleet"
@@ -126,8 +129,35 @@ func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 	if d.store != nil && cfg.Learn.Enabled {
 		blocks = d.store
 	}
-	rt.engine = route.New(cfg, rt.resolver, listings, blocks)
+	rt.engine = route.New(d.withPostfixDomains(cfg), rt.resolver, listings, blocks)
 	return rt, nil
+}
+
+// withPostfixDomains returns cfg with the domains Postfix delivers itself
+// added to [domains] local, when from_postfix is on: mail to root@ our
+// own host name must never be routed, nor deferred while DNS fails. cfg
+// itself is left as the file says (reloads compare it). Without Postfix
+// (a developer's machine) there is nothing to add.
+func (d *policyd) withPostfixDomains(cfg *config.Config) *config.Config {
+	if !cfg.Domains.FromPostfix {
+		return cfg
+	}
+	doms, skipped, err := postfix.OwnDomains(context.Background(), cfg.Learn.PostfixConfig)
+	if errors.Is(err, postfix.ErrNotInstalled) {
+		d.log.Debug("Postfix's own domains not read: postconf not found")
+		return cfg
+	}
+	if err != nil {
+		d.log.Error("Postfix's own domains not read; only [domains] local is never routed", zap.Error(err))
+		return cfg
+	}
+	for _, e := range skipped {
+		d.log.Warn("some of Postfix's own domains cannot be listed; name them in [domains] local", zap.Error(e))
+	}
+	c := *cfg
+	c.Domains.Local = slices.Concat(cfg.Domains.Local, doms)
+	d.log.Info("Postfix's own domains are never routed", zap.Strings("domains", doms))
+	return &c
 }
 
 // selfCheckLookup is the resolver of the blocklist self-check: [dns] with
@@ -323,10 +353,7 @@ func (d *policyd) health(ctx context.Context) error {
 // reloadFrom reads the configuration again and swaps a runtime built from
 // it in at once (SIGHUP); on an error the running one stays.
 func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
-	next, _, err := config.LoadDefault(path)
-	if err == nil {
-		err = checkDeps(next)
-	}
+	next, _, err := load(path)
 	if err != nil {
 		return err
 	}
@@ -432,10 +459,25 @@ func listedZones(cfg *config.Config) []string {
 }
 
 // checkDeps validates what config.Validate cannot and the daemon cannot
-// run without: the learn patterns and [fleet].
+// start without: the learn patterns, [fleet], and the country data of
+// the compromise signal. A start refuses exactly what this refuses
+// (start's own failures are these, as configError).
 func checkDeps(cfg *config.Config) error {
 	if _, err := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns); err != nil {
 		return fmt.Errorf("[learn]: %w", err)
+	}
+	if cfg.Compromise.Enabled {
+		r, err := lookup.New(setup.Lookup(cfg.DNS), zap.NewNop()) // queries nothing until asked
+		if err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+		g, err := openLimitsGeo(cfg, r, nil)
+		if err != nil {
+			return fmt.Errorf("[compromise] (its country data is [milter.geo]'s): %w", err)
+		}
+		if c, ok := g.source().(io.Closer); ok {
+			c.Close()
+		}
 	}
 	return checkFleet(cfg) // [fleet] (h13)
 }

@@ -28,6 +28,8 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/logging"
+	"github.com/mxdetour/mxdetour/policyd/policy"
+	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
 var version = "dev"
@@ -86,12 +88,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "mxdetour-policyd", version)
 		return 0
 	}
-	cfg, used, err := config.LoadDefault(*cfgPath)
-	if err == nil {
-		err = checkDeps(cfg)
-	}
+	cfg, used, err := load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		if !*checkOnly && daemon.Activated() {
+			return failOpen(*cfgPath, err, stderr)
+		}
 		return exitConfig
 	}
 	stateErr := checkStateFile(cfg)
@@ -125,12 +127,64 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("exiting", zap.Error(err))
 		var ce configError
 		if errors.As(err, &ce) {
+			if daemon.Activated() {
+				return failOpen(*cfgPath, err, stderr)
+			}
 			return exitConfig
 		}
 		return exitFailure
 	}
 	return 0
 }
+
+// load reads the configuration and checks everything a start needs of it
+// beyond the file itself (learn patterns, [fleet], the compromise
+// signal's country data): -check-config, a start and a reload all call
+// it, so that what the check accepts, a start accepts.
+func load(path string) (*config.Config, string, error) {
+	cfg, used, err := config.LoadDefault(path)
+	if err == nil {
+		err = checkDeps(cfg)
+	}
+	return cfg, used, err
+}
+
+// failOpen serves Postfix the fail-open answers (socketmap NOTFOUND,
+// policy DUNNO) on systemd's sockets while the configuration is unusable,
+// and starts again in full service at the first reload that finds it
+// usable (daemon.RunFailOpen). Run by hand, a bad file still exits 78.
+func failOpen(path string, reason error, stderr io.Writer) int {
+	log, _, err := logging.New(config.Default().Log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	defer log.Sync() //nolint:errcheck
+	o := policy.Options{IdleTimeout: 5 * time.Minute, MaxRequestSize: 65536, MaxConnections: 1000}
+	err = daemon.RunFailOpen(context.Background(), daemon.FailOpenOptions{
+		Sockets: []daemon.Socket{
+			{Name: "policy", Server: policy.NewServer(dunno{}, o, log.Named("policy"))},
+			{Name: "socketmap", Server: socketmap.NewServer(notFound{}, o, log.Named("socketmap"))},
+		},
+		Reason: reason,
+		Usable: func() error { _, _, err := load(path); return err },
+		Log:    log,
+	})
+	if err != nil {
+		log.Error("exiting", zap.Error(err))
+		return exitConfig
+	}
+	return 0
+}
+
+// dunno and notFound are the fail-open answers: Postfix goes its default way.
+type dunno struct{}
+
+func (dunno) Policy(context.Context, *policy.Request) string { return "DUNNO" }
+
+type notFound struct{}
+
+func (notFound) Lookup(context.Context, string, string) socketmap.Reply { return socketmap.NotFound() }
 
 // serve builds the daemon and hands it to the runner, which serves until
 // SIGTERM and reloads on SIGHUP.
