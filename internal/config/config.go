@@ -60,6 +60,10 @@ type DNS struct {
 type Domains struct {
 	Reserved []string `toml:"reserved"` // added to the built-in RFC 2606/6761 names
 	Local    []string `toml:"local"`    // our own domains: never routed by policyd
+	// FromPostfix adds the domains Postfix delivers itself (mydestination,
+	// virtual alias and mailbox domains, relay_domains), read with
+	// postconf at start and reload, to Local.
+	FromPostfix bool `toml:"from_postfix"`
 }
 
 // Policyd configures mxdetour-policyd's listeners and decisions.
@@ -278,7 +282,8 @@ func Default() *Config {
 			NullMX:          "direct",
 			OnDNSFailure:    "temp",
 		},
-		Self: Self{CheckInterval: d("5m")},
+		Domains: Domains{FromPostfix: true},
+		Self:    Self{CheckInterval: d("5m")},
 		DNSBL: DNSBL{
 			ErrorCodes: []netip.Prefix{netip.MustParsePrefix("127.255.255.0/24")},
 		},
