@@ -210,6 +210,7 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	d.run(rt)
 	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
 	d.probe = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
+	d.resp.SetStatusFilter(statusFilter(cfg))
 	err = d.startLimits(cfg) // outbound limits (holds.go)
 	if err == nil {
 		err = d.serveMetrics(cfg)
@@ -400,6 +401,7 @@ func (d *policyd) reload(next *config.Config) error {
 	d.resp.SetEngine(rt.engine)
 	d.probe.SetEngine(rt.engine)
 	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
+	d.resp.SetStatusFilter(statusFilter(next))
 	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
 	d.reloadLimits(next, rt) // outbound limits (holds.go)
 	return nil
@@ -492,6 +494,16 @@ func checkStateFile(cfg *config.Config) error {
 		return nil
 	}
 	return learn.CheckStateFile(cfg.Learn.StateFile)
+}
+
+// statusFilter is the delivery status filter of cfg: nil (every status
+// unchanged) in a dry run, where no route around a block exists.
+func statusFilter(cfg *config.Config) *learn.StatusFilter {
+	if cfg.Transports.Relay == "" {
+		return nil
+	}
+	cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
+	return learn.NewStatusFilter(cls, true, cfg.Transports.IPv4 != "", nexthopHosts(cfg.Transports.Relay))
 }
 
 // nexthopHosts returns the hosts of a transport's nexthops

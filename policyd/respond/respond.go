@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/route"
@@ -39,7 +40,16 @@ type Responder struct {
 	limits     atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
 	okText     lastAnswer                                 // the last socketmap OK answer logged
 	filterText lastAnswer                                 // the last FILTER answer
+	status     atomic.Pointer[learn.StatusFilter]         // the delivery status filter; nil: none
 }
+
+// StatusMap is the socketmap name of the delivery status filter:
+// smtp_delivery_status_filter = socketmap:...:status (learn.StatusFilter).
+const StatusMap = "status"
+
+// SetStatusFilter answers the StatusMap lookups with f from now on (nil:
+// every status unchanged).
+func (r *Responder) SetStatusFilter(f *learn.StatusFilter) { r.status.Store(f) }
 
 // SetLimits makes l count and limit every later policy request (nil: no
 // limits).
@@ -52,6 +62,9 @@ func (r *Responder) Observe(f func(d route.Decision, took time.Duration)) { r.ob
 // Stats counts decisions since start.
 type Stats struct {
 	Decisions, Routed, Rejected, DryRun atomic.Uint64
+	// Deferred counts permanent refusals of our address the status filter
+	// made temporary.
+	Deferred atomic.Uint64
 	// DNSFailures and Deadline count decisions made without the DNS
 	// answers they needed: the lookup failed, or did not come within the
 	// decision deadline. Temp counts those answered TEMP on the socketmap.
@@ -152,6 +165,9 @@ const LimitsOnly = "limits"
 // Postfix has it (any case); the wildcard key "*" that trivial-rewrite asks
 // for, and keys that are no mail address, are NOTFOUND.
 func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Reply {
+	if name == StatusMap {
+		return r.filterStatus(key)
+	}
 	if key == "*" || strings.IndexByte(key, '@') < 0 {
 		return socketmap.NotFound()
 	}
@@ -168,6 +184,23 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 		s.write(ce)
 	}
 	return reply
+}
+
+// filterStatus answers the delivery status filter: a permanent refusal
+// of our address becomes temporary, everything else stays (NOTFOUND).
+func (r *Responder) filterStatus(key string) socketmap.Reply {
+	f := r.status.Load()
+	if f == nil {
+		return socketmap.NotFound()
+	}
+	repl, v, ok := f.Filter(key)
+	if !ok {
+		return socketmap.NotFound()
+	}
+	r.stats.Deferred.Add(1)
+	r.log.Warn("deferred, not bounced: the receiver refuses our address; the message waits for the route around it",
+		zap.String("kind", v.Kind), zap.String("status", key))
+	return socketmap.OK(repl)
 }
 
 // logPolicy writes the decision line of a policy request: what Postfix
