@@ -11,15 +11,20 @@ import (
 )
 
 // BenchmarkDecisionLine measures one decision line as policyd writes it
-// (eleven fields, inline), through the daemon's own logger, to /dev/null.
+// (eleven fields, inline), through the daemon's own logger, to /dev/null:
+// on a terminal (console, json) and to the journal (journal: the console
+// format as systemd runs it; journal-json).
 func BenchmarkDecisionLine(b *testing.B) {
-	for _, format := range []string{"console", "json"} {
-		b.Run(format, func(b *testing.B) {
+	for _, c := range []struct {
+		name, format string
+		journal      bool
+	}{{"console", "console", false}, {"json", "json", false}, {"journal", "console", true}, {"journal-json", "json", true}} {
+		b.Run(c.name, func(b *testing.B) {
 			devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 			if err != nil {
 				b.Fatal(err)
 			}
-			log, _, err := newLogger(config.Log{Level: "info", Format: format}, devnull, false)
+			log, _, err := newLogger(config.Log{Level: "info", Format: c.format}, devnull, c.journal)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -22,9 +22,16 @@ import (
 // configured level. When stderr is the journal (systemd's JOURNAL_STREAM
 // names it), every line starts with its syslog priority ("<4>" for a
 // warning, sd-daemon(3)), so `journalctl -p warning` and the unit's
-// SyslogFacility= see it, and the time is left to journald.
+// SyslogFacility= see it, and the time is left to journald; the console
+// form is then the journal's (syslog.go): plain words on one line, as
+// Postfix's own lines in mail.log, with nothing for rsyslog to escape.
 func New(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
-	return newLogger(c, os.Stderr, toJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr))
+	return newFor(c, os.Stderr, os.Getenv("JOURNAL_STREAM"))
+}
+
+// newFor is New writing to w, with stream the value of JOURNAL_STREAM.
+func newFor(c config.Log, w *os.File, stream string) (*zap.Logger, zap.AtomicLevel, error) {
+	return newLogger(c, w, toJournal(stream, w))
 }
 
 // NewFile is New writing to w (never the journal), for benchmarks that
@@ -43,20 +50,23 @@ func newLogger(c config.Log, w *os.File, journal bool) (*zap.Logger, zap.AtomicL
 	enc.EncodeTime = times.encode
 	enc.EncodeDuration = zapcore.StringDurationEncoder
 	if journal {
-		enc.TimeKey = zapcore.OmitKey
-		times = nil
+		enc.TimeKey = zapcore.OmitKey // journald stamps each line
 	}
 	var encoder zapcore.Encoder
 	switch c.Format {
 	case "json":
 		encoder = zapcore.NewJSONEncoder(enc)
+		if journal {
+			encoder = priorityEncoder{encoder}
+		}
 	case "console", "":
-		encoder = newConsole(enc, times)
+		if journal {
+			encoder = newSyslog()
+		} else {
+			encoder = newConsole(enc, times)
+		}
 	default:
 		return nil, level, fmt.Errorf("log format %q is not console or json", c.Format)
-	}
-	if journal {
-		encoder = priorityEncoder{encoder}
 	}
 	// One line per decision at tens of thousands of decisions a second:
 	// write in batches rather than one system call a line. Warnings,
@@ -202,8 +212,8 @@ func toJournal(stream string, f *os.File) bool {
 	return strconv.FormatUint(uint64(st.Dev), 10) == dev && strconv.FormatUint(st.Ino, 10) == ino
 }
 
-// priorityEncoder starts each line with the syslog priority of its level,
-// the prefix journald reads from a stream (sd-daemon(3)).
+// priorityEncoder starts each JSON line with the syslog priority of its
+// level, the prefix journald reads from a stream (sd-daemon(3)).
 type priorityEncoder struct{ zapcore.Encoder }
 
 var bufs = buffer.NewPool()
@@ -220,19 +230,4 @@ func (p priorityEncoder) EncodeEntry(e zapcore.Entry, fields []zapcore.Field) (*
 	_, _ = out.Write(line.Bytes())
 	line.Free()
 	return out, nil
-}
-
-// priority maps a zap level to sd-daemon's prefix.
-func priority(l zapcore.Level) string {
-	switch {
-	case l >= zapcore.DPanicLevel:
-		return "<2>" // crit
-	case l == zapcore.ErrorLevel:
-		return "<3>"
-	case l == zapcore.WarnLevel:
-		return "<4>"
-	case l == zapcore.InfoLevel:
-		return "<6>"
-	}
-	return "<7>"
 }
