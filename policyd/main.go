@@ -49,6 +49,8 @@ const usage = `usage:
   mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
   mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]
   mxdetour-policyd holds [-config FILE] [-json] [release KEY]
+  mxdetour-policyd wire [-config FILE] [-postfix-config DIR] [-dry-run]
+  mxdetour-policyd unwire [-config FILE] [-postfix-config DIR] [-dry-run]
 `
 
 func main() {
@@ -64,6 +66,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return blocksCommand(args[1:], stdout, stderr)
 		case "holds":
 			return holdsCommand(args[1:], stdout, stderr)
+		case "wire":
+			return wireCommand(args[1:], stdout, stderr)
+		case "unwire":
+			return unwireCommand(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-policyd", flag.ContinueOnError)
