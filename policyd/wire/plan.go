@@ -149,6 +149,14 @@ func (pl *planner) routing() error {
 	if err := pl.addToList("transport_maps", ours, false); err != nil {
 		return err
 	}
+	if pl.w.Relay != "" {
+		// The delivery status filter (learn.StatusFilter): a permanent
+		// refusal of our address is deferred, not bounced, and leaves by
+		// the route around it. Without a relay there is no such route.
+		if err := pl.addToList("smtp_delivery_status_filter", "socketmap:"+addr+":status", false); err != nil {
+			return err
+		}
+	}
 	for _, t := range splitList(pl.st.expanded["transport_maps"]) {
 		if !slices.Contains(mine, t) {
 			if err := pl.table(t, "transport_maps", transportComment, 0o644); err != nil {
@@ -217,6 +225,11 @@ func (pl *planner) transports() error {
 		{"smtp_sasl_auth_enable", "yes"},
 		{"smtp_sasl_security_options", "noanonymous"},
 		{"smtp_sasl_tls_security_options", "noanonymous"},
+	}
+	if pl.w.Socketmap != "" {
+		// The relay's own refusals say nothing of our direct address:
+		// they reach the sender unchanged (main.cf's filter is for smtp).
+		relayOpts = append(relayOpts, [2]string{"smtp_delivery_status_filter", ""})
 	}
 	// main.cf's own password table, where it names one, serves the relay
 	// too: an option of ours would hide the administrator's credentials.

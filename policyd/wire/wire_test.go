@@ -138,7 +138,8 @@ func TestWireStockDebian(t *testing.T) {
 	sm := "socketmap:inet:" + ln.Addr().String() + ":transport"
 	got := map[string]string{}
 	for _, p := range []string{"transport_maps", "smtpd_milters", "non_smtpd_milters", "milter_default_action",
-		"milter_protocol", "smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions", "mxdetour_limits"} {
+		"milter_protocol", "smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions", "mxdetour_limits",
+		"smtp_delivery_status_filter"} {
 		got[p] = in.Param(p)
 	}
 	want := map[string]string{
@@ -150,6 +151,7 @@ func TestWireStockDebian(t *testing.T) {
 		"smtpd_recipient_restrictions":   "$mxdetour_limits",
 		"smtpd_end_of_data_restrictions": "$mxdetour_limits",
 		"mxdetour_limits":                "check_policy_service { inet:127.0.0.1:10040, timeout=2s, try_limit=1, default_action=DUNNO, policy_context=limits }",
+		"smtp_delivery_status_filter":    "$default_delivery_status_filter, socketmap:inet:" + ln.Addr().String() + ":status",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("main.cf (-want +got):\n%s", d)
@@ -176,6 +178,7 @@ func TestWireStockDebian(t *testing.T) {
 		"relay/unix/smtp_sasl_password_maps":        "hash:" + sasl,
 		"smtp-ipv4/unix/inet_protocols":             "ipv4",
 		"rewrite-smtpd/unix/transport_maps":         "",
+		"relay/unix/smtp_delivery_status_filter":    "",
 	} {
 		if g, ok := opts[k]; !ok || g != v {
 			t.Errorf("master.cf: -o %s = %q (set: %v), want %q", k, g, ok, v)
