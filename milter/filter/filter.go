@@ -9,9 +9,21 @@
 //     mail with a key for its From domain is DKIM-signed as it streams by,
 //     and the signatures are inserted at the top of the header.
 //
+// Mail that Postfix's cleanup submits itself (non_smtpd_milters: the
+// sendmail command, pickup, QMQP) cannot be refused at RCPT: Postfix turns
+// such a reject into "milter configuration error: can't reject recipient
+// in non-smtpd(8) submission" and a 4.3.5 deferral, retried for ever. So
+// the reserved-domain reject is given only to smtpd's sessions; for the
+// others the recipient goes on and the socketmap (error:5.1.2) bounces it.
+// cleanup emulates an SMTP client, which is told apart (see
+// cleanupEmulated) by its client port 0 at connect and, at RCPT, by
+// {rcpt_addr} without {rcpt_mailer}, which cleanup never sets; when in
+// doubt the recipient goes on. ({daemon_addr} does not tell them apart:
+// Postfix 3.7.11's cleanup sends it too, as 127.0.0.1.)
+//
 // The low-level API is used rather than mailfilter so that the country
-// rule can answer at MAIL FROM, {daemon_addr} tells Postfix's non-SMTP
-// submissions apart, and the body is signed as it streams instead of
+// rule can answer at MAIL FROM, the connect arguments and the macros of
+// each stage are at hand, and the body is signed as it streams instead of
 // being buffered. Every stage fails open: an internal error or a panic
 // accepts the message unsigned (or tempfails it, if so configured), is
 // logged and counted.
@@ -124,6 +136,8 @@ func (f *Filter) ServerOptions() []milter.Option {
 		milter.WithNegotiationCallback(negotiate),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroDaemonAddr, milter.MacroMTAFQDN}),
 		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroAuthType, milter.MacroQueueId}),
+		// Both: smtpd sends both, cleanup only {rcpt_addr} (cleanupEmulated).
+		milter.WithMacroRequest(milter.StageRcpt, []milter.MacroName{milter.MacroRcptAddr, milter.MacroRcptMailer}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
 	}
 }
@@ -160,7 +174,7 @@ func negotiate(mtaVersion, _ uint32, mtaActions, actions milter.OptAction, mtaPr
 type session struct {
 	f        *Filter
 	addr     netip.Addr
-	nonSMTPD bool // Postfix's sendmail/pickup path: it cannot take RCPT rejects
+	nonSMTPD bool // the connection looks like cleanup's emulated client (cleanupEmulated)
 
 	// the current message
 	st       *State
@@ -198,10 +212,42 @@ func (s *session) Connect(host, family string, port uint16, addr string, m milte
 	defer s.recover("connect", &resp)
 	s.addr, _ = netip.ParseAddr(strings.TrimPrefix(addr, "IPv6:"))
 	s.addr = s.addr.Unmap()
-	// smtpd always sends {daemon_addr} (Postfix 3.2+); cleanup, which runs
-	// non_smtpd_milters for sendmail and pickup, does not.
-	s.nonSMTPD = m.Get(milter.MacroDaemonAddr) == ""
+	s.nonSMTPD = emulatedClient(port, m)
 	return milter.RespContinue, nil
+}
+
+// emulatedClient tells, at connect, whether the client looks like the one
+// Postfix's cleanup emulates for non_smtpd_milters. Measured on Postfix
+// 3.7.11 (sendmail, pickup), with the default macro lists:
+//
+//	cleanup: host "localhost", family inet, port 0, address "127.0.0.1";
+//	         j, {daemon_name} = $myhostname, {daemon_addr} "127.0.0.1",
+//	         {daemon_port} "0", v, _ "localhost [127.0.0.1]"
+//	smtpd:   the same for a client on 127.0.0.1, except the port: the
+//	         client's real one; {daemon_addr}/{daemon_port} are smtpd's
+//	         listening address and port.
+//
+// cleanup takes the port from the queue file's client attributes when the
+// submitter passed them, else "0"; a TCP client never has port 0. An
+// empty {daemon_addr} (we ask for it; smtpd has sent it since Postfix 3.2)
+// is the non-smtpd sign of older versions. (smtpd on a UNIX-domain socket
+// also reports port 0: it loses the RCPT reject, not its mail.)
+func emulatedClient(port uint16, m milter.Modifier) bool {
+	return port == 0 || m.Get(milter.MacroDaemonAddr) == ""
+}
+
+// cleanupEmulated tells whether the recipient at hand comes from Postfix's
+// cleanup (non_smtpd_milters), which cannot apply a reject at RCPT. We ask
+// for {rcpt_addr} and {rcpt_mailer} at RCPT: smtpd answers both (its
+// {rcpt_mailer} is the transport, never empty), while cleanup's macro
+// table knows {rcpt_addr} but not {rcpt_mailer} (3.7.11: "R" macros
+// {rcpt_addr}="user@example.org" only). A client that sends neither (not
+// Postfix, or one that ignores our request) is judged by the connect.
+func (s *session) cleanupEmulated(m milter.Modifier) bool {
+	if s.nonSMTPD {
+		return true
+	}
+	return m.Get(milter.MacroRcptAddr) != "" && m.Get(milter.MacroRcptMailer) == ""
 }
 
 func (s *session) Helo(string, milter.Modifier) (*milter.Response, error) {
@@ -246,11 +292,18 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 
 func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("rcpt", &resp)
-	if s.st == nil || !s.st.Cfg.Milter.RejectReserved || s.nonSMTPD {
+	if s.st == nil || !s.st.Cfg.Milter.RejectReserved {
 		return milter.RespContinue, nil
 	}
 	d, err := domain.FromAddress(rcpt)
 	if err != nil || !domain.Reserved(d, s.st.Cfg.Domains.Reserved) {
+		return milter.RespContinue, nil
+	}
+	if s.cleanupEmulated(m) {
+		// Postfix would defer the whole message (4.3.5) and retry it for
+		// ever; the socketmap's error:5.1.2 bounces this recipient instead.
+		s.f.log.Info("reserved recipient of a non-SMTP submission: not refused at RCPT, Postfix cannot apply that here",
+			zap.String("rcpt", rcpt), zap.String("queue_id", m.Get(milter.MacroQueueId)))
 		return milter.RespContinue, nil
 	}
 	s.f.stats.RejectedReserved.Add(1)

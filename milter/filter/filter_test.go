@@ -90,13 +90,45 @@ func serve(t *testing.T, f *Filter) string {
 	return ln.Addr().String()
 }
 
-// transaction is one message as Postfix's smtpd would send it.
+// transaction is one message as Postfix 3.7.11 sends it: from smtpd, or
+// (smtpd false) from cleanup for non_smtpd_milters (sendmail, pickup).
 type transaction struct {
 	client, auth string
 	smtpd        bool
 	rcpts        []string
 	header       [][2]string
 	body         string
+}
+
+// What Postfix 3.7.11 sent a milter (measured against a real instance
+// with the default milter_*_macros; the client sends, as Postfix does,
+// only those the filter asks for). smtpd: its client's real port, its own
+// listening address as {daemon_addr}, all three RCPT macros. cleanup: the
+// client "localhost", port 0, 127.0.0.1, also with {daemon_addr}
+// 127.0.0.1; the queue ID from MAIL on; {rcpt_addr} but no {rcpt_host} or
+// {rcpt_mailer}.
+const (
+	smtpdPort   = 54940
+	cleanupPort = 0
+)
+
+func connectMacros(macros *milter.MacroBag) {
+	macros.Set(milter.MacroMTAFQDN, "mta.example.net")
+	macros.Set(milter.MacroDaemonName, "mta.example.net")
+	macros.Set(milter.MacroDaemonAddr, "127.0.0.1")
+	macros.Set(milter.MacroMTAVersion, "Postfix 3.7.11")
+	macros.Set(milter.MacroRFC1413AuthInfo, "localhost [127.0.0.1]")
+}
+
+// rcptMacros sets the RCPT macros of rcpt (bare address) as smtpd sends
+// them, or as cleanup does (macros of a cleanup session never hold the
+// other two).
+func rcptMacros(macros *milter.MacroBag, smtpd bool, rcpt string) {
+	macros.Set(milter.MacroRcptAddr, rcpt)
+	if smtpd {
+		macros.Set(milter.MacroRcptHost, "[127.0.0.1]:2599")
+		macros.Set(milter.MacroRcptMailer, "smtp")
+	}
 }
 
 type outcome struct {
@@ -108,25 +140,35 @@ type outcome struct {
 
 func run(t *testing.T, addr string, txs ...transaction) []outcome {
 	macros := milter.NewMacroBag()
-	if txs[0].smtpd {
-		macros.Set(milter.MacroDaemonAddr, "127.0.0.1")
-	}
+	connectMacros(macros)
 	s, err := milter.NewClient("tcp", addr).Session(macros)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Conn("client.example", milter.FamilyInet, 25, txs[0].client); err != nil {
+	host, port := "client.example", uint16(smtpdPort)
+	if !txs[0].smtpd {
+		host, port = "localhost", cleanupPort
+	}
+	if _, err := s.Conn(host, milter.FamilyInet, port, txs[0].client); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Helo("client.example"); err != nil {
+	if _, err := s.Helo(host); err != nil {
 		t.Fatal(err)
+	}
+	// smtpd passes the SMTP arguments, cleanup the bare addresses.
+	angle := func(a string) string { return "<" + a + ">" }
+	if !txs[0].smtpd {
+		angle = func(a string) string { return a }
 	}
 	var outs []outcome
 	for _, tx := range txs { // several messages in one SMTP session
 		o := outcome{rcpt: map[string]*milter.Action{}}
 		macros.Set(milter.MacroAuthAuthen, tx.auth)
-		o.mail, err = s.Mail("<sender@example.org>", "")
+		if !txs[0].smtpd {
+			macros.Set(milter.MacroQueueId, "4DF209861DE")
+		}
+		o.mail, err = s.Mail(angle("sender@example.org"), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +177,8 @@ func run(t *testing.T, addr string, txs ...transaction) []outcome {
 			continue
 		}
 		for _, r := range tx.rcpts {
-			if o.rcpt[r], err = s.Rcpt("<"+r+">", ""); err != nil {
+			rcptMacros(macros, txs[0].smtpd, r)
+			if o.rcpt[r], err = s.Rcpt(angle(r), ""); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -253,7 +296,7 @@ func TestRejects(t *testing.T) {
 	if a := o.rcpt["b@partner.mxd"]; a.Type != milter.ActionContinue {
 		t.Errorf("other recipient: %+v", a)
 	}
-	// Postfix's non-SMTP path (no {daemon_addr}) cannot take RCPT rejects.
+	// Postfix's non-SMTP path cannot take RCPT rejects (TestNonSMTPD).
 	o = run(t, addr, transaction{client: "127.0.0.1", rcpts: []string{"a@example.com"}, header: hdr, body: "x\r\n"})[0]
 	if a := o.rcpt["a@example.com"]; a.Type != milter.ActionContinue {
 		t.Errorf("non-smtpd reserved recipient: %+v", a)
@@ -274,6 +317,89 @@ func TestRejects(t *testing.T) {
 	o = run(t, addr, transaction{client: "203.0.113.9", auth: "roaming", smtpd: true, rcpts: []string{"b@partner.mxd"}, header: hdr, body: "x\r\n"})[0]
 	if o.mail.Type != milter.ActionContinue {
 		t.Errorf("authenticated client from a blocked country: %+v", o.mail)
+	}
+}
+
+// TestNonSMTPD: Postfix cannot apply a reject at RCPT to the mail its
+// cleanup submits (sendmail, pickup): it defers the message with "milter
+// configuration error: can't reject recipient in non-smtpd(8) submission"
+// and retries it every second. Such a reserved recipient must go on (the
+// socketmap bounces it); smtpd's is refused. The values are what Postfix
+// 3.7.11 sent (see transaction), and variations of them.
+func TestNonSMTPD(t *testing.T) {
+	addr := serve(t, New(state(t, nil), zaptest.NewLogger(t)))
+	const rcpt = "user@example.org"
+	type rcptMacro struct{ addr, host, mailer string }
+	for _, tc := range []struct {
+		name       string
+		host       string
+		port       uint16
+		client     string
+		daemonAddr string // "" = not sent
+		rcptArg    string
+		rcpt       *rcptMacro // nil = none sent
+		reject     bool
+	}{
+		{"3.7.11 cleanup (sendmail, pickup)", "localhost", 0, "127.0.0.1", "127.0.0.1", rcpt,
+			&rcptMacro{addr: rcpt}, false},
+		{"3.7.11 smtpd, client on 127.0.0.1", "localhost", 54940, "127.0.0.1", "127.0.0.1", "<" + rcpt + ">",
+			&rcptMacro{rcpt, "[127.0.0.1]:2599", "smtp"}, true},
+		{"3.7.11 smtpd, remote client", "client.example", 41234, "198.51.100.7", "192.0.2.1", "<" + rcpt + ">",
+			&rcptMacro{rcpt, "example.org", "smtp"}, true},
+		// cleanup with the client attributes of its submitter (a real
+		// port): only the RCPT macros tell.
+		{"cleanup with a submitter's client port", "client.example", 41234, "198.51.100.7", "127.0.0.1", rcpt,
+			&rcptMacro{addr: rcpt}, false},
+		// no RCPT macros (asked for, not sent): the connect decides.
+		{"port 0, no RCPT macros", "localhost", 0, "127.0.0.1", "127.0.0.1", rcpt, nil, false},
+		{"older Postfix: no {daemon_addr}", "localhost", 0, "127.0.0.1", "", rcpt, nil, false},
+		{"no {daemon_addr}, real port", "localhost", 41234, "127.0.0.1", "", rcpt, nil, false},
+		{"smtpd, no RCPT macros", "client.example", 41234, "198.51.100.7", "192.0.2.1", "<" + rcpt + ">", nil, true},
+		// a smtpd that says it is smtpd does not outweigh a cleanup-like connect.
+		{"port 0 with smtpd's RCPT macros", "localhost", 0, "127.0.0.1", "127.0.0.1", rcpt,
+			&rcptMacro{rcpt, "example.org", "smtp"}, false},
+	} {
+		macros := milter.NewMacroBag()
+		connectMacros(macros)
+		if tc.daemonAddr == "" {
+			macros = milter.NewMacroBag()
+			macros.Set(milter.MacroMTAFQDN, "mta.example.net")
+			macros.Set(milter.MacroDaemonName, "mta.example.net")
+		} else {
+			macros.Set(milter.MacroDaemonAddr, tc.daemonAddr)
+		}
+		s, err := milter.NewClient("tcp", addr).Session(macros)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Conn(tc.host, milter.FamilyInet, tc.port, tc.client); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Helo(tc.host); err != nil {
+			t.Fatal(err)
+		}
+		macros.Set(milter.MacroQueueId, "4DF209861DE")
+		if a, err := s.Mail("sender@mta.example.net", ""); err != nil || a.Type != milter.ActionContinue {
+			t.Fatalf("%s: MAIL %+v %v", tc.name, a, err)
+		}
+		if m := tc.rcpt; m != nil {
+			macros.Set(milter.MacroRcptAddr, m.addr)
+			if m.mailer != "" {
+				macros.Set(milter.MacroRcptHost, m.host)
+				macros.Set(milter.MacroRcptMailer, m.mailer)
+			}
+		}
+		a, err := s.Rcpt(tc.rcptArg, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		switch {
+		case tc.reject && (a.Type != milter.ActionRejectWithCode || !strings.HasPrefix(a.SMTPReply, "550 5.1.2 <user@example.org>: ")):
+			t.Errorf("%s: RCPT %+v, want 550 5.1.2", tc.name, a)
+		case !tc.reject && a.Type != milter.ActionContinue:
+			t.Errorf("%s: RCPT %+v, want continue: Postfix cannot reject at RCPT here", tc.name, a)
+		}
 	}
 }
 
