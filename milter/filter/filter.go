@@ -299,6 +299,11 @@ func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Respon
 	if err != nil || !domain.Reserved(d, s.st.Cfg.Domains.Reserved) {
 		return milter.RespContinue, nil
 	}
+	if mailer := m.Get(milter.MacroRcptMailer); mailer == "local" || mailer == "virtual" {
+		// Postfix delivers it itself (a host named under a reserved
+		// domain, root@localhost): its own mail, never refused here.
+		return milter.RespContinue, nil
+	}
 	if s.cleanupEmulated(m) {
 		// Postfix would defer the whole message (4.3.5) and retry it for
 		// ever; the socketmap's error:5.1.2 bounces this recipient instead.

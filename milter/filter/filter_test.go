@@ -358,6 +358,12 @@ func TestNonSMTPD(t *testing.T) {
 		// a smtpd that says it is smtpd does not outweigh a cleanup-like connect.
 		{"port 0 with smtpd's RCPT macros", "localhost", 0, "127.0.0.1", "127.0.0.1", rcpt,
 			&rcptMacro{rcpt, "example.org", "smtp"}, false},
+		// smtpd mail Postfix delivers itself (a host named under a
+		// reserved domain): its own, never refused.
+		{"smtpd, delivered locally", "client.example", 41234, "198.51.100.7", "192.0.2.1", "<" + rcpt + ">",
+			&rcptMacro{rcpt, "example.org", "local"}, false},
+		{"smtpd, virtual mailbox", "client.example", 41234, "198.51.100.7", "192.0.2.1", "<" + rcpt + ">",
+			&rcptMacro{rcpt, "example.org", "virtual"}, false},
 	} {
 		macros := milter.NewMacroBag()
 		connectMacros(macros)

@@ -214,13 +214,15 @@ func (e *Engine) decide(ctx context.Context, recipient string, explain bool, now
 		return Decision{Route: Direct, Reason: ReasonNoDomain, Detail: []string{err.Error()}}
 	}
 	d := Decision{Domain: dom, Cached: true, explain: explain, at: now}
+	// Our own domains first: Postfix delivers them itself, even one under
+	// a reserved name (localhost, a test host named under example.net).
 	switch {
-	case domain.Reserved(dom, st.cfg.Domains.Reserved):
-		return st.reject(d, ReasonReserved, fmt.Sprintf("error:5.1.2 %s is a reserved domain (RFC 2606) and does not receive mail", dom))
 	case domain.Within(dom, st.cfg.Domains.Local):
 		d.Route, d.Reason = Direct, ReasonLocal
 		d.why("one of our local domains: never routed")
 		return d
+	case domain.Reserved(dom, st.cfg.Domains.Reserved):
+		return st.reject(d, ReasonReserved, fmt.Sprintf("error:5.1.2 %s is a reserved domain (RFC 2606) and does not receive mail", dom))
 	}
 	if r, ok := st.matchRule(recipient, dom); ok {
 		d.Reason = ReasonRule

@@ -74,7 +74,7 @@ func newEngine(t testing.TB, mutate func(*config.Config), listings Listings, blo
 	cfg.DNS.Attempts = 1
 	cfg.DNS.ASNZone, cfg.DNS.ASN6Zone = "origin.asn.mxd", "origin6.asn.mxd"
 	cfg.Transports.Relay = relay
-	cfg.Domains.Local = []string{"local.mxd"}
+	cfg.Domains.Local = []string{"local.mxd", "h2.example.net"}
 	cfg.Rules = []config.Rule{
 		{Address: "vip@gmail.mxd", Route: "direct"},
 		{Domain: "rule.mxd", Route: "relay"},
@@ -129,6 +129,7 @@ func TestDecide(t *testing.T) {
 		{"trent@rule.mxd", short{"rule.mxd", relay, "", "", Relay, ReasonRule}},
 		{"trent@sub.ruled.mxd", short{"sub.ruled.mxd", relay, "", "", Relay, ReasonRule}},
 		{"victor@local.mxd", short{"local.mxd", "", "", "", Direct, ReasonLocal}},
+		{"root@h2.example.net", short{"h2.example.net", "", "", "", Direct, ReasonLocal}}, // ours, though reserved
 		{"walter@Example.COM", short{"example.com", "error:5.1.2 example.com is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
 		{"walter@mail.example.org", short{"mail.example.org", "error:5.1.2 mail.example.org is a reserved domain (RFC 2606) and does not receive mail", "", "", Reject, ReasonReserved}},
 		{"nodomain", short{"", "", "", "", Direct, ReasonNoDomain}},
