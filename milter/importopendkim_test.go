@@ -109,7 +109,7 @@ ExternalIgnoreList	refile:%s/ExternalIgnoreList
 	cfgFile = write("mxdetour.toml", out)
 	stdout.Reset()
 	stderr.Reset()
-	if code := run([]string{"-check-config", "-config", cfgFile}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "OK (2 DKIM keys)") {
+	if code := run([]string{"-check-config", "-config", cfgFile}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "OK (2 DKIM keys; ") {
 		t.Fatalf("-check-config: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 

@@ -126,7 +126,7 @@ func canDial(addr string) bool {
 // signing with the key loaded before.
 func TestBinary(t *testing.T) {
 	cfg, lport, mport, write := newMilterConfig(t)
-	if out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK (1 DKIM keys)") {
+	if out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK (1 DKIM keys; ") {
 		t.Fatalf("-check-config: %v %s", err, out)
 	}
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))

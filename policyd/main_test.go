@@ -250,9 +250,14 @@ func TestCheckConfig(t *testing.T) {
 	// the output says what was left unchecked.
 	alone := exec.Command(bin, "-check-config", "-config", good)
 	alone.Env = append(os.Environ(), "PATH=/nonexistent")
-	if out, err := alone.CombinedOutput(); err != nil || !strings.Contains(string(out), ": OK\n") ||
+	if out, err := alone.CombinedOutput(); err != nil || !strings.Contains(string(out), ": OK (checked: ") ||
 		!strings.Contains(string(out), "not checked: the DKIM keys and country data of [milter] (mxdetour-milter is not installed") {
 		t.Errorf("good config: %v %s", err, out)
+	}
+	// The unit's reload runs -self-only: its output is one journal line.
+	if out, err := exec.Command(bin, "-check-config", "-self-only", "-config", good).CombinedOutput(); err != nil ||
+		strings.Count(string(out), "\n") != 1 {
+		t.Errorf("-self-only on a good config: %v, want one line:\n%s", err, out)
 	}
 	bad, _, _ := writeConfig(t, srv.Addr(), "[policyd.extra]\n")
 	out, err := exec.Command(bin, "-check-config", "-config", bad).CombinedOutput()
@@ -285,7 +290,7 @@ func TestCheckConfigChecksMilterPart(t *testing.T) {
 	srv := dnstest.New(t, zone())
 	good, _, _ := writeConfig(t, srv.Addr(), "")
 	out, err := exec.Command(pol, "-check-config", "-config", good).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "mxdetour-milter -check-config:\n") || !strings.Contains(string(out), "OK (0 DKIM keys)") ||
+	if err != nil || !strings.Contains(string(out), "mxdetour-milter -check-config:\n") || !strings.Contains(string(out), "OK (0 DKIM keys; ") ||
 		strings.Contains(string(out), "not checked") {
 		t.Errorf("good config: %v\n%s", err, out)
 	}
