@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -29,6 +30,7 @@ type postfix struct {
 // postfixOptions are the parameters a scenario varies.
 type postfixOptions struct {
 	DirectPort   int      // "direct delivery": Postfix's default route (relayhost)
+	DirectHost   string   // its loopback address ("" = 127.0.0.1)
 	Extra        []string // more main.cf lines
 	MasterExtra  string   // more master.cf lines
 	SmtpdOpts    []string // -o options of the smtpd service
@@ -70,7 +72,7 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8, 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-relayhost = [127.0.0.1]:%[2]d
+relayhost = [%[3]s]:%[2]d
 smtp_dns_support_level = disabled
 alias_maps =
 alias_database =
@@ -84,8 +86,8 @@ minimal_backoff_time = 5s
 maximal_backoff_time = 10s
 smtp_connection_cache_on_demand = no
 delay_warning_time = 0
-`, dir, o.DirectPort)
-	main += strings.Join(o.Extra, "\n") + "\n"
+`, dir, o.DirectPort, cmp.Or(o.DirectHost, "127.0.0.1"))
+	main = dropOverridden(main, o.Extra) + strings.Join(o.Extra, "\n") + "\n"
 	smtpOpts, smtpdOpts := "", ""
 	if o.SoftBounce5x {
 		smtpOpts = "\n  -o soft_bounce=yes"
@@ -146,6 +148,27 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 	})
 	p.waitListening()
 	return p
+}
+
+// dropOverridden returns main.cf text without its lines of parameters
+// that extra sets again. Postfix would take the last, but every daemon
+// warns of a duplicate at start, postlogd too, to its own socket before
+// it reads it: a dozen such warnings (net.unix.max_dgram_qlen is 10)
+// deadlocked postlogd, and with it every process that logs.
+func dropOverridden(main string, extra []string) string {
+	set := map[string]bool{}
+	for _, l := range extra {
+		if name, _, ok := strings.Cut(l, "="); ok {
+			set[strings.TrimSpace(name)] = true
+		}
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(main, "\n") {
+		if name, _, ok := strings.Cut(l, "="); !ok || !set[strings.TrimSpace(name)] {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "")
 }
 
 func (p *postfix) addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }

@@ -33,7 +33,13 @@ type sink struct {
 
 func newSink(t *testing.T, name string) *sink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newSinkAt(t, name, "127.0.0.1")
+}
+
+// newSinkAt is newSink on another loopback address (127.0.0.2 ...).
+func newSinkAt(t *testing.T, name, host string) *sink {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

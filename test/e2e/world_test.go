@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -79,6 +80,13 @@ type worldOptions struct {
 	// IPv4Transport is [transports] ipv4 ("" = none): ExtraCfg comes after
 	// [milter] and cannot add to [transports].
 	IPv4Transport string
+	// DirectHost is the direct sink's loopback address ("" = 127.0.0.1).
+	// Another one (127.0.0.2) tells it from the relay by host alone, as
+	// the delivery status filter must: a reply names the host, no port.
+	DirectHost string
+	// StatusFilter sets smtp_delivery_status_filter to policyd's
+	// socketmap, map "status".
+	StatusFilter bool
 	// BeforeStart runs after the config is written, before the daemons start.
 	BeforeStart func(w *world)
 	// Unix wires the three sockets as contrib/systemd/unix's drop-ins and
@@ -96,14 +104,17 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	}
 	w.dns = dnstest.New(t, zone())
 	w.relay = newSink(t, "relay")
-	w.direct = newSink(t, "direct")
+	w.direct = newSinkAt(t, "direct", cmp.Or(o.DirectHost, "127.0.0.1"))
 	w.ports.policy, w.ports.socketmap, w.ports.milter = testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	w.unix = o.Unix
 	tcp := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
 	w.addrs.policy, w.addrs.socketmap, w.addrs.milter = tcp(w.ports.policy), tcp(w.ports.socketmap), tcp(w.ports.milter)
 
-	o.Postfix.DirectPort = w.direct.port()
+	o.Postfix.DirectPort, o.Postfix.DirectHost = w.direct.port(), o.DirectHost
 	w.postfixWiring(&o.Postfix, o.Wiring, o.NoMilter)
+	if o.StatusFilter {
+		o.Postfix.Extra = append(o.Postfix.Extra, fmt.Sprintf("smtp_delivery_status_filter = socketmap:%s:status", w.postfixAddr("socketmap", w.ports.socketmap)))
+	}
 	w.pf = startPostfix(t, o.Postfix)
 	var socks map[string]daemontest.Socket
 	if o.Unix {
