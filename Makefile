@@ -71,6 +71,13 @@ fuzz:
 test-faults:
 	MXDETOUR_FAULTS=1 $(GO) test -race -timeout 20m -run 'TestFaultMatrix' -v ./test/e2e/
 
+# The real-server suite: Debian 12 booted with systemd in systemd-nspawn,
+# this checkout's package installed the admin's way, Postfix and both
+# daemons under their units (root; test/realserver/run.sh says more).
+.PHONY: test-realserver
+test-realserver:
+	bash test/realserver/run.sh
+
 # Go benchmarks; the load tools under test/ are described in README.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
