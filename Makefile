@@ -96,8 +96,12 @@ PKGVERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^
 	if [ -n "$$v" ]; then echo "$$v"; else echo "0.0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d).$$(git rev-parse --short HEAD)"; fi)
 
 .PHONY: deb rpm packages
+# /etc/mxdetour/mxdetour.toml is contrib/mxdetour.toml with the three
+# listen keys on the socket units' unix sockets (packaging/packaged-toml.sh).
 packages: build
 	mkdir -p dist/build
+	sh packaging/packaged-toml.sh contrib/mxdetour.toml > dist/build/mxdetour.toml.tmp
+	mv dist/build/mxdetour.toml.tmp dist/build/mxdetour.toml
 	for m in packaging/man/*; do gzip -9nc $$m > dist/build/$$(basename $$m).gz; done
 	gzip -9nc packaging/debian.changelog > dist/build/changelog.Debian.gz
 

@@ -11,11 +11,13 @@
 # (shadow-utils' useradd/groupadd/usermod, which exit 2 on an option they
 # do not know, such as Debian adduser's --quiet; systemd-sysusers, which
 # makes the user from a sysusers.d file on stdin; getent that knows the
-# users made so far; systemctl) plus cat, rm, mkdir and grep. Each fake records its call,
+# users made so far; systemctl; postconf, with Postfix wired to the old
+# loopback addresses, for the upgrade's keep-tcp.conf drop-ins) plus cat,
+# rm, mkdir, rmdir and grep. Each fake records its call,
 # so a Debian-only tool (adduser, deb-systemd-*) is simply not found. The
-# scriptlets' absolute paths /run/systemd/system (systemd running or not)
-# and /var/lib/mxdetour are rewritten into a scratch root, so the state
-# removal is real and harmless. "rpm -i --test" into an empty root checks
+# scriptlets' absolute paths /run/systemd/system (systemd running or not),
+# /etc/systemd/system and /var/lib/mxdetour are rewritten into a scratch
+# root, so the state removal is real and harmless. "rpm -i --test" into an empty root checks
 # the dependencies (no adduser).
 # shellcheck disable=SC2016 # the fakes' bodies expand when they run
 set -euo pipefail
@@ -32,6 +34,7 @@ for tag in PREIN POSTIN PREUN POSTUN; do
 	[ "$(head -c 9 "$t/$tag.orig")" = '#!/bin/sh' ] || fail "$tag is missing"
 	sh -n "$t/$tag.orig" || fail "$tag: sh -n"
 	sed -e "s#/run/systemd/system#$t/root/run/systemd/system#g" \
+		-e "s#/etc/systemd/system#$t/root/etc/systemd/system#g" \
 		-e "s#/var/lib/mxdetour#$t/root/var/lib/mxdetour#g" "$t/$tag.orig" > "$t/$tag"
 done
 for tool in adduser addgroup deluser delgroup deb-systemd-helper deb-systemd-invoke dpkg-statoverride; do
@@ -47,7 +50,7 @@ rpm -qpR "$rpm" | grep -q adduser && fail "the rpm requires adduser"
 
 # The fakes. $t/db holds the users and groups that exist.
 mkdir -p "$t/bin"
-ln -s "$(command -v cat)" "$(command -v rm)" "$(command -v mkdir)" "$(command -v grep)" "$t/bin/"
+ln -s "$(command -v cat)" "$(command -v rm)" "$(command -v mkdir)" "$(command -v rmdir)" "$(command -v grep)" "$t/bin/"
 fake() { printf '#!/bin/bash\nlog=%q db=%q\n%s\n' "$t/calls" "$t/db" "$2" > "$t/bin/$1"; chmod +x "$t/bin/$1"; }
 fake getent 'echo "getent $*" >> "$log"; grep -qx "$1:$2" "$db" 2>/dev/null'
 fake groupadd 'echo "groupadd $*" >> "$log"
@@ -64,6 +67,10 @@ fake systemd-sysusers 'in=$(cat); echo "systemd-sysusers $* <<$in" >> "$log"
 [ "$1" = --replace=/usr/lib/sysusers.d/mxdetour.conf ] && [ "$2" = - ] || exit 1
 case "$in" in "u mxdetour "*) grep -qx passwd:mxdetour "$db" || printf "group:mxdetour\npasswd:mxdetour\n" >> "$db" ;; esac'
 fake systemctl 'echo "systemctl $*" >> "$log"'
+# postconf -hx of the parameters %post looks at: Postfix still wired to
+# the socketmap's and the milter's old loopback addresses.
+fake postconf 'echo "postconf $*" >> "$log"
+printf "socketmap:inet:127.0.0.1:10041:transport\npermit_mynetworks\n\ninet:127.0.0.1:10042\ninet:127.0.0.1:10042\n\n"'
 
 # run SCRIPTLET ARG: one scriptlet as rpm runs it (sh, $1, exit status).
 run() { : > "$t/calls"; env -i PATH="$t/bin" /bin/sh "$t/$1" "$2" > "$t/out" 2>&1 || { cat "$t/out" "$t/calls"; fail "$1 $2 exited $?"; }; }
@@ -95,6 +102,7 @@ for systemd in running none; do
 		mkdir -p "$t/root/var/lib/mxdetour" && echo '{}' > "$t/root/var/lib/mxdetour/state.json"
 		run POSTIN 1
 		not_called try-restart "%post 1 restarted something"
+		not_called postconf "%post 1 looked for an old wiring"
 		[ $systemd = none ] || called 'systemctl daemon-reload' "%post did not reload systemd"
 		[ $systemd = running ] || not_called systemctl "%post called systemctl without systemd"
 		grep -q 'installed but not started' "$t/out" || fail "%post 1 did not say how to start"
@@ -106,6 +114,13 @@ for systemd in running none; do
 		if [ $systemd = running ]; then
 			called 'systemctl try-restart mxdetour-policyd.service mxdetour-milter.service' "%post 2 did not restart the daemons"
 		fi
+		# The TCP addresses Postfix is wired to are kept, beside the unix sockets.
+		d=$t/root/etc/systemd/system
+		grep -qx 'ListenStream=127.0.0.1:10041' "$d/mxdetour-policyd-socketmap.socket.d/keep-tcp.conf" || fail "%post 2 did not keep the socketmap's TCP address"
+		grep -qx 'ListenStream=127.0.0.1:10042' "$d/mxdetour-milter.socket.d/keep-tcp.conf" || fail "%post 2 did not keep the milter's TCP address"
+		[ ! -e "$d/mxdetour-policyd.socket.d" ] || fail "%post 2 kept a TCP address Postfix is not wired to"
+		! grep -qx 'ListenStream=' "$d"/*/keep-tcp.conf || fail "keep-tcp.conf replaces the unix socket"
+		grep -q 'mxdetour-policyd wire' "$t/out" || fail "%post 2 did not say how to move Postfix"
 		run PREUN 1
 		not_called 'disable\|stop' "%preun 1 (upgrade) stopped or disabled units"
 		run POSTUN 1
@@ -121,6 +136,7 @@ for systemd in running none; do
 		fi
 		run POSTUN 0
 		[ ! -e "$t/root/var/lib/mxdetour" ] || fail "%postun 0 (erase) kept the state"
+		[ -z "$(ls "$t/root/etc/systemd/system")" ] || fail "%postun 0 (erase) left $(ls "$t/root/etc/systemd/system")"
 		[ $sysusers = yes ] || mv "$t/sysusers.off" "$t/bin/systemd-sysusers"
 	done
 done

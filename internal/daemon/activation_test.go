@@ -1,10 +1,15 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +23,20 @@ import (
 // TestMain lets the test binary play a daemon under
 // systemd-socket-activate (see TestActivation).
 func TestMain(m *testing.M) {
+	if path := os.Getenv("DAEMON_TEST_DIAL"); path != "" {
+		// A local client: its connection must be closed unanswered.
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			os.Exit(2)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if l, err := bufio.NewReader(c).ReadString('\n'); !errors.Is(err, io.EOF) {
+			fmt.Fprintf(os.Stderr, "answered %q (%v), want the connection closed\n", l, err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv("DAEMON_TEST_HELPER") == "" {
 		os.Exit(m.Run())
 	}
@@ -36,6 +55,9 @@ func TestMain(m *testing.M) {
 // tool: the socket named "policy" is served from systemd's socket (not
 // the configured address), "socketmap", which systemd did not pass, from
 // its configured address, and a socket of an unknown name is reported.
+// A unix socket passed under "policy" too is served to our own user and
+// (as root) refused to another one, nobody, though its mode lets anyone
+// connect; the TCP listeners are said to be open to any local user.
 func TestActivation(t *testing.T) {
 	tool, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
@@ -45,9 +67,16 @@ func TestActivation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir, err := os.MkdirTemp("", "activation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755) // for nobody
+	unixPolicy := filepath.Join(dir, "policy.sock")
 	activated, unknown := addr(freePort(t)), addr(freePort(t))
 	configured, socketmap := addr(freePort(t)), addr(freePort(t))
-	cmd := exec.Command(tool, "-l", activated, "-l", unknown, "--fdname=policy:bogus",
+	cmd := exec.Command(tool, "-l", activated, "-l", unknown, "-l", unixPolicy, "--fdname=policy:bogus:policy",
 		"-E", "DAEMON_TEST_HELPER=1", "-E", "POLICY_ADDR="+configured, "-E", "SOCKETMAP_ADDR="+socketmap, self)
 	out := &testutil.LockedBuffer{}
 	cmd.Stderr = out
@@ -78,12 +107,40 @@ func TestActivation(t *testing.T) {
 		c.Close()
 		t.Error("the configured policy address is served though systemd passed a policy socket")
 	}
-	for _, want := range []string{
+	if got := askUnix(t, unixPolicy); got != "policy" {
+		t.Errorf("activated unix socket answered %q to our own user", got)
+	}
+	wants := []string{
 		`"socket": "policy", "addr": "` + activated + `", "from": "systemd"`,
+		`"socket": "policy", "addr": "unix:` + unixPolicy + `", "from": "systemd", "allowed_uids": [0`,
 		`"socket": "socketmap", "addr": "` + socketmap + `", "from": "config"`,
 		"the socket unit's address is served, not the configured one",
 		`systemd passed a socket this daemon has no use for; set FileDescriptorName=	{"name": "bogus"`,
-	} {
+		"TCP listeners are open to any local user",
+	}
+	if os.Geteuid() == 0 {
+		os.Chmod(unixPolicy, 0o666) // the mode lets nobody in; the credentials do not
+		bin := filepath.Join(dir, "client")
+		data, err := os.ReadFile(self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		client := exec.Command(bin)
+		client.Env = []string{"DAEMON_TEST_DIAL=" + unixPolicy}
+		client.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := client.CombinedOutput(); err != nil {
+			t.Errorf("a client as nobody: %v\n%s", err, out)
+		}
+		eventually(t, "the refusal logged", func() bool { return strings.Contains(out.String(), "refused a connection from a local user") })
+		wants = append(wants, `"socket": "policy", "addr": "unix:`+unixPolicy+`", "uid": 65534, "user": "nobody"`)
+		if got := askUnix(t, unixPolicy); got != "policy" {
+			t.Errorf("after a refusal, the unix socket answered %q to our own user", got)
+		}
+	}
+	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("log lacks %q", want)
 		}
@@ -99,5 +156,41 @@ func TestActivation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+// askUnix is ask over a unix socket.
+func askUnix(t *testing.T, path string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(l)
+}
+
+// TestConfiguredUnix: a unix socket the daemon opens itself is guarded by
+// peer credentials as one systemd passes is, and no TCP warning is given
+// when nothing listens on TCP.
+func TestConfiguredUnix(t *testing.T) {
+	log, logs := logger(t)
+	path := filepath.Join(t.TempDir(), "s.sock")
+	start(t, Options{Sockets: []Socket{{Name: "policy", Addr: "unix:" + path, Mode: 0o660, Server: &echoServer{name: "policy"}}}, Log: log})
+	eventually(t, "serving", func() bool { return logs.FilterMessage("listening").Len() == 1 })
+	if got := askUnix(t, path); got != "policy" {
+		t.Errorf("answered %q", got)
+	}
+	f := logs.FilterMessage("listening").All()[0].ContextMap()
+	if f["addr"] != "unix:"+path || f["allowed_uids"] == nil {
+		t.Errorf("listening %v: want the unix address and the uids let in", f)
+	}
+	if n := logs.FilterMessageSnippet("TCP listeners").Len(); n != 0 {
+		t.Errorf("%d TCP warnings with no TCP listener", n)
 	}
 }

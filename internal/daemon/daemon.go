@@ -177,13 +177,30 @@ func (r *runner) listen() error {
 			lns, from = []net.Listener{ln}, "config"
 		}
 		for _, ln := range lns {
+			// A unix socket hands out only the connections of root, our own
+			// user, the socket's owner and Postfix's user (peer credentials).
+			ln = listen.OnlyPeers(ln, r.log.With(zap.String("socket", s.Name)))
 			sv := &served{name: s.Name, addr: listen.Addr(ln), from: from, ln: watch(ln), srv: s.Server}
 			r.served = append(r.served, sv)
-			r.log.Info("listening", zap.String("socket", s.Name), zap.String("addr", sv.addr), zap.String("from", from))
+			fields := []zap.Field{zap.String("socket", s.Name), zap.String("addr", sv.addr), zap.String("from", from)}
+			if pl, ok := ln.(*listen.PeerListener); ok {
+				fields = append(fields, zap.Uint32s("allowed_uids", pl.Allowed()))
+			}
+			r.log.Info("listening", fields...)
 		}
 		if from == "systemd" && s.Addr != "" && !r.serves(s.Name, s.Addr) {
 			r.log.Warn("the socket unit's address is served, not the configured one", zap.String("socket", s.Name), zap.String("configured", s.Addr))
 		}
+	}
+	var tcp []string
+	for _, s := range r.served {
+		if !strings.HasPrefix(s.addr, "unix:") {
+			tcp = append(tcp, s.addr)
+		}
+	}
+	if len(tcp) > 0 {
+		r.log.Warn("TCP listeners are open to any local user and any host that can reach them (whoever can connect can ask and count): fine for a first try; the packaged configuration uses unix sockets only Postfix can open",
+			zap.Strings("tcp", tcp))
 	}
 	for name, lns := range activated {
 		r.log.Warn("systemd passed a socket this daemon has no use for; set FileDescriptorName=", zap.String("name", name), zap.Int("sockets", len(lns)))

@@ -90,7 +90,7 @@ func verify(t *testing.T, dir string) {
 	for _, b := range []string{"mxdetour-policyd", "mxdetour-milter"} {
 		os.WriteFile(filepath.Join(root, "usr", "sbin", b), []byte("#!/bin/sh\n"), 0o755)
 	}
-	ours, _ := filepath.Glob(filepath.Join(dir, "mxdetour-*")) // the units; unix/ holds drop-ins (packaging checks them)
+	ours, _ := filepath.Glob(filepath.Join(dir, "mxdetour-*")) // the units; tcp/ holds drop-ins (packaging checks them)
 	args := []string{"verify", "--man=no", "--root=" + root}
 	for _, f := range ours {
 		copyFile(t, f, filepath.Join(units, filepath.Base(f)))

@@ -3,6 +3,7 @@
 // unix socket (created with the configured mode, a stale socket file
 // replaced, unlinked on Close) — or as systemd passes them under socket
 // activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES).
+// OnlyPeers guards a unix listener by its clients' peer credentials.
 package listen
 
 import (

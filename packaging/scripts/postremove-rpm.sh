@@ -13,5 +13,11 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" = 0 ]; then
 	rm -rf /var/lib/mxdetour
+	# The drop-ins %post made on an upgrade from TCP (keep-tcp.conf); the
+	# postmaster's own drop-ins stay.
+	for u in mxdetour-policyd mxdetour-policyd-socketmap mxdetour-milter; do
+		rm -f "/etc/systemd/system/$u.socket.d/keep-tcp.conf"
+		rmdir "/etc/systemd/system/$u.socket.d" 2>/dev/null || true
+	done
 fi
 exit 0

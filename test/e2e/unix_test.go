@@ -19,21 +19,21 @@ import (
 const spool = "/var/spool/postfix"
 
 // unitSockets makes the listening sockets that contrib/systemd's socket
-// units with the unix drop-ins (contrib/systemd/unix) would make, as
+// units make (unix sockets in Postfix's spool, the packaged default), as
 // systemd does (root creates them, then sets SocketUser, SocketGroup and
 // SocketMode), under queueDir instead of /var/spool/postfix. It returns
 // them by FileDescriptorName.
 func unitSockets(t *testing.T, queueDir string) map[string]daemontest.Socket {
 	t.Helper()
-	units, err := filepath.Glob("../../contrib/systemd/unix/*.socket.d/unix.conf")
+	units, err := filepath.Glob("../../contrib/systemd/*.socket")
 	if err != nil || len(units) != 3 {
-		t.Fatalf("contrib/systemd/unix: %d drop-ins (%v), want 3", len(units), err)
+		t.Fatalf("contrib/systemd: %d socket units (%v), want 3", len(units), err)
 	}
 	socks := map[string]daemontest.Socket{}
-	for _, dropIn := range units {
-		unit := strings.TrimSuffix(filepath.Base(filepath.Dir(dropIn)), ".d")
-		base := unitKeys(t, filepath.Join("../../contrib/systemd", unit))
-		keys := unitKeys(t, dropIn)
+	for _, file := range units {
+		unit := filepath.Base(file)
+		keys := unitKeys(t, file)
+		base := keys
 		name := base["FileDescriptorName"]
 		path := keys["ListenStream"]
 		if name == "" || !strings.HasPrefix(path, spool+"/private/") {
@@ -81,7 +81,7 @@ func unitKeys(t *testing.T, path string) map[string]string {
 }
 
 // The unix-socket wiring works as shipped (issue #16): the sockets made
-// as contrib/systemd/unix's drop-ins say (in Postfix's private/, owned by
+// as contrib/systemd's socket units say (in Postfix's private/, owned by
 // postfix, 0660), passed to the daemons by name, and Postfix wired as
 // contrib/postfix/main.cf's "unix sockets" alternative. A submission to a
 // Google-hosted domain is routed to the relay through the socketmap and

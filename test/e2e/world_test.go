@@ -89,7 +89,7 @@ type worldOptions struct {
 	StatusFilter bool
 	// BeforeStart runs after the config is written, before the daemons start.
 	BeforeStart func(w *world)
-	// Unix wires the three sockets as contrib/systemd/unix's drop-ins and
+	// Unix wires the three sockets as contrib/systemd's socket units and
 	// contrib/postfix/main.cf's "unix sockets" alternative say: in the
 	// queue directory's private/, made by "systemd" (the test) and passed
 	// to the daemons by name; Postfix connects to unix:private/...
