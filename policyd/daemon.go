@@ -239,7 +239,7 @@ func (d *policyd) run(rt *runtime) {
 	cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
 	engine := rt.engine
 	l := learn.NewLearner(learn.Options{
-		LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
+		Source: cfg.Learn.Source, LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
 		Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
 		ProviderOf: func(host string) string { return providerOf(engine, host) }, SaveEvery: 10 * time.Second,
 		SkipHosts: nexthopHosts(cfg.Transports.Relay),

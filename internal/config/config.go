@@ -132,7 +132,12 @@ type Rule struct {
 
 // Learn configures learning blocks from Postfix's delivery log.
 type Learn struct {
-	Enabled        bool     `toml:"enabled"`
+	Enabled bool `toml:"enabled"`
+	// Source is where refusals are learned from: "journal" (Postfix's
+	// records, by the journal's trusted _UID), "file" (log_file, whose
+	// lines any local user can forge through syslog) or "auto": the
+	// journal where it is readable and Postfix logs to it, else the file.
+	Source         string   `toml:"source"`
 	LogFile        string   `toml:"log_file"`
 	StateFile      string   `toml:"state_file"`
 	BlockTTL       Duration `toml:"block_ttl"`
@@ -316,6 +321,7 @@ func Default() *Config {
 		Fleet:      Fleet{Share: "all"},
 		Learn: Learn{
 			Enabled:   true,
+			Source:    "auto",
 			LogFile:   "/var/log/mail.log",
 			StateFile: "/var/lib/mxdetour/state.json",
 			BlockTTL:  d("24h"),

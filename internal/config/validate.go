@@ -115,6 +115,7 @@ func (c *Config) validate(p *parser) Errors {
 			p.add("learn.state_file", "must be an absolute path")
 		}
 	}
+	oneOf(p, "learn.source", c.Learn.Source, "auto", "journal", "file")
 	positive(p, "learn.block_ttl", c.Learn.BlockTTL)
 	if c.Learn.Requeue && strings.TrimSpace(c.Learn.Postsuper) == "" {
 		p.add("learn.postsuper", "is needed when learn.requeue is true")

@@ -28,7 +28,7 @@ func TestOnLearnAndMerge(t *testing.T) {
 		mu.Unlock()
 	})
 	c, _ := NewClassifier(nil, nil)
-	l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour}, c, s, zaptest.NewLogger(t))
+	l := NewLearner(Options{Source: SourceFile, LogFile: logFile, BlockTTL: time.Hour}, c, s, zaptest.NewLogger(t))
 	now := time.Now()
 	line := func(id, dom string) string { return strings.TrimSuffix(ipv4Refusal(now, id, dom), "\n") }
 

@@ -99,11 +99,25 @@ func startTracker(dir string) error {
 	return watch.RemoveWatchCreate(probe)
 }
 
-// Run follows the log file from the stored position until ctx ends,
-// across rotation (rename and create, copytruncate). It saves a learned
-// block within SaveDelay, the log position every SaveEvery, everything at
-// the end, and merges changes other processes made to the state file.
+// Run learns from the source Options.Source names until ctx ends: the
+// journal (journal.go) or the log file. It saves a learned block within
+// SaveDelay, the position read every SaveEvery, everything at the end, and
+// merges changes other processes made to the state file.
 func (l *Learner) Run(ctx context.Context) error {
+	js, journal, maillog, err := l.chooseSource(ctx)
+	if err != nil {
+		return err
+	}
+	if journal {
+		return l.followJournal(ctx, js)
+	}
+	l.warnForgeable(maillog)
+	return l.followFile(ctx)
+}
+
+// followFile follows the log file from the stored position until ctx
+// ends, across rotation (rename and create, copytruncate).
+func (l *Learner) followFile(ctx context.Context) error {
 	poll := false
 	if err := probeInotify(filepath.Dir(l.o.LogFile)); err != nil {
 		l.log.Warn("inotify unavailable: polling the delivery log instead", zap.String("file", l.o.LogFile), zap.Error(err))
@@ -116,28 +130,15 @@ func (l *Learner) Run(ctx context.Context) error {
 	if _, err := os.Stat(l.o.LogFile); err != nil {
 		l.log.Warn("delivery log not found yet; waiting for it", zap.String("file", l.o.LogFile), zap.Error(err))
 	}
-	every := time.NewTicker(l.o.SaveEvery)
-	defer every.Stop()
-	soon := time.NewTimer(l.o.SaveDelay)
-	soon.Stop()
-	armed := false
-	stop, told := make(chan struct{}), make(chan struct{})
-	go l.notify(stop, told)
-	defer func() {
-		soon.Stop()
-		f.stop()
-		l.saveIfDirty()
-		l.reportOld(true)
-		close(stop)
-		<-told
-	}()
+	sv := l.startSaving()
+	defer sv.finish()
+	defer func() { f.stop() }() // before the last save: f changes on a fall-back
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-every.C:
-			l.saveIfDirty()
-			l.reportOld(false)
+		case <-sv.every.C:
+			sv.tick()
 			if l.stuck(f) {
 				if f, err = l.fallBack(f, errors.New("the log grew but no line came for two ticks")); err != nil {
 					return err
@@ -147,9 +148,8 @@ func (l *Learner) Run(ctx context.Context) error {
 					return err
 				}
 			}
-		case <-soon.C:
-			armed = false
-			l.saveIfDirty()
+		case <-sv.soon.C:
+			sv.soonDue()
 		case line, ok := <-f.t.Lines:
 			if !ok {
 				err := f.t.Err()
@@ -171,15 +171,62 @@ func (l *Learner) Run(ctx context.Context) error {
 			f.lines = true
 			l.Handle(line.Text, l.now())
 			l.s.SetOffset(Offset{Path: l.o.LogFile, Inode: inode(l.o.LogFile), Pos: line.SeekInfo.Offset})
-			l.mu.Lock()
-			l.dirty = true
-			if l.blocksDirty && !armed {
-				armed = true
-				soon.Reset(l.o.SaveDelay)
-			}
-			l.mu.Unlock()
+			sv.changed()
 		}
 	}
+}
+
+// saving times the saves of a running learner, and makes its OnBlock
+// calls from a goroutine of its own.
+type saving struct {
+	l          *Learner
+	every      *time.Ticker // SaveEvery: the position, and other processes' changes
+	soon       *time.Timer  // SaveDelay after a block was learned
+	armed      bool         // soon is running
+	stop, told chan struct{}
+}
+
+func (l *Learner) startSaving() *saving {
+	sv := &saving{l: l, every: time.NewTicker(l.o.SaveEvery), soon: time.NewTimer(l.o.SaveDelay),
+		stop: make(chan struct{}), told: make(chan struct{})}
+	sv.soon.Stop()
+	go l.notify(sv.stop, sv.told)
+	return sv
+}
+
+// changed records that a line or record was read: the position is saved
+// at the next tick, a block learned within SaveDelay.
+func (sv *saving) changed() {
+	l := sv.l
+	l.mu.Lock()
+	l.dirty = true
+	if l.blocksDirty && !sv.armed {
+		sv.armed = true
+		sv.soon.Reset(l.o.SaveDelay)
+	}
+	l.mu.Unlock()
+}
+
+// tick is SaveEvery's: save what changed, report old refusals skipped.
+func (sv *saving) tick() {
+	sv.l.saveIfDirty()
+	sv.l.reportOld(false)
+}
+
+// soonDue saves a learned block, SaveDelay after it was learned.
+func (sv *saving) soonDue() {
+	sv.armed = false
+	sv.l.saveIfDirty()
+}
+
+// finish saves everything and makes the OnBlock calls still queued.
+func (sv *saving) finish() {
+	sv.every.Stop()
+	sv.soon.Stop()
+	sv.l.saveIfDirty()
+	sv.l.reportOld(true)
+	close(sv.stop)
+	<-sv.told
 }
 
 // fallBack replaces an inotify follower that failed by a polling one,

@@ -29,7 +29,7 @@ func followingRetry(t *testing.T, retry time.Duration) (*Learner, *Store, string
 	// Ticks of a second: a follower is called stuck after two ticks without
 	// a line while the log grew, and a loaded test machine must not make a
 	// slow wake-up look like a lost watch.
-	l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second, InotifyRetry: retry}, c, s, zaptest.NewLogger(t))
+	l := NewLearner(Options{Source: SourceFile, LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second, InotifyRetry: retry}, c, s, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()

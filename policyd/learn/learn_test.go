@@ -200,7 +200,7 @@ func TestFollow(t *testing.T) {
 	run := func() (*Store, context.CancelFunc, chan struct{}) {
 		s := newStore(t, statePath)
 		c, _ := NewClassifier(nil, nil)
-		l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, Requeue: true, Postsuper: postsuper,
+		l := NewLearner(Options{Source: SourceFile, LogFile: logFile, BlockTTL: time.Hour, Requeue: true, Postsuper: postsuper,
 			PostfixConfig: "/etc/postfix-test", RequeueDelay: time.Millisecond, SaveEvery: 50 * time.Millisecond}, c, s, zaptest.NewLogger(t))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

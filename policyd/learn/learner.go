@@ -1,13 +1,14 @@
-// Package learn follows Postfix's delivery log and learns which
-// destinations refuse our sending IP (Gmail's IP-reputation rejects,
-// Microsoft's S3140/S3150, "blocked using zen.spamhaus.org", Yahoo's
-// TSS04 ...), so that mxdetour-policyd routes their recipients through the
-// relay until the block expires — or, for a refusal of our IPv6 address
-// only (Gmail's IPv6 sending guidelines, a blocklist quoting our IPv6
-// address), through the ipv4 transport. Learned blocks and the log
-// position are kept in a state file that survives restarts. Each new block
-// is reported through Options.OnBlock, for the postmaster's alert
-// (AlertEvent).
+// Package learn follows Postfix's delivery log — its records in the
+// journal, which only Postfix's own user can write (journal.go), or a log
+// file (follow.go) — and learns which destinations refuse our sending IP
+// (Gmail's IP-reputation rejects, Microsoft's S3140/S3150, "blocked using
+// zen.spamhaus.org", Yahoo's TSS04 ...), so that mxdetour-policyd routes
+// their recipients through the relay until the block expires — or, for a
+// refusal of our IPv6 address only (Gmail's IPv6 sending guidelines, a
+// blocklist quoting our IPv6 address), through the ipv4 transport.
+// Learned blocks and the position read (journal cursor, file offset) are
+// kept in a state file that survives restarts. Each new block is reported
+// through Options.OnBlock, for the postmaster's alert (AlertEvent).
 //
 // Requeueing (learn.requeue = true) runs `postqueue -i QUEUEID` for the
 // deferred messages a block line named: Postfix's queue manager then loads
@@ -42,6 +43,16 @@ import (
 
 // Options configure a Learner.
 type Options struct {
+	// Source is where refusals are learned from: SourceJournal, SourceFile
+	// (LogFile) or SourceAuto ("" too): the journal where it can be read
+	// and Postfix logs to it, else the file (journal.go).
+	Source string
+	// Journalctl is the journalctl command; "" finds it in PATH, /usr/bin
+	// or /bin.
+	Journalctl string
+	// MailOwner is the user Postfix's processes run as, by name or uid;
+	// "" asks postconf for mail_owner ("postfix" when it cannot tell).
+	MailOwner     string
 	LogFile       string
 	BlockTTL      time.Duration
 	Requeue       bool
@@ -99,6 +110,13 @@ type Learner struct {
 	wg          sync.WaitGroup
 	events      chan blockEvent // for OnBlock
 	polling     atomic.Bool     // the log is polled, not followed with inotify
+	untrusted   map[string]bool // sources whose untrusted lines were reported (once each)
+	source      string          // what Run reads: "journal" or the log file; under mu
+	// restartMin and restartMax bound the wait before journalctl is
+	// started again after it stopped; the wait doubles from one to the
+	// other, and starts again from restartMin after a run that lasted
+	// restartMax.
+	restartMin, restartMax time.Duration
 }
 
 // oldLines counts refusals older than the block lifetime, skipped while
@@ -132,13 +150,42 @@ func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
 		o.ProviderOf = func(string) string { return "" }
 	}
 	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]time.Time{},
-		events: make(chan blockEvent, maxEvents)}
+		events: make(chan blockEvent, maxEvents), untrusted: map[string]bool{},
+		restartMin: time.Second, restartMax: time.Minute}
 }
 
-// Handle learns from one log line.
+// Handle learns from one line of the log file.
 func (l *Learner) Handle(line string, now time.Time) {
-	d, ok := ParseLine(line)
-	if !ok || d.Recipient == "" {
+	d, ok, misplaced := parseLine(line)
+	if misplaced {
+		l.distrust(SourceFile, "a delivery result inside another program's message (only a tag's own line counts)",
+			zap.String("line", short(line)))
+	}
+	if ok {
+		l.handleDelivery(d, now)
+	}
+}
+
+// distrust reports a line or record that looked like a delivery result
+// but that Postfix may not have written: it is never learned from. Only
+// the first of each source is logged, for the log is the attacker's to
+// fill.
+func (l *Learner) distrust(source, why string, fields ...zap.Field) {
+	l.mu.Lock()
+	seen := l.untrusted[source]
+	l.untrusted[source] = true
+	l.mu.Unlock()
+	if seen {
+		return
+	}
+	l.log.Warn("not learned: "+why+"; further such lines are ignored without a word",
+		append([]zap.Field{zap.String("source", source)}, fields...)...)
+}
+
+// handleDelivery learns from one delivery result, when it is a refusal
+// of our address; now is when it was read.
+func (l *Learner) handleDelivery(d Delivery, now time.Time) {
+	if d.Recipient == "" {
 		return
 	}
 	for _, h := range l.o.SkipHosts {
@@ -373,6 +420,6 @@ func (l *Learner) reportOld(done bool) {
 	l.old = oldLines{}
 	l.mu.Unlock()
 	l.log.Info("refusals older than block_ttl in the delivery log: not learned",
-		zap.Int("count", o.n), zap.String("file", l.o.LogFile), zap.Duration("block_ttl", l.o.BlockTTL),
+		zap.Int("count", o.n), zap.String("source", l.sourceName()), zap.Duration("block_ttl", l.o.BlockTTL),
 		zap.Time("oldest", o.first), zap.Time("newest", o.last))
 }

@@ -53,6 +53,9 @@ func running(t *testing.T, o Options, log *zap.Logger) (*Store, func()) {
 	if o.BlockTTL == 0 {
 		o.BlockTTL = time.Hour
 	}
+	if o.Source == "" {
+		o.Source = SourceFile
+	}
 	if o.SaveEvery == 0 {
 		o.SaveEvery = 50 * time.Millisecond
 	}

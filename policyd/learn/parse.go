@@ -37,12 +37,35 @@ var (
 )
 
 // ParseLine parses one log line; ok is false for lines that are not an
-// smtp/lmtp delivery result.
+// smtp/lmtp delivery result, and for a delivery result that is not where
+// syslog puts a program's tag (see parseLine).
 func ParseLine(line string) (d Delivery, ok bool) {
+	d, ok, _ = parseLine(line)
+	return d, ok
+}
+
+// parseLine is ParseLine that also says when the line holds a delivery
+// result inside another program's message (misplaced): "smtpd[1]: NOQUEUE:
+// reject: ... from=<"postfix/smtp[1]: ID: to=<...>, status=bounced
+// (...)"@evil.example>" carries one in a sender address that anyone who
+// can reach port 25 chooses. Postfix's own result starts right after the
+// syslog prefix (time, host), which has no ": " in it; anything after a
+// tag's ": " is a message, never a tag.
+func parseLine(line string) (d Delivery, ok, misplaced bool) {
 	m := lineRE.FindStringSubmatchIndex(line)
 	if m == nil {
-		return Delivery{}, false
+		return Delivery{}, false, false
 	}
+	if strings.Contains(line[:m[0]], ": ") {
+		_, forged := parseMatch(line, m)
+		return Delivery{}, false, forged
+	}
+	d, ok = parseMatch(line, m)
+	return d, ok, false
+}
+
+// parseMatch parses the delivery result lineRE matched at m.
+func parseMatch(line string, m []int) (d Delivery, ok bool) {
 	d.Service, d.QueueID = line[m[2]:m[3]], line[m[4]:m[5]]
 	rest := line[m[6]:m[7]]
 	d.Time = parseTime(line[:m[0]])

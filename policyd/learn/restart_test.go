@@ -21,7 +21,7 @@ func TestReplacedLearnerKeepsInotify(t *testing.T) {
 	s := newStore(t, filepath.Join(dir, "state.json"))
 	c, _ := NewClassifier(nil, nil)
 	start := func() (*Learner, func()) {
-		l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second}, c, s, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))) // see following()
+		l := NewLearner(Options{Source: SourceFile, LogFile: logFile, BlockTTL: time.Hour, SaveEvery: time.Second}, c, s, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))) // see following()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { l.Run(ctx); close(done) }()

@@ -30,6 +30,7 @@ import (
 type stateFile struct {
 	Version   int         `json:"version"`
 	Offset    Offset      `json:"offset"`
+	Journal   *JournalPos `json:"journal,omitempty"` // beside Offset: the source can change
 	Blocks    []Block     `json:"blocks"`
 	Forgotten []Forgotten `json:"forgotten,omitempty"`
 }

@@ -29,6 +29,13 @@ type Offset struct {
 	Pos   int64  `json:"pos"`
 }
 
+// JournalPos is where reading the journal stopped: the cursor of the
+// last record read (journalctl --after-cursor), and when it was logged.
+type JournalPos struct {
+	Cursor string    `json:"cursor"`
+	Time   time.Time `json:"time"`
+}
+
 // Forgotten records that a person dropped the block of Domain at At
 // (`blocks forget`). It is how another process tells the daemon
 // "forgotten" from "learned but not yet saved": the state file carries it
@@ -59,6 +66,7 @@ type Store struct {
 	byHost    map[string][]*Block // a host shared by several domains has a block of each
 	forgotten map[string]Forgotten
 	offset    Offset
+	journal   JournalPos
 
 	fileMu sync.Mutex // held across a read-merge-write of the file
 	seen   fileID     // the state file as we last read or wrote it; under fileMu
@@ -169,6 +177,9 @@ func (s *Store) merge(st *stateFile) {
 	}
 	if s.offset == (Offset{}) {
 		s.offset = st.Offset
+	}
+	if s.journal == (JournalPos{}) && st.Journal != nil {
+		s.journal = *st.Journal
 	}
 }
 
@@ -426,10 +437,27 @@ func (s *Store) SetOffset(o Offset) {
 	s.mu.Unlock()
 }
 
+// JournalPos returns where reading the journal stopped.
+func (s *Store) JournalPos() JournalPos {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.journal
+}
+
+// SetJournalPos records where reading the journal stopped.
+func (s *Store) SetJournalPos(p JournalPos) {
+	s.mu.Lock()
+	s.journal = p
+	s.mu.Unlock()
+}
+
 // snapshot returns what to save: blocks and tombstones not expired at
 // now; it drops the expired ones from memory.
 func (s *Store) snapshot(now time.Time) stateFile {
 	st := stateFile{Version: stateVersion, Offset: s.Offset(), Blocks: s.List(now)}
+	if p := s.JournalPos(); p != (JournalPos{}) {
+		st.Journal = &p
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range s.byDomain {

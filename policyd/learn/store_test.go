@@ -336,7 +336,7 @@ func TestLearnerSavesPromptly(t *testing.T) {
 	os.WriteFile(logFile, nil, 0o640)
 	s := newStore(t, path)
 	c, _ := NewClassifier(nil, nil)
-	l := NewLearner(Options{LogFile: logFile, BlockTTL: time.Hour, SaveDelay: 20 * time.Millisecond,
+	l := NewLearner(Options{Source: SourceFile, LogFile: logFile, BlockTTL: time.Hour, SaveDelay: 20 * time.Millisecond,
 		SaveEvery: 200 * time.Millisecond}, c, s, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
