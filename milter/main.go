@@ -35,6 +35,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
+	"github.com/mxdetour/mxdetour/milter/pickup"
 )
 
 var version = "dev"
@@ -114,6 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 		st.Geo.Close()
+		st.Pickup.Close()
 		// One line: systemctl reload runs this, and the journal and
 		// mail.log take each line for an event of its own.
 		rest := ""
@@ -158,6 +160,7 @@ func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 		return b.st, nil
 	}
 	b.st.Geo.Close()
+	b.st.Pickup.Close()
 	errs := make([]error, len(probs))
 	for i, p := range probs {
 		errs[i] = fmt.Errorf("  %w", p)
@@ -229,8 +232,24 @@ func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
 	default:
 		blocker, b.geo, b.geoErr = geo.NewBlocker(nil, nil, nil), geoFailed, gerr
 	}
-	b.st = &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: blocker}
+	b.st = &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: blocker,
+		Pickup: pickupCounter(cfg, log)}
 	return b
+}
+
+// pickupCounter counts the mail of local accounts (the sendmail command)
+// against [[limits]] by asking policyd on its policy socket; nil without
+// limits or without that socket.
+func pickupCounter(cfg *config.Config, log *zap.Logger) *pickup.Counter {
+	if len(cfg.Limits) == 0 || cfg.Policyd.PolicyListen == "" {
+		return nil
+	}
+	c, err := pickup.NewCounter(cfg.Policyd.PolicyListen, log.Named("pickup"))
+	if err != nil { // validated by config: not reached
+		log.Error("mail of local accounts is not counted against [[limits]]", zap.Error(err))
+		return nil
+	}
+	return c
 }
 
 // openGeo opens the configured country source; nil when none is.
@@ -297,7 +316,8 @@ func (m *milterd) serve() error {
 	}
 	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32) // validated by config
 	m.log.Info("started", zap.String("version", version), zap.Int("dkim_keys", b.st.Keys.Len()),
-		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()))
+		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()),
+		zap.Bool("counting_local_mail", b.st.Pickup != nil))
 	return daemon.Run(context.Background(), daemon.Options{
 		Sockets: []daemon.Socket{{Name: "milter", Addr: cfg.Milter.Listen, Mode: os.FileMode(mode),
 			Server: srv}},
@@ -331,6 +351,7 @@ func (m *milterd) reload() error {
 	m.filter.Swap(b.st)
 	m.cur.Store(b)
 	old.st.Geo.Close()
+	old.st.Pickup.Close()
 	m.report(b)
 	m.log.Info("new keys and country data in use", zap.Int("dkim_keys", b.st.Keys.Len()),
 		zap.Int("problems", len(b.problems())), zap.Bool("country_block", b.st.Geo.Active()))

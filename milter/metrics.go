@@ -33,6 +33,9 @@ func serveMetrics(addr string, pprof bool, f *filter.Filter, sessions func() uin
 		{"mxdetour_milter_rejected_country_total", "Clients refused for their country.", st.RejectedCountry.Load},
 		{"mxdetour_milter_errors_total", "Internal errors (the message was accepted unsigned or tempfailed).", st.Errors.Load},
 		{"mxdetour_milter_panics_total", "Recovered panics.", st.Panics.Load},
+		{"mxdetour_milter_local_counted_total", "Messages of local accounts (sendmail, pickup) counted by policyd's limits and let through.", st.LocalCounted.Load},
+		{"mxdetour_milter_local_held_total", "Messages of local accounts held (quarantined) over a limit.", st.LocalHeld.Load},
+		{"mxdetour_milter_local_uncounted_total", "Messages from cleanup gone on uncounted: no (or a forged) header_checks header, requeued by postsuper -r, or policyd not answering within 1s.", st.LocalUncounted.Load},
 		{"mxdetour_milter_sessions_total", "Milter sessions Postfix opened and negotiated (one per smtpd or cleanup connection).", sessions},
 	} {
 		metrics.Counter(reg, c.name, c.help, func() float64 { return float64(c.v()) })

@@ -45,7 +45,7 @@ func limitOptions(cfg *config.Config, src geo.Source) limits.Options {
 	o := limits.Options{Trusted: cfg.Milter.TrustedNetworks, Geo: src}
 	for _, l := range cfg.Limits {
 		o.Limits = append(o.Limits, limits.Limit{Key: limits.KeyType(l.Key), Max: l.Max, Window: l.Window.Duration,
-			Provider: l.DestinationProvider, Action: limits.Action(l.Action)})
+			Provider: l.DestinationProvider, Action: limits.Action(l.Action), Exempt: l.Exempt, Raise: l.Raise})
 	}
 	if c := cfg.Compromise; c.Enabled {
 		o.Compromise = limits.Compromise{MaxCountries: c.MaxCountries, MaxClients: c.MaxClients, Window: c.Window.Duration}
@@ -342,15 +342,12 @@ func releaseKey(cfg *config.Config, path, key string, groups []heldGroup, stdout
 	return 0
 }
 
-var keyPrefixes = []string{"sasl_username:", "sender:", "client_address:", "sender_domain:"}
-
-// resolveKey accepts a key as listed ("sasl_username:alice") or a bare
-// value that exactly one listed key has ("alice").
+// resolveKey accepts a key as listed ("sasl_username:alice",
+// "local_user:www-data") or a bare value that exactly one listed key has
+// ("alice").
 func resolveKey(key string, groups []heldGroup) (string, error) {
-	for _, p := range keyPrefixes {
-		if strings.HasPrefix(key, p) && len(key) > len(p) {
-			return key, nil
-		}
+	if limits.IsSubject(key) {
+		return key, nil
 	}
 	var found []string
 	for _, g := range groups {

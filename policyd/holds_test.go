@@ -26,9 +26,13 @@ func TestHoldsUsage(t *testing.T) {
 }
 
 func TestResolveKey(t *testing.T) {
-	groups := []heldGroup{{Key: "sasl_username:alice"}, {Key: "sender:www@ours.test"}, {Key: "sender_domain:alice"}}
+	groups := []heldGroup{{Key: "sasl_username:alice"}, {Key: "sender:www@ours.test"}, {Key: "sender_domain:alice"},
+		{Key: "local_user:www-data"}}
 	for in, want := range map[string]string{
 		"sasl_username:alice": "sasl_username:alice",
+		"local_user:www-data": "local_user:www-data",
+		"www-data":            "local_user:www-data",
+		"local_user:":         "",
 		"sasl_username:zoe":   "sasl_username:zoe", // nothing held: its windows can still be reset
 		"www@ours.test":       "sender:www@ours.test",
 		"alice":               "", // two keys have it

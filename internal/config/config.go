@@ -208,15 +208,21 @@ type Alerts struct {
 
 // Limit is one outbound limit of mxdetour-policyd ([[limits]]): at most
 // Max recipients per sliding Window for each sender Key names. Only mail
-// of SASL-authenticated clients and of milter.trusted_networks is counted
-// (the latter, without a login, by sender where Key is sasl_username).
-// Counters are kept in limits.json next to learn.state_file.
+// of SASL-authenticated clients, of milter.trusted_networks (without a
+// login, by sender where Key is sasl_username) and of local accounts
+// (the sendmail command, counted through mxdetour-milter; by account
+// where Key is sasl_username) is counted. Counters are kept in
+// limits.json next to learn.state_file.
 type Limit struct {
-	Key                 string   `toml:"key"`                  // "sasl_username", "sender", "client_address" or "sender_domain"
+	Key                 string   `toml:"key"`                  // "sasl_username", "sender", "client_address", "sender_domain" or "local_user"
 	Max                 int      `toml:"max"`                  // recipients in window
 	Window              Duration `toml:"window"`               // e.g. "1h"
 	DestinationProvider string   `toml:"destination_provider"` // count only recipients at this provider; "" = all
 	Action              string   `toml:"action"`               // "HOLD" (default), "DEFER" (450 4.7.1) or "REJECT" (550 5.7.1)
+	// Exempt lists keys this limit does not count, Raise keys with a max
+	// of their own, each written as `holds` lists it: "local_user:newsletter".
+	Exempt []string       `toml:"exempt"`
+	Raise  map[string]int `toml:"raise"`
 }
 
 // Compromise is the compromise signal of mxdetour-policyd: one SASL login

@@ -75,11 +75,20 @@ func TestErrorMessages(t *testing.T) {
 			"x.toml:2: alerts.mail_to: \"Postmaster <pm@example.net>\" is not one plain mail address (like \"postmaster@example.net\")\n" +
 				"x.toml:3: alerts.webhook_url: \"ftp://hook.example.net/\" is not an http:// or https:// URL"},
 		{"limits", "[[limits]]\nkey = \"login\"\nmax = 0\nwindow = \"1h\"\naction = \"hold\"\ndestination_provider = \"yahoo\"\n",
-			"x.toml:2: limits[0].key: \"login\" is not one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\"\n" +
+			"x.toml:2: limits[0].key: \"login\" is not one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\", \"local_user\"\n" +
 				"x.toml:3: limits[0].max: must be at least 1\n" +
 				"x.toml:6: limits[0].destination_provider: \"yahoo\" is not an enabled provider ([providers.NAME])"},
 		{"limits share a counter", "[[limits]]\nkey = \"sender\"\nmax = 5\nwindow = \"1h\"\n[[limits]]\nkey = \"sender\"\nmax = 9\nwindow = \"1h\"\n",
 			"x.toml:5: limits[1]: has the key, destination_provider and window of limits[0]: the two would share one counter"},
+		{"limits exempt and raise", "[[limits]]\nkey = \"local_user\"\nmax = 5\nwindow = \"1h\"\n" +
+			"exempt = [\"local_user:news\", \"newsletter\", \"login:x\"]\nraise = { \"local_user:news\" = 9, \"sender:\" = 2, \"local_user:bulk\" = 0 }\n",
+			"x.toml:5: limits[0].exempt[1]: \"newsletter\" is not KEY:VALUE with KEY one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\", \"local_user\"\n" +
+				"x.toml:5: limits[0].exempt[2]: \"login:x\" is not KEY:VALUE with KEY one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\", \"local_user\"\n" +
+				"x.toml:6: limits[0].raise.\"local_user:bulk\": must be at least 1\n" +
+				"x.toml:6: limits[0].raise.\"local_user:news\": \"local_user:news\" is named in limits[0].exempt[0] too\n" +
+				"x.toml:6: limits[0].raise.\"sender:\": \"sender:\" is not KEY:VALUE with KEY one of \"sasl_username\", \"sender\", \"client_address\", \"sender_domain\", \"local_user\""},
+		{"limits raise not numbers", "[[limits]]\nkey = \"sender\"\nmax = 5\nwindow = \"1h\"\nraise = { \"sender:a@b.example\" = \"lots\" }\n",
+			"x.toml:5: limits[0].raise: expected a table of whole numbers, such as { \"sasl_username:bulk\" = 1000 }"},
 		{"compromise", "[compromise]\nenabled = true\nmax_clients = 0\n",
 			"x.toml:3: compromise.max_clients: must be at least 1"},
 		{"fleet", "[fleet]\nredis_url = \"http://u:secret@10.0.0.5/\"\nshare = \"some\"\nname = \"mx 01\"\n",
@@ -236,6 +245,13 @@ max = 50
 window = "10m"
 destination_provider = "google"
 action = "defer"
+
+[[limits]]
+key = "local_user"
+max = 20
+window = "1h"
+exempt = ["local_user:newsletter"]
+raise = { "local_user:www-data" = 200 }
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -243,6 +259,8 @@ action = "defer"
 	want := []Limit{
 		{Key: "sasl_username", Max: 500, Window: d("1h"), Action: "HOLD"},
 		{Key: "sender_domain", Max: 50, Window: d("10m"), DestinationProvider: "google", Action: "DEFER"},
+		{Key: "local_user", Max: 20, Window: d("1h"), Action: "HOLD", Exempt: []string{"local_user:newsletter"},
+			Raise: map[string]int{"local_user:www-data": 200}},
 	}
 	if diff := cmp.Diff(want, c.Limits); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

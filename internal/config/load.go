@@ -297,6 +297,8 @@ func describe(t reflect.Type) string {
 		return "a list of numbers"
 	case "map[string][]netip.Prefix":
 		return "a table of lists of networks"
+	case "map[string]int":
+		return "a table of whole numbers, such as { \"sasl_username:bulk\" = 1000 }"
 	}
 	switch t.Kind() {
 	case reflect.String:

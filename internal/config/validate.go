@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -300,8 +302,9 @@ func (c *Config) validateLimits(p *parser) {
 	for i := range c.Limits {
 		l := &c.Limits[i]
 		key := fmt.Sprintf("limits[%d]", i)
-		oneOf(p, key+".key", l.Key, "sasl_username", "sender", "client_address", "sender_domain")
+		oneOf(p, key+".key", l.Key, limitKeys...)
 		atLeast(p, key+".max", l.Max, 1)
+		validateLimitKeys(p, key, l)
 		positive(p, key+".window", l.Window)
 		if l.Action = strings.ToUpper(l.Action); l.Action == "" {
 			l.Action = "HOLD"
@@ -324,6 +327,34 @@ func (c *Config) validateLimits(p *parser) {
 	}
 	if (len(c.Limits) > 0 || k.Enabled) && !c.Learn.Enabled && !filepath.IsAbs(c.Learn.StateFile) {
 		p.add("learn.state_file", "must be an absolute path: limits keep their counters in limits.json beside it")
+	}
+}
+
+// limitKeys are the keys of [[limits]], and the prefixes of the keys that
+// exempt and raise name.
+var limitKeys = []string{"sasl_username", "sender", "client_address", "sender_domain", "local_user"}
+
+// validateLimitKeys checks a limit's exempt and raise: each names a key
+// as `holds` lists it, "local_user:newsletter", once.
+func validateLimitKeys(p *parser, key string, l *Limit) {
+	seen := map[string]string{}
+	check := func(where, k string) {
+		kind, v, _ := strings.Cut(k, ":")
+		switch {
+		case !slices.Contains(limitKeys, kind) || v == "":
+			p.add(where, "%q is not KEY:VALUE with KEY one of %s", k, quoteList(limitKeys))
+		case seen[k] != "":
+			p.add(where, "%q is named in %s too", k, seen[k])
+		}
+		seen[k] = where
+	}
+	for i, k := range l.Exempt {
+		check(fmt.Sprintf("%s.exempt[%d]", key, i), k)
+	}
+	for _, k := range slices.Sorted(maps.Keys(l.Raise)) {
+		where := fmt.Sprintf("%s.raise.%q", key, k)
+		check(where, k)
+		atLeast(p, where, l.Raise[k], 1)
 	}
 }
 

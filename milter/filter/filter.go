@@ -7,7 +7,13 @@
 //     configured ones) are refused (550 5.1.2), the others go on;
 //   - end of headers, body, end of message: authenticated or trusted
 //     mail with a key for its From domain is DKIM-signed as it streams by,
-//     and the signatures are inserted at the top of the header.
+//     and the signatures are inserted at the top of the header;
+//   - end of message, for mail a local account submitted with the sendmail
+//     command (cleanup's, with Postfix's X-Mxdetour-Local-User header
+//     first; see package pickup): mxdetour-policyd is asked to count it
+//     against [[limits]], and a message over a limit is quarantined
+//     (Postfix's hold queue). smtpd's mail is never asked about here:
+//     Postfix asks policyd itself, and signing it costs nothing more.
 //
 // Mail that Postfix's cleanup submits itself (non_smtpd_milters: the
 // sendmail command, pickup, QMQP) cannot be refused at RCPT: Postfix turns
@@ -35,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +54,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/milter/dkim"
+	"github.com/mxdetour/mxdetour/milter/pickup"
 )
 
 // State is what a reload replaces, all at once.
@@ -55,11 +63,18 @@ type State struct {
 	Keys *dkim.Table
 	Opts dkim.Options
 	Geo  *geo.Blocker
+	// Pickup counts the mail local accounts submit with the sendmail
+	// command against policyd's [[limits]]; nil: not counted.
+	Pickup *pickup.Counter
 }
 
 // Stats count since start.
 type Stats struct {
 	Messages, Signed, NotSigned, RejectedReserved, RejectedCountry, Errors, Panics atomic.Uint64
+	// Mail of local accounts (sendmail, pickup): counted by policyd,
+	// held over a limit, or gone on uncounted (no header, policyd not
+	// answering in time).
+	LocalCounted, LocalHeld, LocalUncounted atomic.Uint64
 }
 
 // Filter creates one milter per Postfix connection.
@@ -131,7 +146,8 @@ func (f *Filter) ServerOptions() []milter.Option {
 		milter.WithIdleTimeout(IdleTimeout),
 		milter.WithCommandTimeout(CommandTimeout),
 		milter.WithMaxConnections(MaxConnections),
-		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader),
+		// Quarantine: Postfix puts a local account's message over a limit on hold.
+		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
 		milter.WithProtocols(requiredProtocol | wantedProtocol),
 		milter.WithNegotiationCallback(negotiate),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroDaemonAddr, milter.MacroMTAFQDN}),
@@ -190,6 +206,18 @@ type session struct {
 	why      string // why not signed
 	rejected []string
 	started  time.Time
+	// mail of local accounts (package pickup): headers seen, the value of
+	// the first when it is pickup.Header, how many pickup.Header fields
+	// to delete, cleanup's recipients and their domains, and whether a
+	// recipient came with smtpd's {rcpt_mailer} (then it is no
+	// cleanup's mail after all: smtpd on a unix socket has port 0).
+	nheaders, ours int
+	localHdr       string
+	sender         string
+	rcpts          int
+	domains        []string
+	smtpdRcpt      bool
+	local          pickup.Outcome
 	// pending is a failure's answer (accept unsigned, or tempfail) from a
 	// stage whose reply the MTA does not wait for, given at the next
 	// stage that has a reply; connResp the same for the connect stage,
@@ -263,6 +291,9 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 	s.st = s.f.st.Load()
 	s.started = time.Now()
 	s.f.stats.Messages.Add(1)
+	if s.nonSMTPD {
+		s.sender = milter.RemoveAngle(from)
+	}
 	s.auth = m.Get(milter.MacroAuthAuthen)
 	s.trusted = inAny(s.addr, s.st.Cfg.Milter.TrustedNetworks)
 	if s.auth != "" || s.trusted || !s.st.Geo.Active() {
@@ -292,6 +323,9 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 
 func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recover("rcpt", &resp)
+	if s.nonSMTPD && s.st != nil && s.st.Pickup != nil {
+		s.noteRecipient(rcpt, m)
+	}
 	if s.st == nil || !s.st.Cfg.Milter.RejectReserved {
 		return milter.RespContinue, nil
 	}
@@ -317,12 +351,37 @@ func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Respon
 	return milter.RejectWithCodeAndReason(550, fmt.Sprintf("5.1.2 <%s>: Recipient address rejected: %s is a reserved domain and does not receive mail", addr, d))
 }
 
+// noteRecipient keeps what policyd is told of a cleanup message's
+// recipients: how many, and their domains (for the alert; at most 16).
+func (s *session) noteRecipient(rcpt string, m milter.Modifier) {
+	if m.Get(milter.MacroRcptMailer) != "" {
+		s.smtpdRcpt = true
+		return
+	}
+	s.rcpts++
+	d, err := domain.FromAddress(rcpt)
+	if err != nil || len(s.domains) >= 16 || slices.Contains(s.domains, d) {
+		return
+	}
+	s.domains = append(s.domains, d)
+}
+
 func (s *session) Data(milter.Modifier) (*milter.Response, error) { return milter.RespContinue, nil }
 
 func (s *session) Header(name, value string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.hold(&s.pending, m, milter.OptNoHeaderReply, &resp)
 	defer s.recover("header", &resp)
 	if s.pending != nil {
+		return milter.RespContinue, nil
+	}
+	s.nheaders++
+	if pickup.IsHeader(name) {
+		// Postfix's, when first in cleanup's mail; deleted at the end
+		// of message in any case, so never signed.
+		if s.nheaders == 1 && s.nonSMTPD {
+			s.localHdr = value
+		}
+		s.ours++
 		return milter.RespContinue, nil
 	}
 	s.header.WriteString(name)
@@ -420,6 +479,10 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		return r, nil
 	}
 	queueID := m.Get(milter.MacroQueueId)
+	s.countLocal(queueID, m)
+	if err := s.deleteOurHeaders(m); err != nil {
+		return s.fail("deleting the "+pickup.Header+" header", err), nil
+	}
 	if s.signing == nil {
 		s.f.stats.NotSigned.Add(1)
 		s.logMessage(queueID, nil)
@@ -442,8 +505,51 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	return milter.RespAccept, nil
 }
 
+// countLocal asks policyd to count a message of cleanup's (sendmail,
+// pickup) and quarantines it when a limit refuses it. smtpd's mail is
+// never asked about: Postfix's own policy requests count it.
+func (s *session) countLocal(queueID string, m milter.Modifier) {
+	if s.st == nil || s.st.Pickup == nil || !s.nonSMTPD || s.smtpdRcpt {
+		return
+	}
+	s.local = s.st.Pickup.Count(&pickup.Message{QueueID: queueID, Sender: s.sender, Recipients: s.rcpts,
+		Domains: s.domains, Header: s.localHdr})
+	switch {
+	case s.local.Held != "":
+		if err := m.Quarantine(s.local.Held); err != nil {
+			s.f.log.Error("quarantine failed: the message goes on", zap.String("queue_id", queueID), zap.Error(err))
+			s.local.Held = ""
+			break
+		}
+		s.f.stats.LocalHeld.Add(1)
+	case s.local.Counted:
+		s.f.stats.LocalCounted.Add(1)
+	default:
+		s.f.stats.LocalUncounted.Add(1)
+	}
+}
+
+// deleteOurHeaders deletes every pickup.Header field: Postfix's header
+// checks add it for us, not for the recipients (and a submitter's own
+// goes too).
+func (s *session) deleteOurHeaders(m milter.Modifier) error {
+	for i := s.ours; i >= 1; i-- {
+		if err := m.ChangeHeader(i, pickup.Header, ""); err != nil {
+			return err
+		}
+	}
+	s.ours = 0
+	return nil
+}
+
 func (s *session) logMessage(queueID string, signedWith []*dkim.Key) {
 	f := []zap.Field{zap.String("queue_id", queueID), zap.Stringer("client", s.addr), zap.String("auth", s.auth)}
+	if s.local.LocalUser != "" {
+		f = append(f, zap.String("local_user", s.local.LocalUser), zap.Bool("counted", s.local.Counted))
+		if s.local.Held != "" {
+			f = append(f, zap.String("held", s.local.Held))
+		}
+	}
 	if len(signedWith) > 0 {
 		var sel []string
 		for _, k := range signedWith {
@@ -550,6 +656,8 @@ func (s *session) reset() {
 	s.st, s.auth, s.trusted, s.keys, s.sdomain, s.why, s.pending = nil, "", false, nil, "", "", nil
 	s.header.Reset()
 	s.names, s.from, s.dkimSigs, s.rejected = s.names[:0], s.from[:0], s.dkimSigs[:0], nil
+	s.nheaders, s.ours, s.localHdr, s.rcpts, s.domains, s.smtpdRcpt, s.local = 0, 0, "", 0, s.domains[:0], false, pickup.Outcome{}
+	s.sender = ""
 }
 
 func inAny(a netip.Addr, ps []netip.Prefix) bool {

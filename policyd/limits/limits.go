@@ -7,10 +7,13 @@
 // login used from too many countries or client networks.
 //
 // Only outbound mail is limited: requests of SASL-authenticated clients,
-// and of clients in the trusted networks (web scripts, webmail), which,
-// having no login, are keyed by their sender. Mail coming in from the
-// world is never counted, so no one can exhaust a local user's limit by
-// forging their address.
+// of clients in the trusted networks (web scripts, webmail), which,
+// having no login, are keyed by their sender, and of local accounts: mail
+// submitted with the sendmail command (PHP's mail(), cron), which passes
+// Postfix's pickup, never smtpd, and which mxdetour-milter asks about on
+// the policy socket with the account (Request.LocalUser). Mail coming in
+// from the world is never counted, so no one can exhaust a local user's
+// limit by forging their address.
 //
 // Counting is per recipient, at the stage Postfix knows it (see Check).
 // The counters live in a Store (Memory here, saved in a state file of
@@ -43,9 +46,19 @@ const (
 	KeySender       KeyType = "sender"
 	KeyClient       KeyType = "client_address"
 	KeySenderDomain KeyType = "sender_domain"
+	// KeyLocalUser is the local account that submitted a message with the
+	// sendmail command; only mxdetour-milter's requests name one.
+	KeyLocalUser KeyType = "local_user"
 )
 
-var keyTypes = [...]KeyType{KeySASL, KeySender, KeyClient, KeySenderDomain}
+var keyTypes = [...]KeyType{KeySASL, KeySender, KeyClient, KeySenderDomain, KeyLocalUser}
+
+// IsSubject tells whether s names a subject as the limits write it,
+// "KEY:VALUE" with a known key type and a value ("local_user:alice").
+func IsSubject(s string) bool {
+	k, v, ok := strings.Cut(s, ":")
+	return ok && v != "" && slices.Contains(keyTypes[:], KeyType(k))
+}
 
 // Action is what Postfix is told for a message over a limit.
 type Action string
@@ -75,8 +88,31 @@ type Limit struct {
 	Window   time.Duration // sliding
 	Provider string        // count only recipients at this provider (route's classification); "" = all
 	Action   Action
+	// Exempt names subjects this limit does not count ("local_user:newsletter");
+	// Raise gives subjects a Max of their own ("sasl_username:bulk": 1000).
+	// A subject is written as the limits name it (IsSubject); for a
+	// sasl_username limit, that is the sender or the local account of mail
+	// without a login.
+	Exempt []string
+	Raise  map[string]int
 
-	id string // ID(), computed once by Configure (the hot path)
+	id     string              // ID(), computed once by Configure (the hot path)
+	exempt map[string]struct{} // Exempt as a set, by Configure
+}
+
+// maxFor is the limit's Max for subject s, and whether it counts s at all.
+func (l *Limit) maxFor(s string) (int, bool) {
+	if len(l.exempt) > 0 {
+		if _, ok := l.exempt[s]; ok {
+			return 0, false
+		}
+	}
+	if len(l.Raise) > 0 {
+		if m, ok := l.Raise[s]; ok {
+			return m, true
+		}
+	}
+	return l.Max, true
 }
 
 // ID names the limit's counters. Max and Action are not in it: changing
@@ -134,6 +170,12 @@ type Request struct {
 	SASLUsername   string
 	Provider       string // the route engine's provider of Recipient ("" = none known)
 	Refused        bool   // the recipient is refused anyway (reserved domain): do not count it
+	// LocalUser is the local account that submitted the message with the
+	// sendmail command (mxdetour-milter's requests, at END-OF-MESSAGE
+	// only); Destinations its recipients' domains, separated by spaces,
+	// for the alert.
+	LocalUser    string
+	Destinations string
 	// At is when the request came, if the caller read the clock already
 	// (zero: the limiter reads it).
 	At time.Time
@@ -177,8 +219,16 @@ func (l *Limiter) Configure(o Options) {
 	}
 	o.Limits = slices.Clone(o.Limits)
 	for i := range o.Limits {
-		o.Limits[i].id = ""
-		o.Limits[i].id = o.Limits[i].ID()
+		lim := &o.Limits[i]
+		lim.id = ""
+		lim.id = lim.ID()
+		lim.exempt = nil
+		for _, s := range lim.Exempt {
+			if lim.exempt == nil {
+				lim.exempt = map[string]struct{}{}
+			}
+			lim.exempt[s] = struct{}{}
+		}
 	}
 	l.o.Store(&o)
 }
@@ -216,6 +266,11 @@ func (v *verdict) Text() string {
 // ok is false when the request is within every limit. Check keeps r's
 // strings, never r itself: the caller reuses it.
 //
+// A request naming a local account (mxdetour-milter's, for mail submitted
+// with the sendmail command) is always held when refused: Postfix cannot
+// defer such mail (pickup would retry it for ever) and its submitter is
+// gone, so a limit's DEFER or REJECT is a HOLD there.
+//
 // Counting, per recipient, without counting one twice:
 //   - at RCPT, each recipient counts 1 (a provider limit counts only
 //     recipients the route engine put at its provider);
@@ -238,8 +293,8 @@ func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 		return "", false
 	}
 	client, _ := netip.ParseAddr(r.ClientAddress)
-	trusted := r.SASLUsername == "" && inPrefixes(o.Trusted, client)
-	if r.SASLUsername == "" && !trusted {
+	trusted := r.SASLUsername == "" && r.LocalUser == "" && inPrefixes(o.Trusted, client)
+	if r.SASLUsername == "" && r.LocalUser == "" && !trusted {
 		return "", false // mail from the world: not ours to limit
 	}
 	now := r.At
@@ -272,6 +327,9 @@ func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 	}
 	if v == nil {
 		return "", false
+	}
+	if r.LocalUser != "" {
+		v.action = Hold
 	}
 	l.dirty.Store(true)
 	l.refused(o, v, t, r, now)
@@ -343,14 +401,18 @@ func (l *Limiter) count(o *Options, t *txn, r *Request, subj *subjectSet, now ti
 		if s == "" {
 			continue
 		}
+		max, counted := lim.maxFor(s)
+		if !counted {
+			continue
+		}
 		key := t.key(lim.id, s)
-		c, ok := l.store.Take(key, n, lim.Max, lim.Window, now)
+		c, ok := l.store.Take(key, n, max, lim.Window, now)
 		if ok {
 			took = append(took, taking{key, n, lim.Window})
 			continue
 		}
 		if refusal == nil || lim.Action.severity() > refusal.action.severity() {
-			refusal = &verdict{action: lim.Action, name: lim.Name(), count: c, max: lim.Max, window: lim.Window, subject: s, key: key}
+			refusal = &verdict{action: lim.Action, name: lim.Name(), count: c, max: max, window: lim.Window, subject: s, key: key}
 		}
 	}
 	if refusal != nil {

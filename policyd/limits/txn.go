@@ -12,9 +12,11 @@ import (
 
 // subjectSet computes, once per request, whom each key type names:
 // "sasl_username:alice", "sender:bob@example.org", "client_address:192.0.2.1",
-// "sender_domain:example.org". A client in the trusted networks without a
-// login is keyed by its sender where a limit asks for the login. "" means
-// the key does not apply (no sender, a bounce).
+// "sender_domain:example.org", "local_user:www-data". A client in the
+// trusted networks without a login is keyed by its sender where a limit
+// asks for the login; mail a local account submitted (sendmail, pickup) by
+// that account, and it has no client address (cleanup makes one up). ""
+// means the key does not apply (no sender, a bounce, no local account).
 type subjectSet struct {
 	r       *Request
 	trusted bool
@@ -42,18 +44,25 @@ func (s *subjectSet) compute(k KeyType) string {
 		if r.SASLUsername != "" {
 			return string(KeySASL) + ":" + r.SASLUsername
 		}
+		if r.LocalUser != "" {
+			return s.of(KeyLocalUser)
+		}
 		return s.of(KeySender)
 	case KeySender:
 		if r.Sender != "" {
 			return string(KeySender) + ":" + strings.ToLower(r.Sender)
 		}
 	case KeyClient:
-		if r.ClientAddress != "" {
+		if r.ClientAddress != "" && r.LocalUser == "" {
 			return string(KeyClient) + ":" + r.ClientAddress
 		}
 	case KeySenderDomain:
 		if at := strings.LastIndexByte(r.Sender, '@'); at >= 0 && at < len(r.Sender)-1 {
 			return string(KeySenderDomain) + ":" + strings.ToLower(r.Sender[at+1:])
+		}
+	case KeyLocalUser:
+		if r.LocalUser != "" {
+			return string(KeyLocalUser) + ":" + r.LocalUser
 		}
 	}
 	return ""
@@ -71,16 +80,17 @@ type txn struct {
 	taken     []taken    // what it counted, to give back if it is held
 
 	// subj is what its last request's subjects were, for the next
-	// request naming the same login, sender and client (subjOf).
+	// request naming the same login, sender, client and local account
+	// (subjOf).
 	subj   subjectSet
-	subjOf [3]string
+	subjOf [4]string
 }
 
 // reuse fills s with the subjects an earlier request of the transaction
-// computed, when it named the same login, sender and client: a message's
-// later requests then build no subject strings.
+// computed, when it named the same login, sender, client and local
+// account: a message's later requests then build no subject strings.
 func (t *txn) reuse(s *subjectSet) {
-	if t.subj.trusted == s.trusted && t.subjOf == [3]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress} {
+	if t.subj.trusted == s.trusted && t.subjOf == [4]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress, s.r.LocalUser} {
 		r := s.r
 		*s = t.subj
 		s.r = r
@@ -89,7 +99,7 @@ func (t *txn) reuse(s *subjectSet) {
 
 // keep remembers s's subjects for the transaction's next request.
 func (t *txn) keep(s *subjectSet) {
-	t.subj, t.subjOf = *s, [3]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress}
+	t.subj, t.subjOf = *s, [4]string{s.r.SASLUsername, s.r.Sender, s.r.ClientAddress, s.r.LocalUser}
 	t.subj.r = nil
 }
 
@@ -304,7 +314,9 @@ type profileView struct{ destinations, clients string }
 type profileTable struct{ shardedMap[*profile] }
 
 // record notes the request's recipient domain and client for each subject
-// a limit (or the compromise signal) counts.
+// a limit (or the compromise signal) counts. A request of the milter
+// (Request.Destinations) brings all its message's recipient domains at
+// once.
 func (pt *profileTable) record(o *Options, subj *subjectSet, r *Request, client string, now time.Time) {
 	var dom string
 	if r.Stage == "RCPT" {
@@ -314,16 +326,25 @@ func (pt *profileTable) record(o *Options, subj *subjectSet, r *Request, client 
 	}
 	var seen [len(keyTypes)]bool
 	d, c := newItem(dom), newItem(client)
+	var more []item
+	for f := range strings.FieldsSeq(r.Destinations) {
+		if len(more) == topSize {
+			break
+		}
+		more = append(more, newItem(strings.ToLower(f)))
+	}
 	for i := range o.Limits {
-		pt.note(o.Limits[i].Key, &seen, subj, d, c, now)
+		pt.note(o.Limits[i].Key, &seen, subj, d, c, more, now)
 	}
 	if o.Compromise.Window > 0 && r.SASLUsername != "" {
-		pt.note(KeySASL, &seen, subj, d, c, now)
+		pt.note(KeySASL, &seen, subj, d, c, more, now)
 	}
 }
 
-// note records for the subject of key type k, once per request.
-func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subjectSet, dom, client item, now time.Time) {
+// note records for the subject of key type k, once per request and
+// subject (a login's limit counts mail without a login by sender or
+// local account, which the sender's or the account's limits count too).
+func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subjectSet, dom, client item, more []item, now time.Time) {
 	i := slices.Index(keyTypes[:], k)
 	if i < 0 || seen[i] {
 		return
@@ -332,6 +353,11 @@ func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subject
 	s := subj.of(k)
 	if s == "" {
 		return
+	}
+	for j, done := range seen { // noted earlier in this request: already recorded
+		if done && j != i && subj.done[j] && subj.v[j] == s {
+			return
+		}
 	}
 	sh := pt.shard(s)
 	sh.mu.Lock()
@@ -343,6 +369,9 @@ func (pt *profileTable) note(k KeyType, seen *[len(keyTypes)]bool, subj *subject
 	}
 	p.last = now
 	p.dests.add(dom)
+	for _, d := range more {
+		p.dests.add(d)
+	}
 	p.clients.add(client)
 }
 

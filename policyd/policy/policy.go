@@ -38,6 +38,14 @@ type Request struct {
 	RecipientCount int
 	PolicyContext  string
 
+	// LocalUser and RecipientDomains are mxdetour's own attributes,
+	// which Postfix never sends: mxdetour-milter asks with them for mail
+	// submitted with the sendmail command (pickup), which never passes
+	// smtpd. LocalUser is the local account that submitted the message,
+	// RecipientDomains its recipients' domains, separated by spaces.
+	LocalUser        string
+	RecipientDomains string
+
 	// The kept values are gathered in raw while the request is read and
 	// become strings in one allocation at its end; raw and kept are
 	// reused by the connection's next request.
@@ -120,6 +128,10 @@ func (req *Request) set(name, value []byte) {
 		req.RecipientCount = atoi(value)
 	case "policy_context":
 		req.PolicyContext = intern(value)
+	case "local_user":
+		req.gather(&req.LocalUser, value)
+	case "recipient_domains":
+		req.gather(&req.RecipientDomains, value)
 	}
 }
 

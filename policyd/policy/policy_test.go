@@ -32,6 +32,10 @@ func TestReadRequest(t *testing.T) {
 		{"end of message", "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nrecipient_count=12\n" +
 			"sasl_username=alice\npolicy_context=limits\n\n", Request{Request: "smtpd_access_policy",
 			ProtocolState: "END-OF-MESSAGE", RecipientCount: 12, SASLUsername: "alice", PolicyContext: "limits"}, false},
+		{"milter's pickup count", "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id=4Xy\nrecipient_count=2\n" +
+			"sender=alice@example.org\nlocal_user=alice\nrecipient_domains=gmail.com example.org\npolicy_context=limits\n\n",
+			Request{Request: "smtpd_access_policy", ProtocolState: "END-OF-MESSAGE", QueueID: "4Xy", RecipientCount: 2,
+				Sender: "alice@example.org", LocalUser: "alice", RecipientDomains: "gmail.com example.org", PolicyContext: "limits"}, false},
 		{"bad recipient_count", "request=smtpd_access_policy\nrecipient_count=-3\n\n", Request{Request: "smtpd_access_policy"}, false},
 		{"no name=value", "request=smtpd_access_policy\ngarbage\n\n", Request{}, true},
 		{"empty name", "=x\n\n", Request{}, true},

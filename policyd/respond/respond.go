@@ -97,7 +97,10 @@ func (r *Responder) Stats() *Stats { return &r.stats }
 // counted, and a limit's HOLD, DEFER or REJECT wins over the route: the
 // message waits for the postmaster, and once released takes the route the
 // socketmap gives it. Postfix asking with policy_context=limits (the limits
-// wiring of contrib/postfix) is never answered a route, only a limit.
+// wiring of contrib/postfix) is never answered a route, only a limit. So
+// is mxdetour-milter, which asks the same way, at END-OF-MESSAGE, for
+// mail submitted with the sendmail command (local_user=, see
+// policy.Request).
 func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 	s := scratches.Get().(*scratch)
 	defer s.put()
@@ -115,6 +118,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
+			LocalUser: req.LocalUser, Destinations: req.RecipientDomains, // the milter's, for sendmail's mail
 			Provider: d.Provider, Refused: d.Route == route.Reject, At: s.dl.from, // zero when nothing was decided
 		}
 		if a, limited := l.Check(ctx, &s.lim); limited {

@@ -165,6 +165,30 @@ func TestPolicyLimits(t *testing.T) {
 	}
 }
 
+// mxdetour-milter's request for a local account's message (sendmail,
+// pickup) reaches the limits with its account and destinations: counted
+// under local_user:NAME, held past the limit, never routed.
+func TestPolicyLocalUser(t *testing.T) {
+	r := responder(t, zap.NewNop())
+	l := limits.New(limits.Options{Limits: []limits.Limit{
+		{Key: limits.KeyLocalUser, Max: 3, Window: time.Hour, Action: limits.Defer},
+	}}, limits.NewMemory(), nil, zap.NewNop())
+	r.SetLimits(l)
+	ask := func(id string, n int) string {
+		return r.Policy(context.Background(), &policy.Request{Request: "smtpd_access_policy", ProtocolState: "END-OF-MESSAGE",
+			Instance: "mxdetour-milter." + id, QueueID: id, RecipientCount: n, Sender: "wp@ours.mxd", PolicyContext: "limits",
+			LocalUser: "www-data", RecipientDomains: "gmail.mxd"})
+	}
+	got := []string{ask("Q1", 2), ask("Q2", 1), ask("Q3", 1)}
+	want := []string{"DUNNO", "DUNNO", "HOLD mxdetour: local_user limit exceeded (4/3 in 1h)"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if h := l.Held(); len(h) != 1 || h[0].Key != "local_user:www-data" || h[0].QueueID != "Q3" {
+		t.Errorf("held: %+v", h)
+	}
+}
+
 // eager hands the observer the values of an entry's fields, read as Write
 // is called: the decision line is only valid until then (zap's encoders
 // read it there; the observer keeps fields to read later).
