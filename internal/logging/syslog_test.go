@@ -214,8 +214,9 @@ func checkSyslogString(t *testing.T, s string) {
 		t.Errorf("%q: value %s reads back as %q", s, v, got)
 	}
 	a, _ := strings.CutPrefix(encode(t, zapcore.Entry{}, zap.Strings("a", []string{s})), "<6>a=")
-	elem, ok := strings.CutPrefix(unquote(t, strings.TrimSuffix(a, "\n"), false), "[")
-	if elem, ok = strings.CutSuffix(elem, "]"); !ok {
+	elem, open := strings.CutPrefix(unquote(t, strings.TrimSuffix(a, "\n"), false), "[")
+	elem, closed := strings.CutSuffix(elem, "]")
+	if !open || !closed {
 		t.Fatalf("%q: array %s", s, a)
 	}
 	if got := unquote(t, elem, true); got != s {

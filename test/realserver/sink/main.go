@@ -165,9 +165,7 @@ func serve(c net.Conn) {
 				if l == ".\r\n" || l == ".\n" {
 					break
 				}
-				if strings.HasPrefix(l, ".") {
-					l = l[1:]
-				}
+				l = strings.TrimPrefix(l, ".") // RFC 5321 4.5.2 dot-stuffing
 				msg.WriteString(l)
 			}
 			env.Time = time.Now()
