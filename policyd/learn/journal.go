@@ -454,7 +454,14 @@ func (l *Learner) readJournal(ctx context.Context, js journalSource, out chan<- 
 // journalArgs are journalctl's arguments for the records of uid after
 // pos; from since when there is no position, or when it is older.
 func journalArgs(uid string, pos JournalPos, since time.Time) []string {
-	args := []string{"--follow", "--no-tail", "--no-pager", "--all", "--output=json",
+	// --merge: since systemd 250, --follow alone implies --boot, the boot
+	// id /proc gives. Under the unit's sandbox (ProtectProc=, a /proc of
+	// its own) in a container that is the host kernel's, not the
+	// container's journal's, and journalctl waited for records of a boot
+	// it never saw, silently (measured in systemd-nspawn, systemd 252).
+	// It would also skip what was written after the saved cursor but
+	// before a reboot. Records are chosen by _UID and the cursor instead.
+	args := []string{"--follow", "--merge", "--no-tail", "--no-pager", "--all", "--output=json",
 		"--output-fields=_UID,SYSLOG_IDENTIFIER,SYSLOG_PID,_PID,MESSAGE"}
 	if pos.Cursor != "" && (pos.Time.IsZero() || pos.Time.After(since)) {
 		args = append(args, "--after-cursor="+pos.Cursor)

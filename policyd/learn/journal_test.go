@@ -203,8 +203,8 @@ func TestJournalLearnsOnlyFromPostfix(t *testing.T) {
 	}
 	got := starts()[0]
 	since := time.Now().Add(-time.Hour).Unix()
-	if !slices.Contains(got, "_UID="+postfixUID) || !slices.Contains(got, "--follow") || !slices.Contains(got, "--output=json") {
-		t.Errorf("journalctl %q: want --follow --output=json _UID=%s", got, postfixUID)
+	if !slices.Contains(got, "_UID="+postfixUID) || !slices.Contains(got, "--follow") || !slices.Contains(got, "--merge") || !slices.Contains(got, "--output=json") {
+		t.Errorf("journalctl %q: want --follow --merge --output=json _UID=%s", got, postfixUID)
 	}
 	i := slices.IndexFunc(got, func(a string) bool { return strings.HasPrefix(a, "--since=@") })
 	if i < 0 {

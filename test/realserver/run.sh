@@ -22,6 +22,62 @@ PACKAGES=systemd,systemd-sysv,dbus,postfix,python3,iproute2,rsyslog,procps,less,
 # Bump when the way the base is built changes (not only its packages).
 BASE_RECIPE=1
 
+# Refusals of our IP, one of each kind the learner's classifier knows (real
+# replies from policyd/learn/classify_test.go, where each one's source is
+# named), as LABEL|IPVERSION|DSN|STATUS|COMMAND|REPLY. The suite writes them
+# as Postfix's smtp(8) logs a delivery, each for a domain of its own
+# (PREFIX-LABEL.zz): as user nobody (forged: nothing may be learned) and as
+# user postfix (the control: each one is learned).
+FORGED_KINDS='a|4|5.7.1|bounced|RCPT TO|554 5.7.1 Service unavailable; Client host [192.0.2.2] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.2
+b|4|5.7.1|bounced|MAIL FROM|550 5.7.1 Unfortunately, messages from [192.0.2.2] weren'"'"'t sent. Please contact your Internet service provider since part of their network is on our block list (S3150). You can also refer your provider to http://mail.live.com/mail/troubleshooting.aspx#errors.
+c|4|5.7.1|bounced|end of DATA|550-5.7.1 [192.0.2.2] Our system has detected that this message is 550-5.7.1 likely suspicious due to the very low reputation of the sending IP 550-5.7.1 address. To best protect our users from spam, the message has been 550-5.7.1 blocked. Please visit 550 5.7.1 https://support.google.com/mail/answer/188131 for more information. a78si25816854pfj.35 - gsmtp
+d|4|5.7.0|bounced|end of DATA|550 5.7.0 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.2
+e|4|5.7.1|bounced|end of DATA|550 5.7.1 Unfortunately, messages from [185.234.69.116] weren'"'"'t sent. Please contact your Internet service provider since part of their network is on our block list (S3140). You can also refer your provider to http://mail.live.com/mail/troubleshooting.aspx#errors. [DM6NAM12FT008.eop-nam12.prod.protection.outlook.com 2023-02-01T02:52:56.703Z 08DB03E3F757F606]
+f|4|5.7.708|bounced|MAIL FROM|550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP. For more information please go to http://go.microsoft.com/fwlink/?LinkId=526653 AS(7230) [BM1PR01MB1076.INDPRD01.PROD.OUTLOOK.COM]
+g|4|5.0.0|bounced|MAIL FROM|550 OU-001 (SNT004-MC11F3) Unfortunately, messages from 104.130.122.18 weren'"'"'t sent. Please contact your Internet service provider since part of their network is on our block list. You can also refer your provider to http://mail.live.com/mail/troubleshooting.aspx#errors.
+h|4|5.0.0|bounced|MAIL FROM|550 DY-001 (BAY0-MC1-F3) Unfortunately, messages from 174.143.146.10 weren'"'"'t sent. Please contact your Internet service provider. You can tell them that Hotmail does not relay dynamically-assigned IP ranges. You can also refer your provider to http://mail.live.com/mail/troubleshooting.aspx#errors.
+i|4|4.7.0|deferred|MAIL FROM|421 4.7.0 [TSS04] Messages from 185.205.69.214 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes
+j|4|5.7.1|bounced|RCPT TO|550 5.7.1 Mail from IP 3.93.33.11 was rejected due to listing in Spamhaus SBL. For details please see http://www.spamhaus.org/query/bl?ip=3.93.33.11
+k|4|4.0.0|deferred||554-gmx.net (mxgmx116) Nemesis ESMTP Service not available 554-No SMTP service 554-IP address is black listed. 554 For explanation visit https://postmaster.gmx.net/en/error-messages?ip=95.216.180.11&c=bip
+l|4|4.0.0|deferred||554 IP=188.40.10.20 - A problem occurred. (Ask your postmaster for help or to contact tosa@rx.t-online.de to clarify.) (BL)
+m|4|5.0.0|bounced|end of DATA|550 Service unavailable; Client host [smtp001.thundermail.com] blocked using Barracuda Reputation; http://www.barracudanetworks.com/reputation/?r=1&ip=5.60.96.9
+n|4|5.7.1|bounced|RCPT TO|554 5.7.1 Service unavailable; Client host [167.89.94.22] blocked using bl.spamcop.net; Blocked - see https://www.spamcop.net/bl.shtml?167.89.94.22
+o|4|5.7.1|bounced|RCPT TO|554 5.7.1 Service unavailable; Client host [203.0.113.5] blocked using dnsbl.sorbs.net
+p|4|5.0.0|bounced|RCPT TO|550 Service unavailable; Client Host [192.0.2.4] blocked using Trend Micro RBL+. Please see http://www.mail-abuse.com/cgi-bin/lookup?ip_address=192.0.2.4
+q|4|5.7.1|bounced|RCPT TO|550 5.7.1 <x@q.zz>: Recipient address rejected: Mail from <5.60.96.11> was refused due to the sender IP found in ERS-DUL. For details, query the IP reputation on https://servicecentral.trendmicro.com/en-US/ers/.
+r|4|5.0.0|bounced|RCPT TO|553 Your IP is BLACKLISTED at UCEPROTECT-LEVEL 1 - See: http://www.uceprotect.net/rblcheck.php?ipr=145.253.228.166
+s|4|4.0.0|deferred||554 p3plibsmtp03-07.prod.phx3.secureserver.net CMGW IB103. Connection refused. 52.38.96.198 has a poor reputation on Cloudmark Sender Intelligence (CSI). Please visit http://csi.cloudmark.com/reset-request/?ip=52.38.96.198 to request a delisting.
+t|4|4.0.0|deferred||554 imta14.emeryville.ca.mail.comcast.net comcast 192.0.2.2 Comcast block for spam.
+u|4|5.0.3|bounced|MAIL FROM|553 5.0.3 flph829 DNSBL:RBL 521< 192.0.2.9 >_is_blocked.For assistance forward this error to abuse_rbl@abuse-att.net
+v|4|5.7.1|bounced|MAIL FROM|550 5.7.1 IP 103.152.79.203 blocked by Vade Threat List (OXSUS001_101)
+w|4|4.7.0|deferred|end of DATA|421-4.7.0 [174.143.183.26] Our system has detected an unusual amount of 421-4.7.0 unsolicited mail originating from your IP address. To protect our 421-4.7.0 users from spam, mail sent from your IP address has been temporarily 421 4.7.0 rate limited. - gsmtp
+x|4|4.7.1|deferred||554 5.7.1 You are not allowed to connect.
+y|4|4.0.0|deferred||550 mwinf5c14 ME Adresse IP source bloquee pour incident de spam. Client host blocked for spamming issues. OFR006_102 Ref http://csi.cloudmark.com/reset-request/?ip=192.0.2.17 [102]
+z|4|4.0.0|deferred||554-cunitesapr01.asur.com 554 Your access to this mail system has been rejected due to the sending MTA'"'"'s poor reputation. If you believe that this failure is in error, please contact the intended recipient via alternate means.
+v6a|6|5.7.1|bounced|end of DATA|550-5.7.1 [2001:981:da0a:1:c8a1:53ff:fe0c:e44c] Our system has detected that 550-5.7.1 this message does not meet IPv6 sending guidelines regarding PTR 550-5.7.1 records and authentication. Please review 550-5.7.1 https://support.google.com/mail/?p=ipv6_authentication_error for more 550 5.7.1 information. z186si39663674wmz.15 - gsmtp
+v6b|6|5.7.25|bounced|end of DATA|550-5.7.25 [2001:bc8:1830:1a00::1] The IP address sending this message does not 550-5.7.25 have a PTR record setup. As a policy, Gmail does not accept messages 550-5.7.25 from IPs with missing PTR records. Please visit 550-5.7.25  support.google.com/mail/answer/81126#authentication for more 550 5.7.25 information. s12si10692358edy.381 - gsmtp'
+# forged_lines PREFIX QID: DOMAIN<TAB>SYSLOG-TAG<TAB>MESSAGE per kind, as
+# Postfix's smtp(8) (or lmtp(8), or the relay transport's smtp) logs a
+# delivery; queue ids QID then a number.
+forged_lines() {
+	local i=0 label v dsn status cmd reply dom ip tag text
+	while IFS='|' read -r label v dsn status cmd reply; do
+		[ -n "$label" ] || continue
+		dom=$1-$label.zz ip=192.0.2.99
+		[ "$v" = 6 ] && ip=2001:db8:99::25
+		tag='postfix/smtp[4242]'
+		case $label in i) tag='postfix/relay/smtp[4243]' ;; r) tag='postfix/lmtp[4244]' ;; esac
+		if [ -n "$cmd" ]; then
+			text="host mx.$dom[$ip] said: $reply (in reply to $cmd command)"
+		else
+			text="host mx.$dom[$ip] refused to talk to me: $reply"
+		fi
+		printf '%s\t%s\t%s%08X: to=<x@%s>, relay=mx.%s[%s]:25, delay=1, delays=0/0/0/1, dsn=%s, status=%s (%s)\n' \
+			"$dom" "$tag" "$2" $i "$dom" "$dom" "$ip" "$dsn" "$status" "$text"
+		i=$((i + 1))
+	done <<<"$FORGED_KINDS"
+}
+
 T0=$(date +%s.%N)  # now() below
 PHASES=()
 phase_start() { PHASE_NAME=$1; PHASE_T=$(date +%s.%N); echo "=== $1"; }
@@ -221,13 +277,16 @@ phase_end
 
 phase_start "prepare root"
 install -m 0755 "$WORK"/bin/rs-* "$ROOT/usr/local/bin/"
+install -m 0755 "$HERE/peer.py" "$ROOT/usr/local/bin/rs-peer"
 cp "$DEB" "$ROOT/root/"
 DEBNAME=$(basename "$DEB")
 mkdir -p "$ROOT/etc/rs"
 # The world as DNS tells it: a Google-hosted customer (recognised by the MX
 # host name), a plain domain with its own MX, our sending domain (its DKIM
-# records are appended after keygen). All addresses are the container's
-# loopback: 127.0.0.10 the direct sink.
+# records are appended after keygen), a domain whose MX refuses our IP
+# (127.0.0.12) and one whose MX knows no such user (127.0.0.13), and the
+# domains of the forged and the control delivery lines (127.0.0.10). All
+# addresses are the container's loopback: 127.0.0.10 the direct sink.
 cat >"$ROOT/etc/rs/zone" <<'ZONE'
 $TTL 60
 customer-a.zz.            IN MX 10 aspmx.l.google.com.
@@ -238,7 +297,14 @@ mx.plain-b.zz.            IN A  127.0.0.10
 sender-c.zz.              IN MX 10 mx.plain-b.zz.
 sender-c.zz.              IN TXT "v=spf1 ip4:127.0.0.1 -all"
 _dmarc.sender-c.zz.       IN TXT "v=DMARC1; p=none"
+blocked-d.zz.             IN MX 10 mx.blocked-d.zz.
+mx.blocked-d.zz.          IN A  127.0.0.12
+unknown-e.zz.             IN MX 10 mx.unknown-e.zz.
+mx.unknown-e.zz.          IN A  127.0.0.13
 ZONE
+for d in $(forged_lines victim 0 | cut -f1) $(forged_lines ctl 0 | cut -f1) victim-jf.zz victim-sc.zz; do
+	printf '%s. IN MX 10 mx.%s.\nmx.%s. IN A 127.0.0.10\n' "$d" "$d" "$d"
+done >>"$ROOT/etc/rs/zone"
 printf 'nameserver 127.0.0.53\noptions timeout:1 attempts:1\n' >"$ROOT/etc/resolv.conf"
 unit() { # NAME DESCRIPTION EXEC
 	cat >"$ROOT/etc/systemd/system/$1.service" <<UNIT
@@ -256,6 +322,10 @@ UNIT
 unit rs-fakedns "suite: fake DNS on 127.0.0.53" "/usr/local/bin/rs-fakedns -listen 127.0.0.53:53 -zone /etc/rs/zone"
 unit rs-sink-direct "suite: direct MX sink" "/usr/local/bin/rs-sink -listen 127.0.0.10:25 -name mx.sink-direct.zz -dir /var/lib/rs-sink/direct"
 unit rs-sink-relay "suite: relay sink (STARTTLS)" "/usr/local/bin/rs-sink -listen 127.0.0.11:587 -tls -name mx03.sink-relay.zz -dir /var/lib/rs-sink/relay"
+# What Postfix's own default_rbl_reply says to a listed client, and what a
+# mailbox host says of an unknown user. (systemd unquotes the arguments.)
+unit rs-sink-blocked "suite: MX that refuses our IP" "/usr/local/bin/rs-sink -listen 127.0.0.12:25 -name mx.blocked-d.zz -dir /var/lib/rs-sink/blocked -rcpt-reply \"554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/127.0.0.1\""
+unit rs-sink-unknown "suite: MX that knows no such user" "/usr/local/bin/rs-sink -listen 127.0.0.13:25 -name mx.unknown-e.zz -dir /var/lib/rs-sink/unknown -rcpt-reply \"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table\""
 # Postfix on 127.0.0.1 only (the sinks take port 25 on other loopback
 # addresses). Deferred mail is retried after 10-60 s instead of 5 min,
 # as README ("Which wiring?") suggests where minutes matter: the suite
@@ -316,6 +386,21 @@ for k in rsa:rsa2026 ed25519:ed2026; do
 		fail "dkim: keygen ${k%%:*}" "$out"
 	fi
 done
+# Issue "only Postfix can teach or spend": a deferral by a block is
+# delivered again at once, and a limit on logins that a local user must not
+# be able to spend (wire adds the limits policy service for it). The
+# suite's own mail (from alice@sender-c.zz over SMTP from 127.0.0.1, or by
+# root's sendmail) is exempt: it has no login, and 100 messages go out below.
+insh "sed -i 's/^requeue = false/requeue = true/' $TOML && grep -q '^requeue = true' $TOML" ||
+	fail "config: [learn] requeue = true in $TOML" "$(inside grep -n requeue $TOML)"
+cat <<'TOML' | inside tee -a "$TOML" >/dev/null
+
+[[limits]]
+key = "sasl_username"
+max = 3
+window = "1h"
+exempt = ["sender:alice@sender-c.zz", "local_user:root"]
+TOML
 check "config: mxdetour-policyd -check-config" inside mxdetour-policyd -check-config
 # README step 3: start the daemons.
 check "units: systemctl enable --now" inside systemctl enable --now mxdetour-policyd.socket mxdetour-policyd-socketmap.socket \
@@ -423,6 +508,238 @@ fi
 sleep 1
 out=$(jsince "$TWIRE" | grep -E 'postfix(/[a-z-]+)?\[[0-9]+\]: (warning|error|fatal|panic):')
 [ -z "$out" ] && pass "postfix: no warning in the journal since wiring ($WIRED_BY)" || fail "postfix: no warning in the journal since wiring ($WIRED_BY)" "$out"
+phase_end
+
+# ---------------------------------------------------------------- only Postfix teaches or spends
+# Issue "only Postfix can teach or spend": what a local user can do to
+# mxdetour, tried as the attacker would (nobody, and mallory in group
+# postfix), beside what Postfix itself does (a receiver that refuses our IP).
+phase_start "only Postfix teaches or spends"
+T=$(now)
+# Postfix's own block first: its message comes back through the relay only
+# after a while (requeue), so the attacker's tries run meanwhile.
+TSENT=$(now)
+for r in blocked-d unknown-e; do
+	printf 'From: <%s>\nTo: <someone@%s.zz>\nSubject: rs-%s\nMessage-ID: <rs-%s@rs.zz>\n\nto a receiver that refuses us\n' \
+		$FROM $r $r $r | inside sendmail -f $FROM someone@$r.zz
+done
+
+# Where policyd learns from: the journal, by Postfix's uid.
+src=$(inside journalctl --no-pager -q -u mxdetour-policyd -o cat | grep -oE "learning from (the journal|the log file|a log file|Postfix's).*" | tail -1)
+case $src in
+"learning from the journal:"*) pass "learn: policyd says it learns from the journal (learn.source = auto)" ;;
+*) fail "learn: policyd says it learns from the journal (learn.source = auto)" "its journal says: ${src:-nothing about its source}" ;;
+esac
+# A diagnosis for when nothing is learned: journalctl --follow reads only
+# the current boot (systemd >= 250: -f implies -b), the one
+# /proc/sys/kernel/random/boot_id names. In a container that file is the
+# container's own, mounted over the kernel's; a service whose sandbox
+# mounts a fresh /proc (ProtectProc=, ProtectKernelTunables=,
+# ProtectControlGroups=) sees the kernel's, and its journalctl --follow
+# then matches no record at all.
+jdiag="policyd's journalctl: none of user mxdetour runs"
+jpid=$(inside pgrep -u mxdetour -x journalctl | head -1)
+if [ -n "$jpid" ]; then
+	b_sys=$(inside cat /proc/sys/kernel/random/boot_id)
+	b_svc=$(inside nsenter -t "$jpid" -m cat /proc/sys/kernel/random/boot_id)
+	jdiag="policyd's journalctl ($(inside cat /proc/"$jpid"/cmdline | tr '\0' ' ')) sees boot id $b_svc, the system $b_sys"
+	[ "$b_sys" = "$b_svc" ] || jdiag="$jdiag: journalctl --follow implies --boot (systemd >= 250), so it follows a boot the journal has no record of ($(inside systemctl show -p ProtectProc -p ProtectKernelTunables -p ProtectControlGroups mxdetour-policyd | tr '\n' ' '))"
+fi
+log "$jdiag"
+
+# 1. Forged delivery lines. As nobody: through syslog (logger, as rsyslog
+# writes them to mail.log like Postfix's own), through the journal's native
+# protocol naming Postfix's uid in a trusted field (_UID=, which journald
+# must drop), and through a stream (systemd-cat). Then the same syslog lines
+# as user postfix, for other domains: the control, each must be learned.
+forged_lines victim 3F >"$ROOT/etc/rs/forged-nobody.tsv"
+forged_lines ctl 5C >"$ROOT/etc/rs/forged-postfix.tsv"
+NKINDS=$(grep -c . "$ROOT/etc/rs/forged-nobody.tsv")
+PFUID=$(inside id -u postfix)
+zen='554 5.7.1 Service unavailable; Client host [192.0.2.2] blocked using zen.spamhaus.org'
+printf '%s\n' "MESSAGE=3F0000F001: to=<x@victim-jf.zz>, relay=mx.victim-jf.zz[192.0.2.99]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host mx.victim-jf.zz[192.0.2.99] said: $zen (in reply to RCPT TO command))" \
+	SYSLOG_IDENTIFIER=postfix/smtp SYSLOG_PID=4242 SYSLOG_FACILITY=2 PRIORITY=6 "_UID=$PFUID" "_GID=$PFUID" _COMM=smtp "_SYSTEMD_UNIT=postfix@-.service" \
+	>"$ROOT/etc/rs/forged-journald.txt"
+printf '%s\n' "3F0000F002: to=<x@victim-sc.zz>, relay=mx.victim-sc.zz[192.0.2.99]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host mx.victim-sc.zz[192.0.2.99] said: $zen (in reply to RCPT TO command))" \
+	>"$ROOT/etc/rs/forged-stream.txt"
+TFORGE=$(now)
+out=$(insh 'set -u
+while IFS=$'"'"'\t'"'"' read -r dom tag msg; do
+	runuser -u nobody -- logger -p mail.info -t "$tag" -- "$msg" || echo "logger failed for $dom"
+done </etc/rs/forged-nobody.tsv
+runuser -u nobody -- logger --journald=/etc/rs/forged-journald.txt || echo "logger --journald failed"
+runuser -u nobody -- systemd-cat -t postfix/smtp -p info cat /etc/rs/forged-stream.txt || echo "systemd-cat failed"' 2>&1)
+[ -z "$out" ] || log "forging as nobody: $out"
+TCTL=$(now)
+out=$(insh 'while IFS=$'"'"'\t'"'"' read -r dom tag msg; do
+	runuser -u postfix -- logger -p mail.info -t "$tag" -- "$msg" || echo "logger failed for $dom"
+done </etc/rs/forged-postfix.tsv' 2>&1)
+[ -z "$out" ] || log "logging as postfix: $out"
+learned_of() { inside mxdetour-policyd blocks | grep -E "^$1-[a-z0-9]+\.zz[[:space:]]" | cut -f1; }
+all_ctl() { [ "$(learned_of ctl | grep -c .)" -eq "$NKINDS" ]; }
+wait_for 15 all_ctl
+tctl=$(since "$TCTL")
+nctl=$(learned_of ctl | grep -c .)
+# At least 3 s for the forged lines, which came first.
+sleep "$(awk -v a="$(since "$TFORGE")" 'BEGIN { d = 3 - a; print (d > 0 ? d : 0) }')"
+victims=$(learned_of victim)
+nvictim=$(printf '%s\n' "$victims" | grep -c .)
+[ "$nctl" -eq "$NKINDS" ] && pass "forged lines: control: the $NKINDS lines logged as user postfix are all learned (${tctl} s)" ||
+	fail "forged lines: control: the $NKINDS lines logged as user postfix are all learned" "$nctl of $NKINDS in ${tctl} s; missing:" \
+		"$(comm -23 <(cut -f1 "$ROOT/etc/rs/forged-postfix.tsv" | sort) <(learned_of ctl | sort) | tr '\n' ' ')" \
+		"$(jsince "$TCTL" -u mxdetour-policyd | grep -v decision | tail -8)" "$jdiag"
+if [ "$nctl" -eq 0 ]; then
+	fail "forged lines: 0 of $((NKINDS + 2)) forged by nobody learned" "inconclusive: the control learned nothing either, so policyd learns nothing at all"
+else
+	[ "$nvictim" -eq 0 ] && pass "forged lines: 0 of $((NKINDS + 2)) forged by nobody learned ($NKINDS block kinds by logger, _UID= by logger --journald, systemd-cat; $(since "$TFORGE") s)" ||
+		fail "forged lines: 0 of $((NKINDS + 2)) forged by nobody learned" "$nvictim learned: $(echo $victims)" \
+			"$(inside mxdetour-policyd blocks | grep -A1 '^victim-' | head -12)"
+fi
+# The forgeries did land where a reader of mail.log or of the journal would
+# take them for Postfix's, so nothing above passed for want of trying.
+nmaillog=$(insh "grep -c 'to=<x@victim-' /var/log/mail.log")
+njournal=$(jsince "$TFORGE" _UID=65534 -o cat | grep -c 'to=<x@victim-')
+nfake=$(jsince "$TFORGE" _UID="$PFUID" -o cat | grep -c 'to=<x@victim-')
+[ "$nmaillog" -ge "$NKINDS" ] && [ "$njournal" -eq $((NKINDS + 2)) ] && [ "$nfake" -eq 0 ] &&
+	pass "forged lines: all in mail.log ($nmaillog) and in the journal under nobody's _UID ($njournal), none under postfix's" ||
+	fail "forged lines: all in mail.log and in the journal under nobody's _UID, none under postfix's" \
+		"mail.log: $nmaillog (want >= $NKINDS); journal _UID=65534: $njournal (want $((NKINDS + 2))); _UID=$PFUID: $nfake (want 0)" \
+		"$(jsince "$TFORGE" -o verbose --output-fields=_UID,SYSLOG_IDENTIFIER,MESSAGE | grep -B3 'victim-jf' | head -12)"
+# Their domains still go direct, by the running daemon and by `check`;
+# the control's go through the relay.
+vdoms=$(cut -f1 "$ROOT/etc/rs/forged-nobody.tsv"; echo victim-jf.zz victim-sc.zz | tr ' ' '\n')
+routes_of() { # DOMAINS...: "DOMAIN ROUTE" by mxdetour-policyd check -json
+	inside mxdetour-policyd check -json $(printf 'x@%s ' "$@") 2>&1 |
+		python3 -c 'import json, sys; [print(r["domain"], r["route"]) for r in json.load(sys.stdin)]' 2>&1
+}
+out=$(routes_of $vdoms)
+bad=$(printf '%s\n' "$out" | grep -v ' direct$')
+[ -z "$bad" ] && [ "$(printf '%s\n' "$out" | grep -c ' direct$')" -eq $((NKINDS + 2)) ] &&
+	pass "forged lines: mxdetour-policyd check: all $((NKINDS + 2)) domains route direct" ||
+	fail "forged lines: mxdetour-policyd check: all $((NKINDS + 2)) domains route direct" "$out"
+out=$(insh "for d in $(echo $vdoms); do printf '%s %s\n' \$d \"\$(timeout 5 postmap -q x@\$d $SOCKETMAP)\"; done")
+bad=$(printf '%s\n' "$out" | grep -v ' $')
+[ -z "$bad" ] && pass "forged lines: the socketmap answers NOTFOUND (direct) for all $((NKINDS + 2))" ||
+	fail "forged lines: the socketmap answers NOTFOUND (direct) for all $((NKINDS + 2))" "$bad"
+out=$(routes_of $(cut -f1 "$ROOT/etc/rs/forged-postfix.tsv"))
+[ "$(printf '%s\n' "$out" | grep -c ' relay$')" -eq "$NKINDS" ] &&
+	pass "forged lines: control: mxdetour-policyd check routes all $NKINDS via the relay" ||
+	fail "forged lines: control: mxdetour-policyd check routes all $NKINDS via the relay" "$(printf '%s\n' "$out" | grep -v ' relay$')"
+
+# 2. The sockets. nobody: neither private/ (Postfix's, 0700) nor the
+# sockets (postfix:postfix 0660) let it in. mallory, in group postfix,
+# reaches them through a door (hard links outside private/: a socket put
+# where the file mode is all that guards it): the kernel connects it, the
+# daemon's peer-credential check must close it unanswered.
+inside useradd -M -N -G postfix -s /usr/sbin/nologin mallory || fail "sockets: useradd mallory"
+MUID=$(inside id -u mallory)
+PRIV=/var/spool/postfix/private
+DOOR=/var/spool/rs-door
+insh "mkdir -p $DOOR && chmod 0755 $DOOR && for s in policy socketmap milter; do ln -f $PRIV/mxdetour-\$s $DOOR/mxdetour-\$s || exit 1; done" ||
+	fail "sockets: hard links to the sockets in $DOOR" "$(insh "ls -la $PRIV $DOOR")"
+TPEER=$(now)
+tries() { # USER DIR: each socket, a few times; one line per attempt
+	inside runuser -u "$1" -- rs-peer socketmap "$2/mxdetour-socketmap" 3 | sed 's/^/socketmap /'
+	inside runuser -u "$1" -- rs-peer policy "$2/mxdetour-policy" alice 5 "rs-$1" | sed 's/^/policy /'
+	inside runuser -u "$1" -- rs-peer milter "$2/mxdetour-milter" 3 | sed 's/^/milter /'
+}
+for u in nobody mallory; do
+	for where in $PRIV $DOOR; do
+		out=$(tries $u $where 2>&1)
+		n=$(printf '%s\n' "$out" | grep -c .)
+		acc=$(printf '%s\n' "$out" | grep -Ec '^[a-z]+ (answer|timeout)')
+		if [ "$u" = mallory ] && [ "$where" = $DOOR ]; then
+			# The file mode lets mallory connect: the daemon must close.
+			closed=$(printf '%s\n' "$out" | grep -Ec '^[a-z]+ closed$')
+			[ "$n" -eq 11 ] && [ "$closed" -eq 11 ] &&
+				pass "sockets: mallory (group postfix) through $DOOR: each of 11 connections closed unanswered by the peer check" ||
+				fail "sockets: mallory (group postfix) through $DOOR: each of 11 connections closed unanswered by the peer check" "$out"
+		else
+			refused=$(printf '%s\n' "$out" | grep -Ec '^[a-z]+ connect-failed EACCES$')
+			[ "$n" -eq 11 ] && [ "$refused" -eq 11 ] &&
+				pass "sockets: $u through $where: 0 of 11 connections (the kernel refuses: EACCES)" ||
+				fail "sockets: $u through $where: 0 of 11 connections (the kernel refuses: EACCES)" "$acc accepted of $n:" "$out"
+		fi
+	done
+done
+# Control: Postfix's user is answered on each socket.
+out=$( (inside runuser -u postfix -- rs-peer socketmap $PRIV/mxdetour-socketmap 1 | sed 's/^/socketmap /'
+	inside runuser -u postfix -- rs-peer milter $PRIV/mxdetour-milter 1 | sed 's/^/milter /') 2>&1)
+printf '%s\n' "$out" | has -x 'socketmap answer OK relay:\[127.0.0.11\]:587\|socketmap answer NOTFOUND.*' &&
+	printf '%s\n' "$out" | has "^milter answer milter command 'O'" &&
+	pass "sockets: control: postfix is answered on the socketmap and the milter" ||
+	fail "sockets: control: postfix is answered on the socketmap and the milter" "$out"
+# One warning per listener for mallory's 3 (or 5) refused connections.
+sleep 0.5
+pw=$(jsince "$TPEER" -u mxdetour-policyd -o cat | grep 'refused a connection')
+mw=$(jsince "$TPEER" -u mxdetour-milter -o cat | grep 'refused a connection')
+np=$(printf '%s\n' "$pw" | grep 'socket=policy ' | grep -c "uid=$MUID user=mallory")
+ns=$(printf '%s\n' "$pw" | grep 'socket=socketmap ' | grep -c "uid=$MUID user=mallory")
+nm=$(printf '%s\n' "$mw" | grep -c "uid=$MUID user=mallory")
+other=$(printf '%s\n' "$pw" "$mw" | grep . | grep -vc "uid=$MUID user=mallory")
+[ "$np" -eq 1 ] && [ "$ns" -eq 1 ] && [ "$nm" -eq 1 ] && [ "$other" -eq 0 ] &&
+	pass "sockets: one refused-peer warning per socket for mallory (policy, socketmap, milter)" ||
+	fail "sockets: one refused-peer warning per socket for mallory (policy, socketmap, milter)" \
+		"policy: $np, socketmap: $ns, milter: $nm, of other users: $other" "$pw" "$mw"
+insh "rm -rf $DOOR"
+
+# 3. alice's allowance: 10 requests for sasl_username=alice were tried
+# above, by nobody and mallory. Nothing is held, and her count is still 0:
+# Postfix's own requests for her are the 1st, 2nd and 3rd, and the 4th is
+# the first over max = 3.
+out=$(inside mxdetour-policyd holds -json 2>&1)
+nkeys=$(printf '%s\n' "$out" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["keys"] or []))' 2>&1)
+[ "$nkeys" = 0 ] && pass "limits: mxdetour-policyd holds -json: nothing held" || fail "limits: mxdetour-policyd holds -json: nothing held" "$out"
+out=$(inside runuser -u postfix -- rs-peer policy $PRIV/mxdetour-policy alice 4 rs-postfix 2>&1)
+if [ "$(printf '%s\n' "$out" | head -3 | grep -c '^answer action=DUNNO$')" = 3 ] &&
+	printf '%s\n' "$out" | sed -n 4p | has -F 'answer action=HOLD mxdetour: sasl_username limit exceeded (4/3 in 1h)'; then
+	pass "limits: alice's count untouched (Postfix's requests for her: 3 DUNNO, the 4th HOLD 4/3)"
+else
+	fail "limits: alice's count untouched (Postfix's requests for her: 3 DUNNO, the 4th HOLD 4/3)" "$out"
+fi
+inside mxdetour-policyd holds release sasl_username:alice >/dev/null 2>&1 || log "holds release sasl_username:alice failed"
+
+# 4. Postfix's own block: learned from the journal, the 554 deferred (by
+# the delivery status filter wire set up), the message sent again through
+# the relay; a user unknown still bounces.
+learned_d() { inside mxdetour-policyd blocks | has '^blocked-d\.zz[[:space:]]'; }
+if wait_for 10 learned_d; then
+	tl=$(jsince "$T" -u mxdetour-policyd -o short-unix | grep -F 'learned: blocked-d.zz' | head -1 | cut -d' ' -f1)
+	td=$(jsince "$T" -o short-unix | grep -F 'to=<someone@blocked-d.zz>' | grep 'status=deferred' | head -1 | cut -d' ' -f1)
+	lag=$(awk -v a="$tl" -v b="$td" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%.2f", a - b }')
+	case $lag in
+	'?') fail "learn: Postfix's block of blocked-d.zz learned within 1 s of its deferral" "learned at ${tl:-?}, deferred at ${td:-?}" ;;
+	*) awk -v l="$lag" 'BEGIN { exit !(l <= 1.0) }' && pass "learn: Postfix's block of blocked-d.zz learned within 1 s of its deferral (${lag} s)" ||
+		fail "learn: Postfix's block of blocked-d.zz learned within 1 s of its deferral" "${lag} s" ;;
+	esac
+else
+	fail "learn: Postfix's block of blocked-d.zz learned" "$(inside mxdetour-policyd blocks)" \
+		"$(jsince "$T" | grep -F 'blocked-d.zz' | tail -6)" "$jdiag"
+fi
+QD=$(jsince "$T" | grep -F 'to=<someone@blocked-d.zz>' | head -1 | sed -nE 's/.*: ([0-9A-Za-z]+): to=<.*/\1/p')
+out=$(jsince "$T" | grep -F 'to=<someone@blocked-d.zz>')
+printf '%s\n' "$out" | has 'dsn=4\.7\.1, status=deferred' && ! printf '%s\n' "$out" | has 'status=bounced' &&
+	pass "block: the 554 came back as status=deferred dsn=4.7.1, never bounced" ||
+	fail "block: the 554 came back as status=deferred dsn=4.7.1, never bounced" "$out"
+relayed() { sink_find relay rs-blocked-d >/dev/null; }
+if wait_for $((60 - $(printf '%.0f' "$(since "$TSENT")"))) relayed; then
+	f=$(sink_find relay rs-blocked-d | head -1)
+	pass "block: the deferred message reached the relay sink ($(awk -v a="$(date -r "${f%.eml}.env" +%s.%N)" -v b="$TSENT" 'BEGIN { printf "%.1f", a - b }') s after sendmail)"
+else
+	fail "block: the deferred message reached the relay sink within 60 s" "$(jsince "$T" | grep -E "${QD:-blocked-d}|blocked-d" | grep -v decision | tail -10)" \
+		"$(inside postqueue -p | tail -6)"
+fi
+how=$(jsince "$T" -u mxdetour-policyd -o cat | grep -F "asked Postfix to deliver" | grep -F "${QD:-none}" | head -1)
+log "blocked-d.zz: queue id ${QD:-?}; $([ -n "$how" ] && echo "requeued by policyd" || echo "not requeued by policyd (Postfix's own retry)")"
+ndn=$(grep -l 'rs-blocked-d@rs.zz' "$ROOT"/var/lib/rs-sink/direct/*.eml 2>/dev/null)
+nlog=$(jsince "$T" | grep -F "${QD:-none}: sender non-delivery notification")
+[ -z "$ndn" ] && [ -z "$nlog" ] && [ -n "$QD" ] && pass "block: the sender got no bounce" ||
+	fail "block: the sender got no bounce" "queue id: ${QD:-not found}" "$nlog" "$ndn"
+out=$(jsince "$T" | grep -F 'to=<someone@unknown-e.zz>')
+printf '%s\n' "$out" | has 'dsn=5\.1\.1, status=bounced' && pass "block: a 550 5.1.1 user unknown still bounces" ||
+	fail "block: a 550 5.1.1 user unknown still bounces" "$out"
+ndn_e() { grep -l 'rs-unknown-e@rs.zz' "$ROOT"/var/lib/rs-sink/direct/*.eml >/dev/null 2>&1; }
+wait_for 10 ndn_e && pass "block: its sender got the bounce" || fail "block: its sender got the bounce" "$(jsince "$T" | grep -F 'non-delivery' | tail -4)"
 phase_end
 
 # ---------------------------------------------------------------- DNS down: local mail

@@ -2,7 +2,10 @@
 // accepts every message and writes it to a directory, NAME.eml with the
 // message as received and NAME.env with its envelope (JSON). With -tls it
 // offers STARTTLS with a self-signed certificate made at start, as the relay
-// transport (smtp_tls_security_level = encrypt) requires. No AUTH.
+// transport (smtp_tls_security_level = encrypt) requires. No AUTH. With
+// -rcpt-reply it refuses every RCPT with that reply instead ({rcpt} is
+// replaced by the recipient): a receiver that blocks our IP, or one that
+// knows no such user.
 package main
 
 import (
@@ -32,6 +35,7 @@ var (
 	dir     = flag.String("dir", "/var/lib/sink", "where received messages are written")
 	name    = flag.String("name", "sink", "host name in the greeting")
 	useTLS  = flag.Bool("tls", false, "offer STARTTLS (self-signed certificate)")
+	rcptRe  = flag.String("rcpt-reply", "", `refuse every RCPT with this reply ("554 5.7.1 ..."; {rcpt} is the recipient)`)
 	seq     atomic.Int64
 	tlsConf *tls.Config
 )
@@ -82,7 +86,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Printf("sink %s on %s, tls=%v, writing to %s", *name, *listen, *useTLS, *dir)
+	log.Printf("sink %s on %s, tls=%v, writing to %s, rcpt-reply %q", *name, *listen, *useTLS, *dir, *rcptRe)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -148,6 +152,12 @@ func serve(c net.Conn) {
 			env.From, env.Rcpt = addr(arg), nil
 			reply("250 2.1.0 ok")
 		case "RCPT":
+			if *rcptRe != "" {
+				text := strings.ReplaceAll(*rcptRe, "{rcpt}", addr(arg))
+				log.Printf("%s: RCPT %s refused: %s", env.Client, addr(arg), text)
+				reply(text)
+				continue
+			}
 			env.Rcpt = append(env.Rcpt, addr(arg))
 			reply("250 2.1.5 ok")
 		case "DATA":
