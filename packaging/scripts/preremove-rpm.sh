@@ -12,8 +12,8 @@ units="mxdetour-policyd.socket mxdetour-policyd-socketmap.socket mxdetour-milter
 # main.cf and master.cf as they were and reloads Postfix.
 unwire() {
 	dir=$(postconf -h config_directory 2>/dev/null) || dir=/etc/postfix
-	if [ -e "$dir/mxdetour-wire.json" ] && [ -x /usr/sbin/mxdetour-policyd ]; then
-		if ! /usr/sbin/mxdetour-policyd unwire; then
+	if [ -e "$dir/mxdetour-wire.json" ] && command -v mxdetour-policyd >/dev/null 2>&1; then
+		if ! mxdetour-policyd unwire; then
 			echo "mxdetour: unwire failed: Postfix's configuration still names mxdetour's sockets;" >&2
 			echo "mxdetour: remove them from $dir/main.cf and master.cf, or mail is deferred until you do." >&2
 		fi
