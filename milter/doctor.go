@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
+	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
@@ -22,7 +23,8 @@ import (
 )
 
 const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
-	"  checks what DNS publishes for the configured keys, signing domains and outbound addresses;\n" +
+	"  checks what DNS publishes for the configured keys, signing domains and outbound addresses,\n" +
+	"  and that the country data ([milter.geo]) loads and is younger than max_age;\n" +
 	"  exit 0 ok, 1 warning, 2 critical (as Nagios plugins)\n"
 
 // doctor checks DNS against the configuration: every key's record, SPF,
@@ -49,7 +51,7 @@ func doctor(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	keys, _, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
+	keys, _, err := dkim.Load(cfg.Milter.DKIM) // rows and key_dir
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n(the doctor compares each record with the private key: run it as root or as the milter's user)\n", err)
 		return exitConfig
@@ -74,6 +76,7 @@ func doctor(args []string, stdout, stderr io.Writer) int {
 		findings = append(findings, dkim.Finding{Status: dkim.Warning, Check: "rotation", Subject: cfg.Milter.DKIM.RotationStateFile,
 			Message: "rotation state unreadable (" + stateErr.Error() + "): rotations shown as if not begun", Fix: "let the milter rewrite it: remove the file"})
 	}
+	findings = append(findings, geoFindings(cfg.Milter.Geo, time.Now())...)
 	worst := dkim.Worst(findings)
 	if *asJSON {
 		e := json.NewEncoder(stdout)
@@ -103,6 +106,46 @@ func printFindings(w io.Writer, worst dkim.Status, fs []dkim.Finding) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// geoFindings checks the country data of a file source: that it loads
+// (critical: no country rule applies without it) and that it is younger
+// than max_age (a warning). A DNS source or none gives no finding.
+func geoFindings(g config.Geo, now time.Time) []dkim.Finding {
+	if g.Source != "mmdb" && g.Source != "delegated" {
+		return nil
+	}
+	subject := g.MMDBFile
+	if g.Source == "delegated" {
+		subject = strings.Join(g.DelegatedFiles, ",")
+	}
+	src, err := geo.Open(setup.Geo(g), nil)
+	if err != nil {
+		return []dkim.Finding{{Status: dkim.Critical, Check: "geo", Subject: subject,
+			Message: "country data does not load (" + err.Error() + "): no country rule applies",
+			Fix:     "install the file (geoipupdate, or fetch the RIR files) or fix milter.geo, then reload"}}
+	}
+	b := geo.NewBlocker(src, geo.Policy{})
+	defer b.Close()
+	if b.Built().IsZero() {
+		return []dkim.Finding{{Status: dkim.OK, Check: "geo", Subject: subject, Message: "country data loads; its date is unknown"}}
+	}
+	age, stale := b.Stale(g.MaxAge.Duration, now)
+	msg := fmt.Sprintf("country data built %s, %s old", b.Built().UTC().Format(time.DateOnly), days(age))
+	if stale {
+		return []dkim.Finding{{Status: dkim.Warning, Check: "geo", Subject: subject,
+			Message: msg + ", older than milter.geo.max_age (" + days(g.MaxAge.Duration) + ")",
+			Fix:     "update it (geoipupdate, or fetch the RIR files again) and reload the milter"}}
+	}
+	return []dkim.Finding{{Status: dkim.OK, Check: "geo", Subject: subject, Message: msg}}
+}
+
+// days writes d in whole days ("31d"), or hours below two days.
+func days(d time.Duration) string {
+	if d < 48*time.Hour {
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 // outbound is [self] ipv4 and ipv6, else the host's global addresses.

@@ -5,6 +5,7 @@
 //	mxdetour-milter [-config FILE]              run the milter
 //	mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR] [-owner USER]
 //	mxdetour-milter keygen -next -domain D [-config FILE] [-owner USER]
+//	mxdetour-milter keygen -all [-domains FILE] [-dir DIR] [-config FILE]
 //	mxdetour-milter doctor [-config FILE] [-json]
 //	mxdetour-milter import-opendkim /etc/opendkim.conf
 //	mxdetour-milter -check-config [-config FILE] | -version
@@ -54,6 +55,7 @@ const usage = `usage:
   mxdetour-milter -version
   mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR] [-owner USER]
   mxdetour-milter keygen -next -domain D [-config FILE] [-owner USER]   the next key of a rotation
+  mxdetour-milter keygen -all [-domains FILE] [-dir DIR]   keys for every domain of Postfix without one
   mxdetour-milter doctor [-config FILE] [-json]   check DNS: keys, SPF, DMARC, reverse DNS (exit 0/1/2)
   mxdetour-milter import-opendkim FILE            print mxdetour.toml sections for an opendkim.conf
 `
@@ -213,24 +215,28 @@ func (b *built) problems() []error {
 // that key is still what DNS publishes), and a country source that fails
 // to open keeps the one in use (geo.Blocker.Reuse).
 func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
-	keys, warnings, kerr := dkim.LoadTable(cfg.Milter.DKIM.Keys, cfg.Milter.DKIM.AllowGroupReadable)
+	keys, warnings, kerr := dkim.Load(cfg.Milter.DKIM) // rows and key_dir
 	b := &built{keyErr: kerr, warnings: warnings, geo: geoNone}
 	if prev != nil {
 		keys.KeepFrom(prev.st.Keys)
 	}
-	g := cfg.Milter.Geo
+	r, gerr := geoResolver(cfg, log)
+	policy := setup.GeoPolicy(cfg.Milter.Geo, r)
 	var blocker *geo.Blocker
-	src, gerr := openGeo(cfg, log)
+	var src geo.Source
+	if gerr == nil {
+		src, gerr = geo.Open(setup.Geo(cfg.Milter.Geo), r)
+	}
 	switch {
 	case gerr == nil:
-		blocker = geo.NewBlocker(src, g.BlockCountries, g.Allow)
+		blocker = geo.NewBlocker(src, policy)
 		if src != nil {
 			b.geo = geoLoaded
 		}
 	case prev != nil && prev.st.Geo.HasSource():
-		blocker, b.geo, b.geoErr = prev.st.Geo.Reuse(g.BlockCountries, g.Allow), geoKept, gerr
+		blocker, b.geo, b.geoErr = prev.st.Geo.Reuse(policy), geoKept, gerr
 	default:
-		blocker, b.geo, b.geoErr = geo.NewBlocker(nil, nil, nil), geoFailed, gerr
+		blocker, b.geo, b.geoErr = geo.NewBlocker(nil, policy), geoFailed, gerr
 	}
 	b.st = &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: blocker,
 		Pickup: pickupCounter(cfg, log)}
@@ -238,13 +244,15 @@ func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
 }
 
 // pickupCounter counts the mail of local accounts (the sendmail command)
-// against [[limits]] by asking policyd on its policy socket; nil without
-// limits or without that socket.
+// against [[limits]] by asking policyd on its policy socket
+// (milter.policyd_listen, else policyd.policy_listen); nil without limits
+// or without that socket.
 func pickupCounter(cfg *config.Config, log *zap.Logger) *pickup.Counter {
-	if len(cfg.Limits) == 0 || cfg.Policyd.PolicyListen == "" {
+	addr := cfg.MilterPolicyd()
+	if len(cfg.Limits) == 0 || addr == "" {
 		return nil
 	}
-	c, err := pickup.NewCounter(cfg.Policyd.PolicyListen, log.Named("pickup"))
+	c, err := pickup.NewCounter(addr, log.Named("pickup"))
 	if err != nil { // validated by config: not reached
 		log.Error("mail of local accounts is not counted against [[limits]]", zap.Error(err))
 		return nil
@@ -252,24 +260,17 @@ func pickupCounter(cfg *config.Config, log *zap.Logger) *pickup.Counter {
 	return c
 }
 
-// openGeo opens the configured country source; nil when none is.
-func openGeo(cfg *config.Config, log *zap.Logger) (geo.Source, error) {
-	if cfg.Milter.Geo.Source == "" {
+// geoResolver is the resolver of the country rules: for a "dns" source
+// and for rules naming AS numbers; nil when neither needs one.
+func geoResolver(cfg *config.Config, log *zap.Logger) (lookup.Resolver, error) {
+	if cfg.Milter.Geo.Source != "dns" && !setup.GeoUsesASN(cfg.Milter.Geo) {
 		return nil, nil
 	}
-	var r lookup.Resolver
-	if cfg.Milter.Geo.Source == "dns" {
-		c, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
-		if err != nil {
-			return nil, fmt.Errorf("country source dns: %w", err)
-		}
-		r = c
-	}
-	src, err := geo.Open(setup.Geo(cfg.Milter.Geo), r)
+	c, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("country rules: resolver: %w", err)
 	}
-	return src, nil
+	return c, nil
 }
 
 // report logs what b was built without, loudly: each key that does not
@@ -292,6 +293,11 @@ func (m *milterd) report(b *built) {
 		m.log.Error("country source not opened: no country block until it opens (reload)", zap.Error(b.geoErr))
 	case geoKept:
 		m.log.Error("country source not opened: still using the one loaded before", zap.Error(b.geoErr))
+	}
+	if age, stale := b.st.Geo.Stale(b.st.Cfg.Milter.Geo.MaxAge.Duration, time.Now()); stale {
+		m.log.Warn("country data older than milter.geo.max_age: update it (geoipupdate, the RIR files) and reload",
+			zap.Duration("age", age.Round(time.Hour)), zap.Time("built", b.st.Geo.Built()),
+			zap.Duration("max_age", b.st.Cfg.Milter.Geo.MaxAge.Duration))
 	}
 }
 

@@ -30,7 +30,8 @@ func serveMetrics(addr string, pprof bool, f *filter.Filter, sessions func() uin
 		{"mxdetour_milter_signed_total", "Messages DKIM-signed.", st.Signed.Load},
 		{"mxdetour_milter_not_signed_total", "Messages accepted without a signature (not eligible, no key, or an error).", st.NotSigned.Load},
 		{"mxdetour_milter_rejected_reserved_total", "Recipients refused for a reserved domain.", st.RejectedReserved.Load},
-		{"mxdetour_milter_rejected_country_total", "Clients refused for their country.", st.RejectedCountry.Load},
+		{"mxdetour_milter_rejected_country_total", "Clients refused by a country rule ([milter.geo]: country, AS or network).", st.RejectedCountry.Load},
+		{"mxdetour_milter_geo_logged_total", "Clients a log-only country rule would have refused (accepted).", st.LoggedCountry.Load},
 		{"mxdetour_milter_errors_total", "Internal errors (the message was accepted unsigned or tempfailed).", st.Errors.Load},
 		{"mxdetour_milter_panics_total", "Recovered panics.", st.Panics.Load},
 		{"mxdetour_milter_local_counted_total", "Messages of local accounts (sendmail, pickup) counted by policyd's limits and let through.", st.LocalCounted.Load},
@@ -58,12 +59,21 @@ var (
 	geoDesc = prometheus.NewDesc("mxdetour_milter_country_source",
 		"1 for the state of the country data: none (not configured), loaded, kept (the new source failed at reload), failed (no country block).",
 		[]string{"state"}, nil)
+	geoAgeDesc = prometheus.NewDesc("mxdetour_milter_geo_data_age_seconds",
+		"Age of the country data in use (mmdb build epoch, delegated file date); absent when unknown (dns source, none).",
+		nil, nil)
+	geoMaxAgeDesc = prometheus.NewDesc("mxdetour_milter_geo_data_max_age_seconds",
+		"milter.geo.max_age (0 = never stale): alert on mxdetour_milter_geo_data_age_seconds above it, or on stale=1.",
+		nil, nil)
+	geoStaleDesc = prometheus.NewDesc("mxdetour_milter_geo_data_stale",
+		"1 when the country data is older than milter.geo.max_age, else 0; absent when its age is unknown.",
+		nil, nil)
 )
 
 // stateCollector reads the state in use at each scrape, so a reload
 // leaves no series behind for keys no longer configured.
 func stateCollector(cur func() *built) prometheus.Collector {
-	return metrics.Collector{Descs: []*prometheus.Desc{keysDesc, keyDesc, geoDesc}, Fn: func(ch chan<- prometheus.Metric) {
+	return metrics.Collector{Descs: []*prometheus.Desc{keysDesc, keyDesc, geoDesc, geoAgeDesc, geoMaxAgeDesc, geoStaleDesc}, Fn: func(ch chan<- prometheus.Metric) {
 		b := cur()
 		n := map[dkim.KeyState]int{dkim.Loaded: 0, dkim.Kept: 0, dkim.Failed: 0}
 		type series struct{ domain, selector, state string }
@@ -79,5 +89,15 @@ func stateCollector(cur func() *built) prometheus.Collector {
 			ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, float64(v), string(state))
 		}
 		ch <- prometheus.MustNewConstMetric(geoDesc, prometheus.GaugeValue, 1, string(b.geo))
+		maxAge := b.st.Cfg.Milter.Geo.MaxAge.Duration
+		ch <- prometheus.MustNewConstMetric(geoMaxAgeDesc, prometheus.GaugeValue, maxAge.Seconds())
+		if age, stale := b.st.Geo.Stale(maxAge, time.Now()); !b.st.Geo.Built().IsZero() {
+			ch <- prometheus.MustNewConstMetric(geoAgeDesc, prometheus.GaugeValue, age.Seconds())
+			v := 0.0
+			if stale {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(geoStaleDesc, prometheus.GaugeValue, v)
+		}
 	}}
 }

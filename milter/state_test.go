@@ -40,7 +40,8 @@ func TestCountrySourceDegraded(t *testing.T) {
 	next := newState(cfg, log, running)
 	running.st.Geo.Close() // as reload does after the swap
 	defer next.st.Geo.Close()
-	blocked, cc, err := next.st.Geo.Check(context.Background(), netip.MustParseAddr("203.0.113.9"))
+	v, err := next.st.Geo.Check(context.Background(), netip.MustParseAddr("203.0.113.9"))
+	blocked, cc := v.Refuse(), v.Country
 	if next.geo != geoKept || !blocked || cc != "RU" || err != nil {
 		t.Errorf("a reload whose database fails: %s, %v %q %v; want the database in use kept", next.geo, blocked, cc, err)
 	}

@@ -3,7 +3,7 @@
 # machine, as root: builds them, runs lintian, installs the .deb, checks
 # files, user and permissions, validates the installed config with both
 # binaries, checks it names the socket units' unix sockets and differs
-# from contrib/mxdetour.toml in those three keys only, verifies the systemd
+# from contrib/mxdetour.toml in those four keys only, verifies the systemd
 # units, enables them as the postmaster would, reinstalls (the upgrade
 # path), purges, and checks nothing is left, enable links included; checks
 # a dpkg-statoverride survives a reinstall; upgrades with Postfix wired to
@@ -74,17 +74,19 @@ zcat /usr/share/doc/mxdetour/changelog.Debian.gz | head -1 | grep -q '^mxdetour 
 
 echo "== the packaged mxdetour.toml"
 # contrib/mxdetour.toml (the embedded defaults, loopback TCP) but for the
-# three listen keys, on the units' unix sockets; packaging_test.go checks
-# what it means.
+# three listen keys, on the units' unix sockets, and milter.policyd_listen,
+# on the policy unit's abstract socket; packaging_test.go checks what it
+# means.
 for f in /etc/mxdetour/mxdetour.toml /usr/share/doc/mxdetour/examples/mxdetour.toml; do
 	changed=$(diff contrib/mxdetour.toml "$f" | sed -nE 's/^> *([a-z_]+) *= *"([^"]*)".*/\1=\2/p' | tr '\n' ' ') || true
-	[ "$changed" = "policy_listen=unix:/var/spool/postfix/private/mxdetour-policy socketmap_listen=unix:/var/spool/postfix/private/mxdetour-socketmap listen=unix:/var/spool/postfix/private/mxdetour-milter " ] ||
+	[ "$changed" = "policy_listen=unix:/var/spool/postfix/private/mxdetour-policy socketmap_listen=unix:/var/spool/postfix/private/mxdetour-socketmap listen=unix:/var/spool/postfix/private/mxdetour-milter policyd_listen=unix:@mxdetour-policy " ] ||
 		fail "$f differs from contrib/mxdetour.toml in: $changed"
-	[ "$(diff contrib/mxdetour.toml "$f" | grep -c '^[<>]')" = 6 ] || fail "$f differs from contrib/mxdetour.toml in more than three lines"
+	[ "$(diff contrib/mxdetour.toml "$f" | grep -c '^[<>]')" = 8 ] || fail "$f differs from contrib/mxdetour.toml in more than four lines"
 done
 for u in mxdetour-policyd mxdetour-policyd-socketmap mxdetour-milter; do
-	path=$(sed -n 's/^ListenStream=//p' "/lib/systemd/system/$u.socket")
-	grep -q "\"unix:$path\"" /etc/mxdetour/mxdetour.toml || fail "mxdetour.toml does not name $u.socket's $path"
+	for path in $(sed -n 's/^ListenStream=//p' "/lib/systemd/system/$u.socket"); do
+		grep -q "\"unix:$path\"" /etc/mxdetour/mxdetour.toml || fail "mxdetour.toml does not name $u.socket's $path"
+	done
 done
 
 echo "== check-config"

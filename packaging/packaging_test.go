@@ -20,6 +20,11 @@ import (
 // spool is where the packaged socket units put the sockets.
 const spool = "unix:/var/spool/postfix/private/"
 
+// milterPolicyd is the policy socket's second address, abstract, for the
+// milter (user mxdetour, kept out of Postfix's private/): mxdetour-policyd.socket
+// listens there too, and the packaged milter.policyd_listen names it.
+const milterPolicyd = "unix:@mxdetour-policy"
+
 // sockets: each socket unit, the TOML key that must name the same
 // address, its FileDescriptorName= and its embedded (make run) default.
 var sockets = []struct {
@@ -51,9 +56,11 @@ func packagedTOML(t *testing.T) (contrib, packaged []byte) {
 }
 
 // TestPackagedTOML: /etc/mxdetour/mxdetour.toml is contrib/mxdetour.toml
-// (config.Default(), loopback TCP for make run) but for exactly the three
-// listen lines, which name the socket units' unix sockets; it parses and
-// validates, and means the defaults but for those three keys.
+// (config.Default(), loopback TCP for make run) but for exactly four
+// lines: the three listen lines, which name the socket units' unix
+// sockets, and milter.policyd_listen, the policy socket's abstract
+// address; it parses and validates, and means the defaults but for those
+// four keys.
 func TestPackagedTOML(t *testing.T) {
 	contrib, packaged := packagedTOML(t)
 	a, b := strings.Split(string(contrib), "\n"), strings.Split(string(packaged), "\n")
@@ -67,7 +74,7 @@ func TestPackagedTOML(t *testing.T) {
 			changed = append(changed, strings.TrimSpace(key))
 		}
 	}
-	if want := []string{"policy_listen", "socketmap_listen", "listen"}; !slices.Equal(changed, want) {
+	if want := []string{"policy_listen", "socketmap_listen", "listen", "policyd_listen"}; !slices.Equal(changed, want) {
 		t.Errorf("lines changed for keys %q, want %q", changed, want)
 	}
 
@@ -85,6 +92,10 @@ func TestPackagedTOML(t *testing.T) {
 	for _, s := range sockets {
 		*s.field(want) = spool + s.path
 	}
+	want.Milter.PolicydListen = milterPolicyd
+	if got.MilterPolicyd() != milterPolicyd {
+		t.Errorf("the packaged milter asks policyd at %q, want %q", got.MilterPolicyd(), milterPolicyd)
+	}
 	addrCmp := cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 	prefixCmp := cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 	if diff := cmp.Diff(want, got, addrCmp, prefixCmp); diff != "" {
@@ -93,8 +104,10 @@ func TestPackagedTOML(t *testing.T) {
 }
 
 // TestSocketUnits: each socket unit listens where the packaged TOML says,
-// in Postfix's spool, owned by postfix and 0660, under its name; its TCP
-// drop-in replaces that by the embedded default's loopback address.
+// in Postfix's spool, owned by postfix and 0660, under its name (the
+// policy socket also at the abstract address of milter.policyd_listen,
+// first: readers of one address take the last); its TCP drop-in replaces
+// that by the embedded default's loopback address.
 func TestSocketUnits(t *testing.T) {
 	_, packaged := packagedTOML(t)
 	cfg, err := config.Parse("mxdetour.toml", packaged)
@@ -104,9 +117,16 @@ func TestSocketUnits(t *testing.T) {
 	def := config.Default()
 	for _, s := range sockets {
 		u := daemontest.Unit(t, filepath.Join("..", "contrib", "systemd", s.unit))
+		listen := []string{strings.TrimPrefix(*s.field(cfg), "unix:")}
+		if s.name == "policy" {
+			listen = append([]string{strings.TrimPrefix(cfg.Milter.PolicydListen, "unix:")}, listen...)
+		}
+		if got := u["ListenStream"]; !slices.Equal(got, listen) {
+			t.Errorf("%s: ListenStream=%q, want %q (%s)", s.unit, got, listen, s.key)
+		}
 		for key, want := range map[string]string{
-			"ListenStream": strings.TrimPrefix(*s.field(cfg), "unix:"), "FileDescriptorName": s.name,
-			"SocketUser": "postfix", "SocketGroup": "postfix", "SocketMode": "0660",
+			"FileDescriptorName": s.name,
+			"SocketUser":         "postfix", "SocketGroup": "postfix", "SocketMode": "0660",
 			"AssertPathIsDirectory": "/var/spool/postfix/private",
 		} {
 			if got := u[key]; !slices.Equal(got, []string{want}) {

@@ -159,8 +159,13 @@ type Milter struct {
 	// versions (the packaged mxdetour.toml is kept on upgrade) still load.
 	MaxMessageSize int64 `toml:"max_message_size"`
 	RejectReserved bool  `toml:"reject_reserved"`
-	DKIM           DKIM  `toml:"dkim"`
-	Geo            Geo   `toml:"geo"`
+	// PolicydListen is where the milter asks policyd's policy service to
+	// count the mail of local accounts (the sendmail command) against
+	// [[limits]]: host:port, unix:/path or unix:@name (an abstract
+	// socket); "" = policyd.policy_listen.
+	PolicydListen string `toml:"policyd_listen"`
+	DKIM          DKIM   `toml:"dkim"`
+	Geo           Geo    `toml:"geo"`
 }
 
 // DKIM configures signing (RFC 6376, RFC 8463).
@@ -173,6 +178,9 @@ type DKIM struct {
 	AllowGroupReadable bool      `toml:"allow_group_readable_keys"`
 	RotationOverlap    Duration  `toml:"rotation_overlap"`    // old keys sign beside a newly published one this long
 	RotationStateFile  string    `toml:"rotation_state_file"` // when each key was first seen published; "" = memory only
+	KeyDir             string    `toml:"key_dir"`             // key files found by name, read at start and reload; "" = none
+	KeyFileTemplate    string    `toml:"key_file_template"`   // their names: {domain} and {selector}
+	DefaultDomain      string    `toml:"default_domain"`      // signs mail of domains without keys of their own; "" = none
 	Keys               []DKIMKey `toml:"keys"`
 }
 
@@ -193,6 +201,27 @@ type Geo struct {
 	DelegatedFiles []string       `toml:"delegated_files"`
 	DNSZone        string         `toml:"dns_zone"`  // TXT "ASN | prefix | CC | ..." for IPv4
 	DNS6Zone       string         `toml:"dns6_zone"` // ... and IPv6
+	// Reply is the refusal of every rule without a reply of its own,
+	// "550 5.7.1 text"; "" = "550 5.7.1 Client host rejected: mail from
+	// your country (CC) is not accepted here" (or "your network").
+	Reply string `toml:"reply"`
+	// MaxAge warns (log, doctor) when the country data is older; 0 = never.
+	MaxAge Duration `toml:"max_age"`
+	// Rules are applied in the order written, the first match deciding,
+	// after the exemptions; block_countries is one more block rule after
+	// them.
+	Rules []GeoRule `toml:"rules"`
+}
+
+// GeoRule is one [[milter.geo.rules]] row. It matches a client when any
+// one of countries, asns and networks does.
+type GeoRule struct {
+	Countries []string       `toml:"countries"` // ISO 3166 alpha-2; "*" = any country the source knows
+	ASNs      []uint32       `toml:"asns"`      // origin AS, from dns_zone/dns6_zone
+	Networks  []netip.Prefix `toml:"networks"`
+	Allow     bool           `toml:"allow"`  // admit, and ask no later rule
+	Action    string         `toml:"action"` // block rules: "refuse" (default) or "log" (refuse nothing, log it)
+	Reply     string         `toml:"reply"`  // "" = milter.geo.reply
 }
 
 // Alerts says how the postmaster is told of learned blocks, listings and
@@ -255,6 +284,16 @@ type Metrics struct {
 	// Pprof also serves Go's profiles (net/http/pprof) under
 	// /debug/pprof/ on both endpoints, to find where the time goes.
 	Pprof bool `toml:"pprof"`
+}
+
+// MilterPolicyd is where mxdetour-milter asks policyd's policy service
+// to count the mail of local accounts: milter.policyd_listen, else
+// policyd.policy_listen ("" when neither is set).
+func (c *Config) MilterPolicyd() string {
+	if c.Milter.PolicydListen != "" {
+		return c.Milter.PolicydListen
+	}
+	return c.Policyd.PolicyListen
 }
 
 func d(s string) Duration {
@@ -355,10 +394,15 @@ func Default() *Config {
 				// stops, every queued message also has the new signature.
 				RotationOverlap:   d("168h"),
 				RotationStateFile: "/var/lib/mxdetour/dkim-rotation.json",
+				// The name keygen gives a key file.
+				KeyFileTemplate: "{domain}.{selector}.key",
 			},
 			Geo: Geo{
 				DNSZone:  "origin.asn.cymru.com",
 				DNS6Zone: "origin6.asn.cymru.com",
+				// GeoLite2 and DB-IP are rebuilt monthly at least, the RIR
+				// files daily: a month-old file is no longer updated.
+				MaxAge: d("720h"),
 			},
 		},
 	}

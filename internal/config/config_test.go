@@ -58,6 +58,10 @@ func TestErrorMessages(t *testing.T) {
 			"x.toml:5: rules[1]: needs exactly one of domain or address"},
 		{"bad listen", "[policyd]\npolicy_listen = \"localhost\"\n",
 			`x.toml:2: policyd.policy_listen: "localhost" is neither host:port nor unix:/path`},
+		{"milter's policyd address", "[milter]\npolicyd_listen = \"unix:@\"\n[[limits]]\nkey = \"local_user\"\nmax = 5\nwindow = \"1h\"\n",
+			`x.toml:2: milter.policyd_listen: "unix:@": an abstract unix socket needs a name (unix:@mxdetour-policy)`},
+		{"milter's policyd address relative", "[milter]\npolicyd_listen = \"unix:private/mxdetour-policy\"\n",
+			`x.toml:2: milter.policyd_listen: "unix:private/mxdetour-policy": a unix socket needs an absolute path (unix:/run/mxdetour/x.sock)`},
 		{"provider route", "[providers.google]\nroute = \"sometimes\"\n",
 			`x.toml:2: providers.google.route: "sometimes" is not one of "always", "when-listed", "ipv4-when-listed", "never"`},
 		{"dkim key row", "[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\n",
@@ -101,6 +105,20 @@ func TestErrorMessages(t *testing.T) {
 			`x.toml:4: fleet.redis_url: shares learned blocks: it needs learn.enabled = true`},
 		{"geo without source", "[milter.geo]\nblock_countries = [\"ru\"]\n",
 			`x.toml:1: milter.geo.source: must be set ("mmdb", "delegated" or "dns") when block_countries is`},
+		{"geo rules", "[milter.geo]\nreply = \"450 4.7.1 later\"\n" +
+			"[[milter.geo.rules]]\ncountries = [\"R\", \"*\"]\naction = \"drop\"\n" +
+			"[[milter.geo.rules]]\nallow = true\naction = \"log\"\nreply = \"550 5.7.1 x\"\nnetworks = [\"192.0.2.0/24\"]\n" +
+			"[[milter.geo.rules]]\nasns = [64496]\nreply = \"550 5.7 no\"\n" +
+			"[[milter.geo.rules]]\nreply = \"550 5.7.1 Mail from your network is not accepted here\"\n",
+			"x.toml:1: milter.geo.source: must be set (\"mmdb\", \"delegated\" or \"dns\") when rules[0] names countries\n" +
+				"x.toml:2: milter.geo.reply: \"450 4.7.1 later\" is not a refusal such as \"550 5.7.1 Mail from your network is not accepted here\" (5xx code, 5.x.y status, text)\n" +
+				"x.toml:4: milter.geo.rules[0].countries: \"R\" is not a two-letter country code\n" +
+				"x.toml:5: milter.geo.rules[0].action: \"drop\" is not one of \"refuse\", \"log\"\n" +
+				"x.toml:8: milter.geo.rules[1].action: an allow rule admits: it takes no action (remove it, or allow)\n" +
+				"x.toml:9: milter.geo.rules[1].reply: an allow rule refuses nothing: it takes no reply\n" +
+				"x.toml:13: milter.geo.rules[2].reply: \"550 5.7 no\" is not a refusal such as \"550 5.7.1 Mail from your network is not accepted here\" (5xx code, 5.x.y status, text)\n" +
+				"x.toml:14: milter.geo.rules[3]: matches nothing: give countries, asns or networks"},
+		{"geo max_age", "[milter.geo]\nmax_age = \"-1h\"\n", "x.toml:2: milter.geo.max_age: must not be negative (0 = never warn)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("x.toml", []byte(tc.in))
@@ -264,5 +282,25 @@ raise = { "local_user:www-data" = 200 }
 	}
 	if diff := cmp.Diff(want, c.Limits); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestMilterPolicyd: the milter asks policyd where milter.policyd_listen
+// says (an abstract socket too), else at policyd.policy_listen.
+func TestMilterPolicyd(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "127.0.0.1:10040"},
+		{"[policyd]\npolicy_listen = \"unix:/var/spool/postfix/private/mxdetour-policy\"\n", "unix:/var/spool/postfix/private/mxdetour-policy"},
+		{"[milter]\npolicyd_listen = \"unix:@mxdetour-policy\"\n", "unix:@mxdetour-policy"},
+		{"[milter]\npolicyd_listen = \"127.0.0.1:20040\"\n[policyd]\npolicy_listen = \"\"\n", "127.0.0.1:20040"},
+		{"[policyd]\npolicy_listen = \"\"\n", ""},
+	} {
+		c, err := Parse("x.toml", []byte(tc.in))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if got := c.MilterPolicyd(); got != tc.want {
+			t.Errorf("%q: MilterPolicyd() = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

@@ -124,6 +124,7 @@ func (c *Config) validate(p *parser) Errors {
 	}
 
 	listenAddr(p, "milter.listen", c.Milter.Listen, false)
+	dialAddr(p, "milter.policyd_listen", c.Milter.PolicydListen)
 	socketMode(p, "milter.socket_mode", c.Milter.SocketMode)
 	oneOf(p, "milter.on_error", c.Milter.OnError, "accept", "tempfail")
 	canon(p, c.Milter.DKIM.Canonicalization)
@@ -132,6 +133,16 @@ func (c *Config) validate(p *parser) Errors {
 	}
 	if f := c.Milter.DKIM.RotationStateFile; f != "" && !filepath.IsAbs(f) {
 		p.add("milter.dkim.rotation_state_file", "must be an absolute path (or \"\" to keep it in memory)")
+	}
+	if dir := c.Milter.DKIM.KeyDir; dir != "" && !filepath.IsAbs(dir) {
+		p.add("milter.dkim.key_dir", "must be an absolute path (or \"\" for none)")
+	}
+	if t := c.Milter.DKIM.KeyFileTemplate; strings.Count(t, "{domain}") != 1 || strings.Count(t, "{selector}") != 1 ||
+		strings.ContainsAny(t, "/\\") || strings.HasPrefix(t, ".") {
+		p.add("milter.dkim.key_file_template", "%q must be a file name holding {domain} and {selector} once each, such as \"{domain}.{selector}.key\"", t)
+	}
+	if d := c.Milter.DKIM.DefaultDomain; d != "" {
+		c.Milter.DKIM.DefaultDomain = domainName(p, "milter.dkim.default_domain", d)
 	}
 	for i, k := range c.Milter.DKIM.Keys {
 		key := fmt.Sprintf("milter.dkim.keys[%d]", i)
@@ -144,33 +155,7 @@ func (c *Config) validate(p *parser) Errors {
 			c.Milter.DKIM.Keys[i].Domain = domainName(p, key+".domain", k.Domain)
 		}
 	}
-	g := &c.Milter.Geo
-	for i, cc := range g.BlockCountries {
-		if len(cc) != 2 || strings.ToUpper(cc) < "AA" || strings.ToUpper(cc) > "ZZ" {
-			p.add("milter.geo.block_countries", "%q is not a two-letter country code", cc)
-		}
-		g.BlockCountries[i] = strings.ToUpper(cc)
-	}
-	switch g.Source {
-	case "":
-		if len(g.BlockCountries) > 0 {
-			p.add("milter.geo.source", "must be set (\"mmdb\", \"delegated\" or \"dns\") when block_countries is")
-		}
-	case "mmdb":
-		if g.MMDBFile == "" {
-			p.add("milter.geo.mmdb_file", "must be set when source is \"mmdb\"")
-		}
-	case "delegated":
-		if len(g.DelegatedFiles) == 0 {
-			p.add("milter.geo.delegated_files", "must list at least one file when source is \"delegated\"")
-		}
-	case "dns":
-		if g.DNSZone == "" {
-			p.add("milter.geo.dns_zone", "must be set when source is \"dns\"")
-		}
-	default:
-		oneOf(p, "milter.geo.source", g.Source, "mmdb", "delegated", "dns")
-	}
+	c.validateGeo(p)
 	listenAddr(p, "metrics.policyd_listen", c.Metrics.PolicydListen, true)
 	listenAddr(p, "metrics.milter_listen", c.Metrics.MilterListen, true)
 	c.validateAlerts(p)
@@ -230,6 +215,19 @@ func listenAddr(p *parser, key, v string, emptyOK bool) {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		p.add(key, "%q has a bad port", v)
 	}
+}
+
+// dialAddr accepts what listenAddr does, and an abstract unix socket,
+// "unix:@name", which a client can dial though no listener of ours makes
+// one (systemd's socket units do). "" is fine: the key has a fallback.
+func dialAddr(p *parser, key, v string) {
+	if name, ok := strings.CutPrefix(v, "unix:@"); ok {
+		if name == "" || strings.ContainsRune(name, 0) {
+			p.add(key, "%q: an abstract unix socket needs a name (unix:@mxdetour-policy)", v)
+		}
+		return
+	}
+	listenAddr(p, key, v, true)
 }
 
 func socketMode(p *parser, key, v string) {
@@ -381,4 +379,108 @@ func (c *Config) validateFleet(p *parser) {
 	case f.Share == "own" && len(c.Self.IPv4)+len(c.Self.IPv6) == 0:
 		p.add("fleet.share", "\"own\" applies the blocks of our own addresses: list them in self.ipv4 and self.ipv6")
 	}
+}
+
+// validateGeo checks [milter.geo] and its rule table.
+func (c *Config) validateGeo(p *parser) {
+	g := &c.Milter.Geo
+	countryCodes(p, "milter.geo.block_countries", g.BlockCountries, false)
+	needSource := ""
+	if len(g.BlockCountries) > 0 {
+		needSource = "block_countries is"
+	}
+	for i := range g.Rules {
+		if g.validateRule(p, i) && needSource == "" {
+			needSource = fmt.Sprintf("rules[%d] names countries", i)
+		}
+		if len(g.Rules[i].ASNs) > 0 && g.DNSZone == "" {
+			p.add(fmt.Sprintf("milter.geo.rules[%d].asns", i), "AS numbers are looked up in milter.geo.dns_zone: set it (e.g. \"origin.asn.cymru.com\")")
+		}
+	}
+	if g.Reply != "" {
+		smtpReply(p, "milter.geo.reply", g.Reply)
+	}
+	if g.MaxAge.Duration < 0 {
+		p.add("milter.geo.max_age", "must not be negative (0 = never warn)")
+	}
+	switch g.Source {
+	case "":
+		if needSource != "" {
+			p.add("milter.geo.source", "must be set (\"mmdb\", \"delegated\" or \"dns\") when %s", needSource)
+		}
+	case "mmdb":
+		if g.MMDBFile == "" {
+			p.add("milter.geo.mmdb_file", "must be set when source is \"mmdb\"")
+		}
+	case "delegated":
+		if len(g.DelegatedFiles) == 0 {
+			p.add("milter.geo.delegated_files", "must list at least one file when source is \"delegated\"")
+		}
+	case "dns":
+		if g.DNSZone == "" {
+			p.add("milter.geo.dns_zone", "must be set when source is \"dns\"")
+		}
+	default:
+		oneOf(p, "milter.geo.source", g.Source, "mmdb", "delegated", "dns")
+	}
+}
+
+// validateRule checks [[milter.geo.rules]] number i; it reports whether
+// the rule names countries (and so needs a source).
+func (g *Geo) validateRule(p *parser, i int) bool {
+	r := &g.Rules[i]
+	key := fmt.Sprintf("milter.geo.rules[%d]", i)
+	if len(r.Countries) == 0 && len(r.ASNs) == 0 && len(r.Networks) == 0 {
+		p.add(key, "matches nothing: give countries, asns or networks")
+	}
+	countryCodes(p, key+".countries", r.Countries, true)
+	if r.Allow {
+		if r.Action != "" {
+			p.add(key+".action", "an allow rule admits: it takes no action (remove it, or allow)")
+		}
+		if r.Reply != "" {
+			p.add(key+".reply", "an allow rule refuses nothing: it takes no reply")
+		}
+	} else {
+		if r.Action == "" {
+			r.Action = "refuse"
+		}
+		oneOf(p, key+".action", r.Action, "refuse", "log")
+		if r.Reply != "" {
+			smtpReply(p, key+".reply", r.Reply)
+		}
+	}
+	return len(r.Countries) > 0
+}
+
+// countryCodes checks and upper-cases ISO 3166 alpha-2 codes; "*" (any
+// country) where star is true.
+func countryCodes(p *parser, key string, l []string, star bool) {
+	for i, cc := range l {
+		up := strings.ToUpper(cc)
+		switch {
+		case star && cc == "*":
+		case len(cc) != 2 || up[0] < 'A' || up[0] > 'Z' || up[1] < 'A' || up[1] > 'Z':
+			p.add(key, "%q is not a two-letter country code", cc)
+		}
+		l[i] = up
+	}
+}
+
+// smtpReply checks a refusal: a 5xx code, a space, the matching enhanced
+// status 5.x.y (RFC 3463), a space and a text, on one line.
+func smtpReply(p *parser, key, v string) {
+	code, rest, _ := strings.Cut(v, " ")
+	status, text, _ := strings.Cut(rest, " ")
+	parts := strings.Split(status, ".")
+	ok := len(code) == 3 && code[0] == '5' && isDigits(code) && len(parts) == 3 && parts[0] == "5" &&
+		isDigits(parts[1]) && len(parts[1]) <= 3 && isDigits(parts[2]) && len(parts[2]) <= 3 &&
+		strings.TrimSpace(text) != "" && !strings.ContainsAny(v, "\r\n")
+	if !ok {
+		p.add(key, "%q is not a refusal such as \"550 5.7.1 Mail from your network is not accepted here\" (5xx code, 5.x.y status, text)", v)
+	}
+}
+
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

@@ -37,8 +37,8 @@ func TestBlockerClose(t *testing.T) {
 	ctx := context.Background()
 	t.Run("idle", func(t *testing.T) {
 		src := &tracked{}
-		b := NewBlocker(src, []string{"RU"}, nil)
-		if blocked, _, _ := b.Check(ctx, ru); !blocked {
+		b := NewBlocker(src, blockRU)
+		if blocked, _, _ := check(b, ctx, ru); !blocked {
 			t.Error("not blocked before Close")
 		}
 		b.Close()
@@ -46,7 +46,7 @@ func TestBlockerClose(t *testing.T) {
 		if n := src.closes.Load(); n != 1 {
 			t.Errorf("%d Closes, want 1", n)
 		}
-		if _, _, err := b.Check(ctx, ru); !errors.Is(err, ErrClosed) {
+		if _, _, err := check(b, ctx, ru); !errors.Is(err, ErrClosed) {
 			t.Errorf("Check after Close: %v, want ErrClosed", err)
 		}
 		if src.lateUses.Load() != 0 {
@@ -55,9 +55,9 @@ func TestBlockerClose(t *testing.T) {
 	})
 	t.Run("check in flight", func(t *testing.T) {
 		src := &tracked{gate: make(chan struct{})}
-		b := NewBlocker(src, []string{"RU"}, nil)
+		b := NewBlocker(src, blockRU)
 		done := make(chan bool)
-		go func() { blocked, _, _ := b.Check(ctx, ru); done <- blocked }()
+		go func() { blocked, _, _ := check(b, ctx, ru); done <- blocked }()
 		for b.sh.refs.Load() != 2 { // the Check holds the source
 			runtime.Gosched()
 			select {
@@ -80,27 +80,27 @@ func TestBlockerClose(t *testing.T) {
 	})
 	t.Run("reuse", func(t *testing.T) {
 		src := &tracked{}
-		old := NewBlocker(src, []string{"RU"}, nil)
-		next := old.Reuse([]string{"CN"}, nil)
+		old := NewBlocker(src, blockRU)
+		next := old.Reuse(Policy{Rules: []Rule{{Countries: []string{"CN"}}}})
 		old.Close()
 		if src.closes.Load() != 0 {
 			t.Fatal("a source still in use by the new Blocker was closed")
 		}
-		if blocked, cc, err := next.Check(ctx, ru); blocked || cc != "RU" || err != nil {
+		if blocked, cc, err := check(next, ctx, ru); blocked || cc != "RU" || err != nil {
 			t.Errorf("new rules: %v %q %v, want RU not blocked", blocked, cc, err)
 		}
 		next.Close()
 		if src.closes.Load() != 1 {
 			t.Error("not closed with its last Blocker")
 		}
-		if old.Reuse(nil, nil).HasSource() {
+		if old.Reuse(Policy{}).HasSource() {
 			t.Error("a closed Blocker's source reused")
 		}
 	})
 	t.Run("no source", func(t *testing.T) {
-		b := NewBlocker(nil, []string{"RU"}, nil)
+		b := NewBlocker(nil, blockRU)
 		b.Close()
-		if b.Reuse(nil, nil).HasSource() || b.HasSource() {
+		if b.Reuse(Policy{}).HasSource() || b.HasSource() {
 			t.Error("a source from nowhere")
 		}
 	})
@@ -111,12 +111,12 @@ func TestBlockerClose(t *testing.T) {
 func TestBlockerCloseRace(t *testing.T) {
 	for range 200 {
 		src := &tracked{}
-		b := NewBlocker(src, []string{"RU"}, nil)
+		b := NewBlocker(src, blockRU)
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Go(func() {
 				for range 20 {
-					if _, _, err := b.Check(context.Background(), ru); errors.Is(err, ErrClosed) {
+					if _, _, err := check(b, context.Background(), ru); errors.Is(err, ErrClosed) {
 						return
 					}
 				}
@@ -137,12 +137,20 @@ func TestMMDBClosedByBlocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBlocker(m, []string{"RU"}, nil)
-	if blocked, _, err := b.Check(context.Background(), ru); !blocked || err != nil {
+	b := NewBlocker(m, blockRU)
+	if blocked, _, err := check(b, context.Background(), ru); !blocked || err != nil {
 		t.Fatalf("RU address: %v %v", blocked, err)
 	}
 	b.Close()
 	if _, err := m.Country(context.Background(), ru); err == nil || !strings.Contains(err.Error(), "closed database") {
 		t.Errorf("the database is still open after the Blocker closed: %v", err)
 	}
+}
+
+var blockRU = Policy{Rules: []Rule{{Name: "block_countries", Countries: []string{"RU"}}}}
+
+// check is Check as the tests of the country block before rules read it.
+func check(b *Blocker, ctx context.Context, ip netip.Addr) (blocked bool, cc string, err error) {
+	v, err := b.Check(ctx, ip)
+	return v.Refuse(), v.Country, err
 }

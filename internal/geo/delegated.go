@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Delegated is a table of address ranges from RIR delegated statistics
@@ -17,8 +18,14 @@ import (
 // is a number of addresses (not always a power of two) and an ipv6 value
 // a prefix length.
 type Delegated struct {
-	ranges []rng // sorted by start, not overlapping
+	ranges []rng     // sorted by start, not overlapping
+	built  time.Time // the oldest file's date
 }
+
+// Built is the date of the oldest file: the end date of its header
+// ("2|apnic|20250102|...|19830613|20250101|+1000"), else its modification
+// time.
+func (d *Delegated) Built() time.Time { return d.built }
 
 type rng struct {
 	start, end netip.Addr // inclusive, IPv4 as 4-byte, IPv6 as 16-byte
@@ -33,8 +40,15 @@ func LoadDelegated(paths ...string) (*Delegated, error) {
 		if err != nil {
 			return nil, fmt.Errorf("delegated file: %w", err)
 		}
+		var date time.Time
+		if fi, err := f.Stat(); err == nil {
+			date = fi.ModTime()
+		}
 		sc := bufio.NewScanner(f)
 		for n := 1; sc.Scan(); n++ {
+			if t, ok := headerDate(sc.Text()); ok {
+				date = t
+			}
 			r, ok, err := ParseDelegatedLine(sc.Text())
 			if err != nil {
 				f.Close()
@@ -49,9 +63,23 @@ func LoadDelegated(paths ...string) (*Delegated, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
+		if d.built.IsZero() || date.Before(d.built) {
+			d.built = date
+		}
 	}
 	slices.SortFunc(d.ranges, func(a, b rng) int { return a.start.Compare(b.start) })
 	return d, nil
+}
+
+// headerDate reads the end date of a version line (the only line whose
+// first field is a number), "2|apnic|serial|records|start|end|offset".
+func headerDate(line string) (time.Time, bool) {
+	f := strings.Split(strings.TrimSpace(line), "|")
+	if len(f) < 6 || strings.Trim(f[0], "0123456789.") != "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102", f[5])
+	return t, err == nil
 }
 
 // ParseDelegatedLine reads one record; ok is false for version, summary,

@@ -4,6 +4,10 @@
 // registration country, RIR Statistics Exchange Format), or a DNS
 // service answering Team Cymru-style TXT records. An unknown address is
 // "" — the block fails open.
+//
+// A Blocker applies a rule table (Rule, Policy) to a client address:
+// rules match by network, country or origin AS (package asn), in the
+// order written, the first match deciding (allow, refuse, or log only).
 package geo
 
 import (
@@ -16,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/oschwald/maxminddb-golang/v2"
 
@@ -68,6 +73,9 @@ func OpenMMDB(path string) (*MMDB, error) {
 // Close releases the database.
 func (m *MMDB) Close() error { return m.db.Close() }
 
+// Built is the database's build epoch.
+func (m *MMDB) Built() time.Time { return time.Unix(int64(m.db.Metadata.BuildEpoch), 0) }
+
 type mmdbRecord struct {
 	Country struct {
 		ISOCode string `maxminddb:"iso_code"`
@@ -117,7 +125,7 @@ func (d *DNS) Country(ctx context.Context, ip netip.Addr) (string, error) {
 	return "", nil
 }
 
-// Blocker applies the configured country block.
+// Blocker applies the rule table of [milter.geo] (Policy).
 //
 // A Blocker owns its source and closes it (an MMDB is a file mapping)
 // once it is closed itself and no Check is using the source any more: a
@@ -127,10 +135,9 @@ func (d *DNS) Country(ctx context.Context, ip netip.Addr) (string, error) {
 // A Check that starts after Close answers ErrClosed without touching the
 // source, and the caller asks the Blocker now in use.
 type Blocker struct {
-	sh        *shared // nil without a source
-	countries []string
-	allow     []netip.Prefix
-	closed    atomic.Bool
+	sh     *shared // nil without a source
+	policy Policy
+	closed atomic.Bool
 }
 
 // ErrClosed is Check's answer from a Blocker already closed (a reload
@@ -157,11 +164,11 @@ func (s *shared) release() {
 	}
 }
 
-// NewBlocker returns a Blocker refusing the countries (ISO 3166 alpha-2,
-// upper case) except for addresses in allow; with no source or no
-// countries it blocks nothing. The Blocker owns src: Close closes it.
-func NewBlocker(src Source, countries []string, allow []netip.Prefix) *Blocker {
-	b := &Blocker{countries: countries, allow: allow}
+// NewBlocker returns a Blocker deciding with p; without rules it refuses
+// nothing, and without a source rules match by network and AS only. The
+// Blocker owns src: Close closes it.
+func NewBlocker(src Source, p Policy) *Blocker {
+	b := &Blocker{policy: p}
 	if src != nil {
 		b.sh = &shared{src: src}
 		b.sh.acquire()
@@ -169,11 +176,11 @@ func NewBlocker(src Source, countries []string, allow []netip.Prefix) *Blocker {
 	return b
 }
 
-// Reuse returns a Blocker with b's source and new rules: a reload whose
+// Reuse returns a Blocker with b's source and a new policy: a reload whose
 // new source fails to open keeps the one in use. Call it before b is
 // closed (the source is closed when both are).
-func (b *Blocker) Reuse(countries []string, allow []netip.Prefix) *Blocker {
-	nb := &Blocker{countries: countries, allow: allow}
+func (b *Blocker) Reuse(p Policy) *Blocker {
+	nb := &Blocker{policy: p}
 	if b != nil && b.sh != nil && !b.closed.Load() {
 		b.sh.acquire()
 		nb.sh = b.sh
@@ -192,32 +199,71 @@ func (b *Blocker) Close() {
 	}
 }
 
-// Active reports whether any country is blocked.
-func (b *Blocker) Active() bool { return b != nil && b.sh != nil && len(b.countries) > 0 }
+// Active reports whether any rule can match: by network, by AS with a
+// lookup, by country with a source.
+func (b *Blocker) Active() bool {
+	if b == nil {
+		return false
+	}
+	return slices.ContainsFunc(b.policy.Rules, func(r Rule) bool {
+		return len(r.Networks) > 0 || (len(r.ASNs) > 0 && b.policy.ASN != nil) || (len(r.Countries) > 0 && b.sh != nil)
+	})
+}
 
-// Check reports whether ip is in a blocked country (and which). Addresses
-// in the allow list, unknown addresses and lookup errors are not blocked;
-// after Close it answers ErrClosed.
-func (b *Blocker) Check(ctx context.Context, ip netip.Addr) (blocked bool, cc string, err error) {
+// Check runs the rules for ip. Addresses in the exempt list and invalid
+// ones match no rule; a lookup error is returned with a verdict that
+// admits (fail open). After Close it answers ErrClosed.
+func (b *Blocker) Check(ctx context.Context, ip netip.Addr) (Verdict, error) {
+	none := Verdict{Rule: -1}
 	if !b.Active() || !ip.IsValid() {
-		return false, "", nil
+		return none, nil
 	}
 	ip = ip.Unmap()
-	for _, p := range b.allow {
+	for _, p := range b.policy.Exempt {
 		if p.Contains(ip) {
-			return false, "", nil
+			return none, nil
 		}
 	}
-	// Count this Check before looking at closed: a Close in between then
-	// either is seen here, or waits for this release to close the source.
-	b.sh.acquire()
-	defer b.sh.release()
-	if b.closed.Load() {
-		return false, "", ErrClosed
+	f := &facts{ip: ip, asnFn: b.policy.ASN}
+	if b.sh != nil {
+		// Count this Check before looking at closed: a Close in between
+		// then either is seen here, or waits for this release to close
+		// the source.
+		b.sh.acquire()
+		defer b.sh.release()
+		if b.closed.Load() {
+			return none, ErrClosed
+		}
+		f.src = b.sh.src
 	}
-	cc, err = b.sh.src.Country(ctx, ip)
-	if err != nil || cc == "" {
-		return false, cc, err
+	return b.policy.evaluate(ctx, f)
+}
+
+// Dated is a source that knows when its data was made.
+type Dated interface {
+	Built() time.Time
+}
+
+// Built is when the country data in use was made (an mmdb's build epoch,
+// the date in a delegated file's header or else its modification time);
+// zero when unknown (no source, or a DNS service).
+func (b *Blocker) Built() time.Time {
+	if b == nil || b.sh == nil {
+		return time.Time{}
 	}
-	return slices.Contains(b.countries, cc), cc, nil
+	if d, ok := b.sh.src.(Dated); ok {
+		return d.Built()
+	}
+	return time.Time{}
+}
+
+// Stale reports the age of the country data at now and whether it is
+// older than maxAge (0: never stale). Data of unknown age is never stale.
+func (b *Blocker) Stale(maxAge time.Duration, now time.Time) (age time.Duration, stale bool) {
+	t := b.Built()
+	if t.IsZero() {
+		return 0, false
+	}
+	age = now.Sub(t)
+	return age, maxAge > 0 && age > maxAge
 }

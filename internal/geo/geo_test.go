@@ -111,19 +111,19 @@ func TestBlockerAndDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBlocker(src, []string{"RU"}, []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")})
+	b := NewBlocker(src, Policy{Rules: blockRU.Rules, Exempt: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}})
 	ctx := context.Background()
-	if blocked, cc, err := b.Check(ctx, netip.MustParseAddr("203.0.113.9")); !blocked || cc != "RU" || err != nil {
+	if blocked, cc, err := check(b, ctx, netip.MustParseAddr("203.0.113.9")); !blocked || cc != "RU" || err != nil {
 		t.Errorf("RU address: %v %q %v", blocked, cc, err)
 	}
-	if blocked, _, _ := b.Check(ctx, netip.MustParseAddr("203.0.113.200")); blocked {
+	if blocked, _, _ := check(b, ctx, netip.MustParseAddr("203.0.113.200")); blocked {
 		t.Error("allow list ignored")
 	}
-	if blocked, cc, _ := b.Check(ctx, netip.MustParseAddr("192.0.2.1")); blocked || cc != "" {
+	if blocked, cc, _ := check(b, ctx, netip.MustParseAddr("192.0.2.1")); blocked || cc != "" {
 		t.Error("unknown address blocked")
 	}
-	if NewBlocker(nil, []string{"RU"}, nil).Active() {
-		t.Error("a blocker without a source is active")
+	if NewBlocker(src, Policy{}).Active() {
+		t.Error("a blocker without rules is active")
 	}
 }
 

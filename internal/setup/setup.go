@@ -5,6 +5,7 @@
 package setup
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/mxdetour/mxdetour/internal/config"
@@ -49,4 +50,33 @@ func Geo(c config.Geo) geo.Options {
 		Source: c.Source, MMDBFile: c.MMDBFile, DelegatedFiles: c.DelegatedFiles,
 		DNSZone: c.DNSZone, DNS6Zone: c.DNS6Zone,
 	}
+}
+
+// GeoPolicy returns the rule table of [milter.geo]: the [[milter.geo.rules]]
+// in the order written, then block_countries as one more block rule, with
+// allow as the exempt networks. AS numbers are asked of r (the dns_zone
+// service, cached); r nil: AS fields match nothing.
+func GeoPolicy(c config.Geo, r lookup.Resolver) geo.Policy {
+	p := geo.Policy{Exempt: c.Allow}
+	for i, gr := range c.Rules {
+		reply := gr.Reply
+		if reply == "" && !gr.Allow {
+			reply = c.Reply
+		}
+		p.Rules = append(p.Rules, geo.Rule{Name: fmt.Sprintf("milter.geo.rules[%d]", i), Countries: gr.Countries,
+			ASNs: gr.ASNs, Networks: gr.Networks, Allow: gr.Allow, LogOnly: gr.Action == "log", Reply: reply})
+	}
+	if len(c.BlockCountries) > 0 {
+		p.Rules = append(p.Rules, geo.Rule{Name: "milter.geo.block_countries", Countries: c.BlockCountries, Reply: c.Reply})
+	}
+	if r != nil && GeoUsesASN(c) {
+		p.ASN = geo.ASNLookup(r, c.DNSZone, c.DNS6Zone)
+	}
+	return p
+}
+
+// GeoUsesASN reports whether a [[milter.geo.rules]] row names AS numbers
+// (and so needs a resolver).
+func GeoUsesASN(c config.Geo) bool {
+	return slices.ContainsFunc(c.Rules, func(r config.GeoRule) bool { return len(r.ASNs) > 0 })
 }

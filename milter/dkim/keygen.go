@@ -13,8 +13,10 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -162,4 +164,29 @@ func OwnerWarning(path string) string {
 		return ""
 	}
 	return fmt.Sprintf("dkim key %s is not readable by %s, the user the milter runs as: chown %s %s", path, DaemonUser, DaemonUser, path)
+}
+
+// NewKey is a key to generate for keygen -all.
+type NewKey struct {
+	Domain, Selector, Algorithm string
+	Bits                        int
+	Signer                      crypto.Signer // set by GenerateKeys
+}
+
+// GenerateKeys generates every key of ks, on all CPUs: an RSA key takes
+// tens of milliseconds, and a hosting provider has hundreds of domains.
+func GenerateKeys(ks []NewKey) error {
+	errs := make([]error, len(ks))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i := range ks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ks[i].Signer, errs[i] = GenerateKey(ks[i].Algorithm, ks[i].Bits)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -27,14 +27,17 @@ type Key struct {
 	Signer                 crypto.Signer
 	Algorithm              string // "rsa" or "ed25519"
 	Bits                   int
+	FromDir                bool // found in key_dir, not a row of the configuration
 }
 
 // Table maps signing domains to their keys, and remembers what became of
 // every row of the configuration (Status).
 type Table struct {
-	byDomain map[string][]*Key
-	n        int
-	rows     []row
+	byDomain      map[string][]*Key
+	n             int
+	rows          []row
+	defaultDomain string // signs for domains without keys; "" = none
+	dirErr        error  // why key_dir could not be read
 }
 
 // row is one configured key and what became of it.
@@ -43,6 +46,8 @@ type row struct {
 	key   *Key  // nil when the row failed and nothing was kept
 	err   error // why the file did not load
 	state KeyState
+	dir   bool // found in key_dir
+	whole bool // stands for key_dir itself, which could not be read
 }
 
 // KeyState says whether a configured key signs.
@@ -65,6 +70,7 @@ type KeyStatus struct {
 	Domain, Selector, File string
 	State                  KeyState
 	Err                    error // why the file did not load; nil when Loaded
+	FromDir                bool  // found in key_dir; File is key_dir itself when Domain is ""
 }
 
 // KeyError is a configured key whose file did not load. Its text names
@@ -87,20 +93,28 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // not (nil when all loaded). The daemon signs with that table and logs err
 // (degraded, not down); -check-config refuses it.
 func LoadTable(rows []config.DKIMKey, allowGroupReadable bool) (*Table, []string, error) {
+	return loadTable(rows, len(rows), allowGroupReadable)
+}
+
+// loadTable is LoadTable where the rows from configured on are files
+// found in key_dir.
+func loadTable(rows []config.DKIMKey, configured int, allowGroupReadable bool) (*Table, []string, error) {
 	t := &Table{}
 	var warnings []string
 	var errs []error
-	for _, r := range rows {
+	for i, r := range rows {
+		dir := i >= configured
 		k, warn, err := loadKey(r, allowGroupReadable)
 		if err != nil {
 			errs = append(errs, &KeyError{Domain: r.Domain, Selector: r.Selector, File: r.KeyFile, Err: err})
-			t.rows = append(t.rows, row{cfg: r, err: err, state: Failed})
+			t.rows = append(t.rows, row{cfg: r, err: err, state: Failed, dir: dir})
 			continue
 		}
 		if warn != "" {
 			warnings = append(warnings, warn)
 		}
-		t.rows = append(t.rows, row{cfg: r, key: k, state: Loaded})
+		k.FromDir = dir
+		t.rows = append(t.rows, row{cfg: r, key: k, state: Loaded, dir: dir})
 	}
 	t.index()
 	return t, warnings, errors.Join(errs...)
@@ -120,7 +134,7 @@ func (t *Table) KeepFrom(prev *Table) []KeyStatus {
 	var kept []KeyStatus
 	for i := range t.rows {
 		r := &t.rows[i]
-		if r.state != Failed {
+		if r.state != Failed || r.whole {
 			continue
 		}
 		old := prev.signing(r.cfg.Domain, r.cfg.Selector)
@@ -131,6 +145,19 @@ func (t *Table) KeepFrom(prev *Table) []KeyStatus {
 		k.Subdomains = r.cfg.Subdomains
 		r.key, r.state = &k, Kept
 		kept = append(kept, r.status())
+	}
+	if t.dirErr != nil {
+		// key_dir could not be read: its keys of before sign on, each
+		// reported as kept, unless a row now names the same key.
+		for _, pr := range prev.rows {
+			if !pr.dir || pr.key == nil || t.signing(pr.key.Domain, pr.key.Selector) != nil {
+				continue
+			}
+			k := *pr.key
+			r := row{cfg: pr.cfg, key: &k, err: t.dirErr, state: Kept, dir: true}
+			t.rows = append(t.rows, r)
+			kept = append(kept, r.status())
+		}
 	}
 	t.index()
 	return kept
@@ -174,7 +201,7 @@ func (t *Table) Status() []KeyStatus {
 }
 
 func (r row) status() KeyStatus {
-	return KeyStatus{Domain: r.cfg.Domain, Selector: r.cfg.Selector, File: r.cfg.KeyFile, State: r.state, Err: r.err}
+	return KeyStatus{Domain: r.cfg.Domain, Selector: r.cfg.Selector, File: r.cfg.KeyFile, State: r.state, Err: r.err, FromDir: r.dir}
 }
 
 func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
@@ -344,7 +371,9 @@ func derHint(der []byte) string {
 }
 
 // For returns the keys that sign for the normalised domain d: its own rows,
-// else those of the nearest parent whose rows have Subdomains set.
+// else those of the nearest parent whose rows have Subdomains set, else
+// those of the default domain ([milter.dkim] default_domain), which sign
+// with d= the default domain.
 func (t *Table) For(d string) []*Key {
 	if t == nil {
 		return nil
@@ -355,7 +384,7 @@ func (t *Table) For(d string) []*Key {
 	for p := d; ; {
 		i := strings.IndexByte(p, '.')
 		if i < 0 {
-			return nil
+			return t.byDomain[t.defaultDomain]
 		}
 		p = p[i+1:]
 		var out []*Key

@@ -1,8 +1,10 @@
 // Package filter holds the milter stages of mxdetour-milter, on the
 // low-level API of github.com/d--j/go-milter (Sendmail milter protocol 6):
 //
-//   - MAIL FROM: clients in a blocked country are refused (550 5.7.1);
-//     authenticated clients, trusted networks and the allow list are exempt;
+//   - MAIL FROM: the country rules ([milter.geo], package geo) refuse
+//     clients by country, origin AS or network (550 5.7.1, or the rule's
+//     reply), or log what they would refuse; authenticated clients,
+//     trusted networks and the allow list are exempt;
 //   - RCPT TO: recipients in reserved domains (RFC 2606/6761 and the
 //     configured ones) are refused (550 5.1.2), the others go on;
 //   - end of headers, body, end of message: authenticated or trusted
@@ -42,6 +44,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +74,9 @@ type State struct {
 // Stats count since start.
 type Stats struct {
 	Messages, Signed, NotSigned, RejectedReserved, RejectedCountry, Errors, Panics atomic.Uint64
+	// LoggedCountry counts clients a log-only country rule would have
+	// refused.
+	LoggedCountry atomic.Uint64
 	// Mail of local accounts (sendmail, pickup): counted by policyd,
 	// held over a limit, or gone on uncounted (no header, policyd not
 	// answering in time).
@@ -301,24 +307,58 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	blocked, cc, gerr := s.st.Geo.Check(ctx, s.addr)
+	v, gerr := s.st.Geo.Check(ctx, s.addr)
 	// A reload swapped the state since it was loaded above, and closed its
 	// country source: ask the new one.
 	for errors.Is(gerr, geo.ErrClosed) && s.f.st.Load() != s.st {
 		s.st = s.f.st.Load()
-		blocked, cc, gerr = s.st.Geo.Check(ctx, s.addr)
+		v, gerr = s.st.Geo.Check(ctx, s.addr)
 	}
 	if gerr != nil {
-		s.f.log.Warn("country lookup failed; accepting", zap.Stringer("client", s.addr), zap.Error(gerr))
+		s.f.log.Warn("country rules: lookup failed; accepting", zap.Stringer("client", s.addr), zap.Error(gerr))
 		return milter.RespContinue, nil
 	}
-	if !blocked {
-		return milter.RespContinue, nil
+	return s.geoVerdict(v, from, m), nil
+}
+
+// geoVerdict applies what the country rules say of the client: refused
+// (550 5.7.1, or the rule's reply), logged only, or admitted.
+func (s *session) geoVerdict(v geo.Verdict, from string, m milter.Modifier) *milter.Response {
+	if v.Rule < 0 || v.Allow {
+		return milter.RespContinue
+	}
+	f := []zap.Field{zap.Stringer("client", s.addr), zap.String("rule", v.Name), zap.String("matched", v.Matched),
+		zap.String("country", v.Country), zap.String("from", from)}
+	if id := m.Get(milter.MacroQueueId); id != "" {
+		f = append(f, zap.String("queue_id", id))
+	}
+	if v.LogOnly {
+		s.f.stats.LoggedCountry.Add(1)
+		s.f.log.Info("would refuse (log-only rule): accepted", f...)
+		return milter.RespContinue
 	}
 	s.f.stats.RejectedCountry.Add(1)
-	s.f.log.Info("rejected: client in a blocked country", zap.Stringer("client", s.addr), zap.String("country", cc),
-		zap.String("from", from))
-	return milter.RejectWithCodeAndReason(550, fmt.Sprintf("5.7.1 Client host rejected: mail from your country (%s) is not accepted here", cc))
+	s.f.log.Info("rejected by a country rule", f...)
+	code, reason := geoReply(v)
+	resp, err := milter.RejectWithCodeAndReason(code, reason)
+	if err != nil { // replies are validated by config: not reached
+		return milter.RespReject
+	}
+	return resp
+}
+
+// geoReply is the rule's reply split into code and text ("550", "5.7.1
+// ..."), else today's default naming the country or the network.
+func geoReply(v geo.Verdict) (uint16, string) {
+	if c, text, ok := strings.Cut(v.Reply, " "); ok {
+		if n, err := strconv.ParseUint(c, 10, 16); err == nil {
+			return uint16(n), text
+		}
+	}
+	if strings.HasPrefix(v.Matched, "country ") {
+		return 550, fmt.Sprintf("5.7.1 Client host rejected: mail from your country (%s) is not accepted here", v.Country)
+	}
+	return 550, "5.7.1 Client host rejected: mail from your network is not accepted here"
 }
 
 func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Response, err error) {

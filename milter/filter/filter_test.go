@@ -76,7 +76,7 @@ func state(t testing.TB, mutate func(*config.Config)) *State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, cfg.Milter.Geo.BlockCountries, cfg.Milter.Geo.Allow)}
+	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, setup.GeoPolicy(cfg.Milter.Geo, nil))}
 }
 
 func serve(t *testing.T, f *Filter) string {

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Request is what the milter knows of a message a local account submitted.
@@ -38,16 +41,68 @@ type Client struct {
 // one process, cleanup a few.
 const maxIdle = 4
 
-// NewClient returns a client of addr, "host:port" or "unix:/path" (as
-// policyd.policy_listen is written).
+// NewClient returns a client of addr, "host:port", "unix:/path" (as
+// policyd.policy_listen is written) or "unix:@name", an abstract unix
+// socket (Linux: a name, not a file), as the packaged
+// mxdetour-policyd.socket makes beside its socket in Postfix's private/
+// directory, which the milter's user cannot enter.
 func NewClient(addr string) (*Client, error) {
 	c := &Client{network: "tcp", address: addr, dial: (&net.Dialer{}).DialContext}
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		c.network, c.address = "unix", p
+		if strings.HasPrefix(p, "@") {
+			c.dial = dialAbstract
+		}
 	} else if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("policy socket %q: neither host:port nor unix:/path", addr)
 	}
 	return c, nil
+}
+
+// dialAbstract dials an abstract unix socket (Go's "@name") and checks
+// who made it. An abstract name has no owner and no file mode: any local
+// user may bind it first, while systemd does not hold it (the socket unit
+// stopped), and would then be told the local accounts' mail and decide
+// what is held. The listening socket's credentials, which the kernel
+// gives the client as its peer's (SO_PEERCRED, fixed at listen), must be
+// root's (systemd made it) or the milter's own user's.
+func dialAbstract(ctx context.Context, network, address string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	uid, err := peerUID(conn)
+	if err == nil && uid != 0 && uid != uint32(os.Geteuid()) {
+		err = fmt.Errorf("%s is bound by uid %d, neither root (systemd) nor this daemon's user: not asked", address, uid)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// peerUID is the uid of a unix connection's peer.
+func peerUID(conn net.Conn) (uint32, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return 0, errors.New("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, fmt.Errorf("reading the peer's credentials: %w", credErr)
+	}
+	return cred.Uid, nil
 }
 
 // Addr is the socket asked, as configured.

@@ -25,8 +25,9 @@ type Counter struct {
 	unreachable, unwired, mismatched warning
 }
 
-// NewCounter returns a Counter asking policyd at addr ("host:port" or
-// "unix:/path", policyd.policy_listen).
+// NewCounter returns a Counter asking policyd at addr ("host:port",
+// "unix:/path" or "unix:@name": milter.policyd_listen, else
+// policyd.policy_listen).
 func NewCounter(addr string, log *zap.Logger) (*Counter, error) {
 	cl, err := NewClient(addr)
 	if err != nil {

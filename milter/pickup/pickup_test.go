@@ -302,7 +302,8 @@ func TestEncode(t *testing.T) {
 	}
 }
 
-// README gives the header_checks line to copy: it must be this one.
+// README gives the header_checks line to copy, and contrib/postfix/main.cf
+// shows it: it must be this one (policyd/wire writes this one).
 func TestREADMELine(t *testing.T) {
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -310,6 +311,12 @@ func TestREADMELine(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "\n"+HeaderChecks+"\n") {
 		t.Errorf("README.md lacks the header_checks line\n%s", HeaderChecks)
+	}
+	if b, err = os.ReadFile("../../contrib/postfix/main.cf"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\n# "+HeaderChecks+"\n") {
+		t.Errorf("contrib/postfix/main.cf lacks the header_checks line, commented\n# %s", HeaderChecks)
 	}
 }
 

@@ -42,7 +42,7 @@ type planner struct {
 // plan returns the changes wire must make, in the order to make them.
 func plan(ctx context.Context, p *postfix, st *state, w Want, prev *record) ([]*change, []string, error) {
 	pl := &planner{ctx: ctx, p: p, st: st, w: w, prev: prev}
-	steps := []func() error{pl.routing, pl.transports, pl.milter, pl.limits}
+	steps := []func() error{pl.routing, pl.transports, pl.milter, pl.limits, pl.headerChecks}
 	var errs []error
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -311,12 +311,8 @@ func saslKey(nexthop string) string {
 
 // expand resolves $name references in a value as Postfix would.
 func (pl *planner) expand(v string) (string, error) {
-	if !strings.Contains(v, "$") {
-		return v, nil
-	}
 	// postconf expands only parameters it knows: lend it one.
-	out, err := pl.p.conf(pl.ctx, "-o", "smtp_sasl_password_maps="+v, "-xh", "smtp_sasl_password_maps")
-	return strings.TrimSpace(out), err
+	return pl.expandParam("smtp_sasl_password_maps", v)
 }
 
 // milter adds mxdetour-milter to smtpd_milters and non_smtpd_milters,

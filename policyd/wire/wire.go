@@ -3,8 +3,9 @@
 // socketmap in transport_maps (socketmap_table(5)) with the rewrite-smtpd
 // trivial-rewrite that keeps it away from smtpd, the relay and IPv4
 // transports in master.cf, the milter, and the outbound limits'
-// check_policy_service (SMTPD_POLICY_README) — what contrib/postfix shows
-// by hand.
+// check_policy_service (SMTPD_POLICY_README) with the header_checks line
+// the milter needs to count the sendmail command's mail — what
+// contrib/postfix shows by hand.
 //
 // Wire changes only what is missing, keeps the administrator's entries
 // (ours are added to lists, never put in their place), prints each
@@ -33,7 +34,7 @@ type Want struct {
 	Socketmap string // policyd's socketmap listener: host:port or unix:/path
 	Policy    string // policyd's policy listener, asked by the limits
 	Milter    string // mxdetour-milter's listener
-	Limits    bool   // outbound limits configured: $mxdetour_limits in the restrictions
+	Limits    bool   // outbound limits configured: $mxdetour_limits in the restrictions, and (with Milter) mxdetour's header_checks table
 	Relay     string // the relay transport, e.g. relay:[mx03.example.net]:587
 	IPv4      string // the IPv4-only transport, e.g. smtp-ipv4:
 }
@@ -216,7 +217,7 @@ func (p *postfix) apply(ctx context.Context, c *change) error {
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
-		if err == nil {
+		if err == nil && c.Index != "" { // regexp and the like have none
 			if _, err = p.run(ctx, p.postmap, c.Table); err == nil {
 				c.SHA256 = hashFile(c.Index)
 			}
@@ -245,7 +246,11 @@ func describe(c *change) string {
 		i := strings.LastIndex(c.Name, "/")
 		s = fmt.Sprintf("master.cf: %s: -o %s=%s  (%s)", c.Name[:i], c.Name[i+1:], c.After, was)
 	case kindFile:
-		s = fmt.Sprintf("create %s (mode %04o), empty but for a comment, and postmap %s", c.Name, c.Mode, c.Table)
+		if c.Index == "" {
+			s = fmt.Sprintf("create %s (mode %04o), for %s", c.Name, c.Mode, c.Table)
+		} else {
+			s = fmt.Sprintf("create %s (mode %04o), empty but for a comment, and postmap %s", c.Name, c.Mode, c.Table)
+		}
 	case kindIndex:
 		s = fmt.Sprintf("postmap %s (its index %s is missing)", c.Table, c.Name)
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/milter/pickup"
 	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/route"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
@@ -115,6 +117,7 @@ func TestWireStockDebian(t *testing.T) {
 	o := wire.Options{ConfigDir: in.Conf}
 	record := filepath.Join(in.Conf, wire.RecordName)
 	sasl := filepath.Join(in.Conf, "sasl_passwd")
+	checks := filepath.Join(in.Conf, "mxdetour_header_checks")
 	pristine := in.Snapshot()
 
 	dry := o
@@ -125,8 +128,8 @@ func TestWireStockDebian(t *testing.T) {
 	}
 	mustContain(t, "dry run", out, "these changes would be made", "main.cf: transport_maps = socketmap:inet:"+ln.Addr().String()+":transport", "nothing was changed")
 	in.SameBytes(pristine, true)
-	if exists(record) || exists(sasl) {
-		t.Fatal("a dry run wrote the record or sasl_passwd")
+	if exists(record) || exists(sasl) || exists(checks) {
+		t.Fatal("a dry run wrote the record, sasl_passwd or the header_checks table")
 	}
 
 	out, err = wireIt(t, w, o)
@@ -139,7 +142,7 @@ func TestWireStockDebian(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range []string{"transport_maps", "smtpd_milters", "non_smtpd_milters", "milter_default_action",
 		"milter_protocol", "smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions", "mxdetour_limits",
-		"smtp_delivery_status_filter"} {
+		"smtp_delivery_status_filter", "header_checks"} {
 		got[p] = in.Param(p)
 	}
 	want := map[string]string{
@@ -152,10 +155,12 @@ func TestWireStockDebian(t *testing.T) {
 		"smtpd_end_of_data_restrictions": "$mxdetour_limits",
 		"mxdetour_limits":                "check_policy_service { inet:127.0.0.1:10040, timeout=2s, try_limit=1, default_action=DUNNO, policy_context=limits }",
 		"smtp_delivery_status_filter":    "$default_delivery_status_filter, socketmap:inet:" + ln.Addr().String() + ":status",
+		"header_checks":                  "regexp:$config_directory/mxdetour_header_checks",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("main.cf (-want +got):\n%s", d)
 	}
+	checkHeaderChecks(t, checks)
 	opts, fields := in.Options(), in.Fields()
 	smtpd := 0
 	for k, v := range fields {
@@ -216,10 +221,37 @@ func TestWireStockDebian(t *testing.T) {
 	out = unwireIt(t, o)
 	mustContain(t, "unwire", out, "master.cf: back to its bytes from before wire", "removed "+sasl)
 	in.SameBytes(pristine, false)
-	for _, f := range []string{record, sasl, sasl + ".db"} {
+	for _, f := range []string{record, sasl, sasl + ".db", checks} {
 		if exists(f) {
 			t.Errorf("%s is still there after unwire", f)
 		}
+	}
+}
+
+// checkHeaderChecks: the table wire created holds pickup's line (the
+// README's, which a test of milter/pickup keeps the same), and Postfix's
+// regexp table, as cleanup reads it, turns pickup's Received: header into
+// the header mxdetour-milter reads.
+func checkHeaderChecks(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\n"+pickup.HeaderChecks+"\n") {
+		t.Errorf("%s lacks the line\n%s\n%s", path, pickup.HeaderChecks, b)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("%s: %v %v, want mode 0644", path, fi, err)
+	}
+	postmap, err := wiretest.Command("postmap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(postmap, "-c", filepath.Dir(path), "-q", "Received: by mta.example.net (Postfix, from userid 33)\n\tid 4dQ7bK1Zc3z9rxN; Tue,  8 Dec 2026 00:12:43 +0000 (UTC)", "regexp:"+path)
+	out, err := cmd.CombinedOutput()
+	if got, want := strings.TrimSpace(string(out)), "PREPEND "+pickup.Header+": uid=33 id=4dQ7bK1Zc3z9rxN"; err != nil || got != want {
+		t.Errorf("postmap -q regexp:%s: %q (%v), want %q", path, got, err, want)
 	}
 }
 
@@ -235,6 +267,7 @@ smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, rej
 smtpd_milters = inet:127.0.0.1:9999
 milter_default_action = tempfail
 milter_command_timeout = 20s
+header_checks = regexp:$config_directory/their_checks
 `, `submission inet n - y - - smtpd
   -o syslog_name=postfix/submission
   -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
@@ -261,6 +294,8 @@ exec `+realPostfix+` "$@"
 		Relay: "relay:[mx03.example.net]:587"}
 	o := wire.Options{ConfigDir: in.Conf, Postfix: fake}
 	transport := filepath.Join(in.Conf, "transport")
+	theirChecks, ourChecks := filepath.Join(in.Conf, "their_checks"), filepath.Join(in.Conf, "mxdetour_header_checks")
+	must(t, os.WriteFile(theirChecks, []byte("/^X-Mailer: spammer/ DISCARD\n"), 0o644))
 	pristine := in.Snapshot()
 
 	out, err := wireIt(t, w, o)
@@ -272,7 +307,7 @@ exec `+realPostfix+` "$@"
 		t.Errorf("Postfix was not reloaded; postfix was run with:\n%s", b)
 	}
 	got := map[string]string{}
-	for _, p := range []string{"transport_maps", "smtpd_milters", "milter_default_action", "milter_command_timeout", "smtpd_recipient_restrictions"} {
+	for _, p := range []string{"transport_maps", "smtpd_milters", "milter_default_action", "milter_command_timeout", "smtpd_recipient_restrictions", "header_checks"} {
 		got[p] = in.Param(p)
 	}
 	opts := in.Options()
@@ -286,6 +321,7 @@ exec `+realPostfix+` "$@"
 		"milter_default_action":                        "accept",
 		"milter_command_timeout":                       "20s", // theirs
 		"smtpd_recipient_restrictions":                 "$mxdetour_limits, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+		"header_checks":                                "regexp:$config_directory/their_checks, regexp:$config_directory/mxdetour_header_checks", // theirs first
 		"rewrite-smtpd/unix/transport_maps":            "hash:$config_directory/transport",
 		"submission/inet/smtpd_recipient_restrictions": "$mxdetour_limits,permit_sasl_authenticated,reject",
 		"submission/inet/rewrite_service_name":         "rewrite-smtpd",
@@ -312,10 +348,11 @@ exec `+realPostfix+` "$@"
 		t.Errorf("want a reload after wire and one after unwire; postfix was run with:\n%s", b)
 	}
 	got = map[string]string{}
-	for _, p := range []string{"transport_maps", "smtpd_milters", "milter_default_action", "smtpd_recipient_restrictions", "myorigin"} {
+	for _, p := range []string{"transport_maps", "smtpd_milters", "milter_default_action", "smtpd_recipient_restrictions", "myorigin", "header_checks"} {
 		got[p] = in.Param(p)
 	}
 	want = map[string]string{
+		"header_checks":                "regexp:$config_directory/their_checks",
 		"transport_maps":               "hash:$config_directory/transport",
 		"smtpd_milters":                "inet:127.0.0.1:9999, inet:127.0.0.1:7777",
 		"milter_default_action":        "tempfail",
@@ -336,6 +373,97 @@ exec `+realPostfix+` "$@"
 	if !exists(transport) || !exists(transport+".db") {
 		t.Error("unwire removed the transport table main.cf still names")
 	}
+	if !exists(theirChecks) || exists(ourChecks) {
+		t.Errorf("after unwire: their header_checks table exists: %v (want true), ours: %v (want false)", exists(theirChecks), exists(ourChecks))
+	}
+}
+
+// The header_checks line for the sendmail command's mail: wired only with
+// limits and the milter (which deletes the header it adds); a table of
+// the administrator's holding it already (README's by-hand way) is used
+// instead; a file of our name without the line is refused; a table wire
+// did not create stays at unwire; what would skip header_checks is said.
+func TestWireHeaderChecks(t *testing.T) {
+	t.Parallel()
+	limits := wire.Want{Policy: "127.0.0.1:10040", Milter: "127.0.0.1:10042", Limits: true}
+
+	t.Run("no milter, no limits", func(t *testing.T) {
+		t.Parallel()
+		in := wiretest.New(t, "", "")
+		for _, w := range []wire.Want{{Policy: "127.0.0.1:10040", Limits: true}, {Milter: "127.0.0.1:10042"}} {
+			if _, err := wireIt(t, w, wire.Options{ConfigDir: in.Conf}); err != nil {
+				t.Fatal(err)
+			}
+			if got := in.Param("header_checks"); got != "" {
+				t.Errorf("%+v: header_checks = %q, want none", w, got)
+			}
+		}
+		if exists(filepath.Join(in.Conf, "mxdetour_header_checks")) {
+			t.Error("the table was created")
+		}
+	})
+
+	t.Run("theirs has the line", func(t *testing.T) {
+		t.Parallel()
+		in := wiretest.New(t, "header_checks = pcre:$config_directory/mxdetour-local-user.regexp\n"+
+			"receive_override_options = no_address_mappings, no_header_body_checks\n",
+			"cleanup-x unix n - y - 0 cleanup\n  -o header_checks=\n")
+		must(t, os.WriteFile(filepath.Join(in.Conf, "mxdetour-local-user.regexp"), []byte(pickup.HeaderChecks+"\n"), 0o644))
+		out, err := wireIt(t, limits, wire.Options{ConfigDir: in.Conf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustContain(t, "wire", out, "header_checks already names pcre:"+filepath.Join(in.Conf, "mxdetour-local-user.regexp"),
+			"receive_override_options has no_header_body_checks", "master.cf's cleanup-x/unix has -o header_checks=\"\" of its own")
+		if got := in.Param("header_checks"); got != "pcre:$config_directory/mxdetour-local-user.regexp" {
+			t.Errorf("header_checks = %q, want theirs alone", got)
+		}
+		if exists(filepath.Join(in.Conf, "mxdetour_header_checks")) {
+			t.Error("the table was created")
+		}
+	})
+
+	t.Run("ours without the line", func(t *testing.T) {
+		t.Parallel()
+		in := wiretest.New(t, "", "")
+		must(t, os.WriteFile(filepath.Join(in.Conf, "mxdetour_header_checks"), []byte("/^Subject: x/ IGNORE\n"), 0o644))
+		pristine := in.Snapshot()
+		_, err := wireIt(t, limits, wire.Options{ConfigDir: in.Conf})
+		var ce wire.ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "lacks mxdetour's header_checks line") {
+			t.Errorf("wire = %v, want a ConfigError about the table", err)
+		}
+		in.SameBytes(pristine, true)
+	})
+
+	t.Run("the table there, not named", func(t *testing.T) {
+		t.Parallel()
+		in := wiretest.New(t, "", "")
+		checks := filepath.Join(in.Conf, "mxdetour_header_checks")
+		must(t, os.WriteFile(checks, []byte(pickup.HeaderChecks+"\n"), 0o644))
+		o := wire.Options{ConfigDir: in.Conf}
+		pristine := in.Snapshot()
+		out, err := wireIt(t, limits, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, "create "+checks) {
+			t.Error("the table was created again")
+		}
+		if got := in.Param("header_checks"); got != "regexp:$config_directory/mxdetour_header_checks" {
+			t.Errorf("header_checks = %q", got)
+		}
+		wired := in.Snapshot()
+		if out, err := wireIt(t, limits, o); err != nil || !strings.Contains(out, "nothing to change") {
+			t.Errorf("second wire: %v, want nothing to change", err)
+		}
+		in.SameBytes(wired, true)
+		unwireIt(t, o)
+		in.SameBytes(pristine, false)
+		if !exists(checks) {
+			t.Error("unwire removed a table wire did not create")
+		}
+	})
 }
 
 // Without mxdetour-policyd answering, wire leaves the wiring in place but
