@@ -6,21 +6,30 @@
 #   alone     Postfix with no mxdetour
 #   routing   + mxdetour-policyd as transport_maps (socketmap, unix socket)
 #   null      routing + a do-nothing go-milter that reads every header and
-#             the body, then accepts: what any milter costs Postfix
+#             the body, then accepts, negotiating what mxdetour-milter
+#             negotiates: what any milter costs Postfix
 #   dual      routing + mxdetour-milter signing RSA-2048 and Ed25519
 #   opendkim  routing + Debian's OpenDKIM signing with the same RSA key
-# Both milters listen on unix sockets. Loopback only; needs root and
-# Debian's postfix (and opendkim for the last mode).
+# null and dual run twice, on a unix socket and on TCP loopback (modes
+# null-unix, null-tcp, dual-unix, dual-tcp; each wiring its own process);
+# opendkim on a unix socket. Each milter line
+# ends with the milter's own CPU time per message, which the load on a
+# shared machine skews far less than the rates; the last lines compare
+# dual over TCP with dual over unix, and dual with null over unix.
+# Loopback only; needs root and Debian's postfix (and opendkim for the
+# last mode).
 #   test/bench-postfix.sh [MESSAGES]      (default 2000 per mode)
 #   KEEP=1 keeps bin/postfix-bench.* (maillog, daemon logs) afterwards.
+#   MODES="null-unix null-tcp" runs only those modes (the first one is
+#   then the base of the "of Postfix alone" column).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 msgs=${1:-2000}
 sessions=${SESSIONS:-8}
 warm=200
-smtp=2525 sinkport=2526
+smtp=2525 sinkport=2526 dualport=10542 nullport=10543
 . test/benchlib.sh
-need_free_ports $smtp $sinkport
+need_free_ports $smtp $sinkport $dualport $nullport
 mkdir -p bin
 T=$(mktemp -d "$PWD/bin/postfix-bench.XXXXXX")
 chmod 755 "$T" # Postfix's processes (user postfix) reach the sockets in it
@@ -69,8 +78,12 @@ selector = "ed"
 key_file = "$T/example.org.ed.key"
 EOT
 "$T/policyd" -config "$T/mxdetour.toml" 2>"$T/policyd.log" &
-"$T/milter" -config "$T/mxdetour.toml" 2>"$T/milter.log" &
-"$T/null" -listen "unix:$T/null.sock" 2>"$T/null.log" &
+sed "s|^listen = .*|listen = \"127.0.0.1:$dualport\"|" "$T/mxdetour.toml" > "$T/milter-tcp.toml"
+declare -A pid
+"$T/milter" -config "$T/mxdetour.toml" 2>"$T/milter.log" & pid[dual-unix]=$!
+"$T/milter" -config "$T/milter-tcp.toml" 2>"$T/milter-tcp.log" & pid[dual-tcp]=$!
+"$T/null" -like-mxdetour -listen "unix:$T/null.sock" 2>"$T/null.log" & pid[null-unix]=$!
+"$T/null" -like-mxdetour -listen "127.0.0.1:$nullport" 2>"$T/null-tcp.log" & pid[null-tcp]=$!
 have_opendkim=0
 if [ -x /usr/sbin/opendkim ]; then
   have_opendkim=1
@@ -87,10 +100,12 @@ OversignHeaders From
 Background no
 UserID root
 EOT
-  /usr/sbin/opendkim -x "$T/opendkim.conf" -f 2>"$T/opendkim.log" &
+  /usr/sbin/opendkim -x "$T/opendkim.conf" -f 2>"$T/opendkim.log" & pid[opendkim]=$!
 fi
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for _ in $(seq 100); do
   [ -S "$T/socketmap.sock" ] && [ -S "$T/milter.sock" ] && [ -S "$T/null.sock" ] &&
+    listening $dualport && listening $nullport &&
     { [ $have_opendkim = 0 ] || [ -S "$T/opendkim.sock" ]; } && break
   sleep 0.1
 done
@@ -164,8 +179,10 @@ mode() {
   case $1 in
     alone) ;;
     routing) tm="socketmap:unix:$T/socketmap.sock:transport" ;;
-    null) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/null.sock" ;;
-    dual) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/milter.sock" ;;
+    null-unix) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/null.sock" ;;
+    null-tcp) tm="socketmap:unix:$T/socketmap.sock:transport" mil="inet:127.0.0.1:$nullport" ;;
+    dual-unix) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/milter.sock" ;;
+    dual-tcp) tm="socketmap:unix:$T/socketmap.sock:transport" mil="inet:127.0.0.1:$dualport" ;;
     opendkim) tm="socketmap:unix:$T/socketmap.sock:transport" mil="unix:$T/opendkim.sock" ;;
   esac
   [ -n "$tm" ] && so="rewrite-smtpd"
@@ -194,17 +211,31 @@ run() {
   echo "$t0 $t1" | awk '{ printf "%.3f", $2 - $1 }'
 }
 
-echo "Postfix $(postconf -d -h mail_version), $sessions sessions, $msgs messages of 4 KB per mode, milters on unix sockets"
+echo "Postfix $(postconf -d -h mail_version), $sessions sessions, $msgs messages of 4 KB per mode; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 base=""
-for m in alone routing null dual opendkim; do
+declare -A rate ticks
+for m in ${MODES:-alone routing null-unix null-tcp dual-unix dual-tcp opendkim}; do
   [ $m = opendkim ] && [ $have_opendkim = 0 ] && continue
   mode $m
   run $warm >/dev/null # warm: processes started, caches filled
   : > "$T/sink/all"
+  p=${pid[$m]:-}
+  [ -z "$p" ] || c0=$(cpu "$p")
   secs=$(run "$msgs")
-  rate=$(echo "$msgs $secs" | awk '{ printf "%.0f", $1 / $2 }')
-  [ -z "$base" ] && base=$rate
+  [ -z "$p" ] || ticks[$m]=$(( $(cpu "$p") - c0 ))
+  rate[$m]=$(echo "$msgs $secs" | awk '{ printf "%.0f", $1 / $2 }')
+  [ -z "$base" ] && base=${rate[$m]}
   sigs=$(grep -c '^DKIM-Signature:' "$T/sink/all" || true)
-  printf '%-9s %6s msg/s  (%.2f of Postfix alone)  %d s  DKIM-Signature fields: %d\n' \
-    "$m" "$rate" "$(echo "$rate $base" | awk '{ print $1 / $2 }')" "${secs%.*}" "$sigs"
+  printf '%-9s %6s msg/s  (%.2f of Postfix alone)  %3d s  DKIM-Signature fields: %4d  %s\n' \
+    "$m" "${rate[$m]}" "$(echo "${rate[$m]} $base" | awk '{ print $1 / $2 }')" "${secs%.*}" "$sigs" \
+    "${p:+milter CPU/msg $(per_op "${ticks[$m]}" "$msgs")}"
 done
+# ratio A B: A's rate as a share of B's, and the same for CPU per message.
+ratio() {
+  awk -v ra="${rate[$1]}" -v rb="${rate[$2]}" -v ca="${ticks[$1]}" -v cb="${ticks[$2]}" -v a="$1" -v b="$2" \
+    'BEGIN { printf "%-9s / %-9s  rate %.2f  milter CPU/msg %.2f\n", a, b, ra / rb, cb ? ca / cb : 0 }'
+}
+[ -n "${rate[dual-unix]:-}" ] && [ -n "${rate[dual-tcp]:-}" ] && ratio dual-tcp dual-unix
+[ -n "${rate[dual-unix]:-}" ] && [ -n "${rate[null-unix]:-}" ] && ratio dual-unix null-unix
+[ -n "${rate[null-unix]:-}" ] && [ -n "${rate[null-tcp]:-}" ] && ratio null-tcp null-unix
+true

@@ -61,8 +61,11 @@ var errProtocol = errors.New("milter: protocol error")
 func (m *serverSession) init(server *Server, conn net.Conn, version uint32, actions OptAction, protocol OptProtocol) {
 	m.server = server
 	m.conn = conn
-	m.r = wire.NewPacketReader(conn)
-	m.w = bufio.NewWriterSize(conn, 16*1024)
+	// On Linux, TCP reads acknowledge at once what gets no reply (see
+	// ackConn): the MTA's next small packet is not held by Nagle.
+	rw := withQuickAck(conn)
+	m.r = wire.NewPacketReader(rw)
+	m.w = bufio.NewWriterSize(rw, 16*1024)
 	m.version = version
 	m.actions = actions
 	m.protocol = protocol
