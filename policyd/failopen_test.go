@@ -31,9 +31,11 @@ func TestBrokenConfigFailsOpen(t *testing.T) {
 	broken := append(append([]byte{}, good...), "[policyd.typo]\n"...)
 	os.WriteFile(cfg, broken, 0o644)
 
-	smap, pol := daemontest.Listen(t, "socketmap"), daemontest.Listen(t, "policy")
+	// Two sockets of one name, as the packaged policy unit passes (the
+	// spool's and the abstract one the milter uses).
+	smap, pol, pol2 := daemontest.Listen(t, "socketmap"), daemontest.Listen(t, "policy"), daemontest.Listen(t, "policy")
 	n := daemontest.ListenNotify(t)
-	cmd := daemontest.Command(t, bin, []string{"-config", cfg}, smap, pol)
+	cmd := daemontest.Command(t, bin, []string{"-config", cfg}, smap, pol, pol2)
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=2000000")
 	p := daemontest.Start(t, cmd)
 	if m := n.Next(t, "READY=1"); !strings.Contains(m, "STATUS=configuration unusable") || !strings.Contains(m, "policyd.typo") {
@@ -75,8 +77,10 @@ func TestBrokenConfigFailsOpen(t *testing.T) {
 	if got := dialAsk(t, smap.Addr(), "someone@example.com"); !strings.HasPrefix(got, "OK error:5.1.2 ") {
 		t.Errorf("reserved domain after the fix: %q", got)
 	}
-	if got := dialPolicy(t, pol.Addr(), "alice@gmail.mxd"); got != "action=FILTER relay:[mx03.example.net]:587" {
-		t.Errorf("policy after the fix: %q", got)
+	for _, l := range []daemontest.Socket{pol, pol2} {
+		if got := dialPolicy(t, l.Addr(), "alice@gmail.mxd"); got != "action=FILTER relay:[mx03.example.net]:587" {
+			t.Errorf("policy on %s after the fix: %q", l.Addr(), got)
+		}
 	}
 	if p.Cmd.Process.Pid != pid || p.Cmd.ProcessState != nil {
 		t.Errorf("not the same process")

@@ -93,6 +93,7 @@ func RunFailOpen(ctx context.Context, o FailOpenOptions) error {
 				continue
 			}
 			f.served = append(f.served, s)
+			f.lns = append(f.lns, ln)
 			f.wg.Add(1)
 			go func() {
 				defer f.wg.Done()
@@ -150,6 +151,7 @@ func RunFailOpen(ctx context.Context, o FailOpenOptions) error {
 type failOpen struct {
 	o      FailOpenOptions
 	served []Socket
+	lns    []net.Listener // one Server may serve several (a unit with two ListenStream=)
 	wg     sync.WaitGroup
 }
 
@@ -165,7 +167,13 @@ func (f *failOpen) notify(state string) {
 }
 
 // stop closes the duplicates and lets the answers in flight go out.
+// Every listener is closed here: a server's Shutdown knows only the one
+// it was last given, and a Serve left accepting would hold stop (and the
+// watchdog would kill the daemon) for ever.
 func (f *failOpen) stop() {
+	for _, ln := range f.lns {
+		ln.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	seen := map[Server]bool{}

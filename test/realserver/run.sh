@@ -716,7 +716,8 @@ else
 	fail "learn: Postfix's block of blocked-d.zz learned" "$(inside mxdetour-policyd blocks)" \
 		"$(jsince "$T" | grep -F 'blocked-d.zz' | tail -6)" "$jdiag"
 fi
-QD=$(jsince "$T" | grep -F 'to=<someone@blocked-d.zz>' | head -1 | sed -nE 's/.*: ([0-9A-Za-z]+): to=<.*/\1/p')
+# Postfix's own delivery line: policyd's may quote it (learn: line="...").
+QD=$(jsince "$T" | grep -E 'postfix[^ ]*/smtp\[[0-9]+\]: [0-9A-Za-z]+: to=<someone@blocked-d\.zz>' | head -1 | sed -nE 's/.*\]: ([0-9A-Za-z]+): to=<.*/\1/p')
 out=$(jsince "$T" | grep -F 'to=<someone@blocked-d.zz>')
 printf '%s\n' "$out" | has 'dsn=4\.7\.1, status=deferred' && ! printf '%s\n' "$out" | has 'status=bounced' &&
 	pass "block: the 554 came back as status=deferred dsn=4.7.1, never bounced" ||
