@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -371,20 +370,12 @@ func allDomains(pfDir, domFile string, stderr io.Writer) ([]string, error) {
 // originDomains is Postfix's myorigin (the domain of mail posted
 // locally; a file name on Debian, /etc/mailname) and mydomain.
 func originDomains(dir string) []string {
-	postconf, err := postfix.Command("postconf")
-	if err != nil {
-		return nil
-	}
-	args := []string{"-h", "-x"}
-	if dir != "" {
-		args = append(args, "-c", dir)
-	}
-	out, err := exec.Command(postconf, append(args, "myorigin", "mydomain")...).Output()
+	values, err := postfix.Params(context.Background(), dir, true, "myorigin", "mydomain")
 	if err != nil {
 		return nil
 	}
 	var names []string
-	for _, v := range strings.Fields(string(out)) {
+	for _, v := range strings.Fields(strings.Join(values, " ")) {
 		if strings.HasPrefix(v, "/") {
 			data, err := os.ReadFile(v)
 			if err != nil {

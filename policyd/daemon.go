@@ -71,6 +71,10 @@ type runtime struct {
 	resolver *lookup.Client
 	monitor  *dnsbl.Monitor // nil when no provider names a zone
 	engine   *route.Engine
+	// classifier of cfg's learn patterns: the learner's and the delivery
+	// status filter's, compiled once.
+	classifier *learn.Classifier
+	status     *learn.StatusFilter // nil in a dry run
 
 	monitorStop context.CancelFunc // nil when the monitor is not ours to stop (shared) or absent
 	learnerStop context.CancelFunc
@@ -102,6 +106,11 @@ func parts(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 // monitor its last check when their settings are the same.
 func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 	rt := &runtime{cfg: cfg}
+	cls, err := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns)
+	if err != nil {
+		return nil, fmt.Errorf("[learn]: %w", err) // checkDeps refused it already
+	}
+	rt.classifier, rt.status = cls, statusFilter(cfg, cls)
 	if old != nil && reflect.DeepEqual(setup.Lookup(old.cfg.DNS), setup.Lookup(cfg.DNS)) {
 		rt.resolver = old.resolver
 	} else {
@@ -210,7 +219,7 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	d.run(rt)
 	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, log.Named("decide"))
 	d.probe = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
-	d.resp.SetStatusFilter(statusFilter(cfg))
+	d.resp.SetStatusFilter(rt.status)
 	err = d.startLimits(cfg) // outbound limits (holds.go)
 	if err == nil {
 		err = d.serveMetrics(cfg)
@@ -236,7 +245,7 @@ func (d *policyd) run(rt *runtime) {
 		return
 	}
 	cfg := rt.cfg
-	cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
+	cls := rt.classifier
 	engine := rt.engine
 	l := learn.NewLearner(learn.Options{
 		Source: cfg.Learn.Source, LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
@@ -401,7 +410,7 @@ func (d *policyd) reload(next *config.Config) error {
 	d.resp.SetEngine(rt.engine)
 	d.probe.SetEngine(rt.engine)
 	d.resp.SetTimeout(next.Policyd.DecisionTimeout.Duration)
-	d.resp.SetStatusFilter(statusFilter(next))
+	d.resp.SetStatusFilter(rt.status)
 	d.probe.SetTimeout(next.Policyd.DecisionTimeout.Duration)
 	d.reloadLimits(next, rt) // outbound limits (holds.go)
 	return nil
@@ -498,11 +507,10 @@ func checkStateFile(cfg *config.Config) error {
 
 // statusFilter is the delivery status filter of cfg: nil (every status
 // unchanged) in a dry run, where no route around a block exists.
-func statusFilter(cfg *config.Config) *learn.StatusFilter {
+func statusFilter(cfg *config.Config, cls *learn.Classifier) *learn.StatusFilter {
 	if cfg.Transports.Relay == "" {
 		return nil
 	}
-	cls, _ := learn.NewClassifier(cfg.Learn.Patterns, cfg.Learn.IgnorePatterns) // checked by checkDeps
 	return learn.NewStatusFilter(cls, true, cfg.Transports.IPv4 != "", nexthopHosts(cfg.Transports.Relay))
 }
 

@@ -46,27 +46,19 @@ var ErrNotInstalled = errors.New("postfix is not installed")
 // and are returned in skipped with the reason, as are files that do not
 // open. Only when postconf itself fails is err set.
 func OwnDomains(ctx context.Context, dir string) (domains []string, skipped []error, err error) {
-	postconf, err := Command("postconf")
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrNotInstalled, err)
-	}
-	args := []string{"-h", "-x"}
-	if dir != "" {
-		args = append(args, "-c", dir)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := run(ctx, postconf, append(args, OwnDomainParams...)...)
+	values, err := Params(ctx, dir, true, OwnDomainParams...)
 	if err != nil {
 		return nil, nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // for postmap -s
+	defer cancel()
 	add := func(d string) {
 		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
 		if d != "" && !strings.ContainsAny(d, " \t$") && !slices.Contains(domains, d) {
 			domains = append(domains, d)
 		}
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range values {
 		for _, elem := range splitList(line) {
 			switch {
 			case strings.HasPrefix(elem, "/"):

@@ -166,28 +166,7 @@ func (l *Learner) warnForgeable(maillog string) {
 // the instance of configuration directory dir ("" = the default). A
 // variable so that tests need no Postfix.
 var postconfValues = func(ctx context.Context, dir string, names ...string) ([]string, error) {
-	postconf, err := postfix.Command("postconf")
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"-h"}
-	if dir != "" {
-		args = append(args, "-c", dir)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, postconf, append(args, names...)...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("postconf %s: %w: %s", strings.Join(cmd.Args[1:], " "), err, strings.TrimSpace(stderr.String()))
-	}
-	values := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	if len(values) != len(names) {
-		return nil, fmt.Errorf("postconf -h %s: %d values", strings.Join(names, " "), len(values))
-	}
-	return values, nil
+	return postfix.Params(ctx, dir, false, names...)
 }
 
 // postfixLogging returns Postfix's mail_owner (Options.MailOwner when

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	postfixcmd "github.com/mxdetour/mxdetour/internal/postfix"
 )
 
 // postfix runs Postfix's own commands against one instance: postconf(1)
@@ -28,12 +30,9 @@ func command(given, name string) (string, error) {
 	if given != "" {
 		return given, nil
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	p := filepath.Join("/usr/sbin", name)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%s is neither in PATH nor in /usr/sbin: is Postfix installed?", name)
+	p, err := postfixcmd.Command(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: is Postfix installed?", err)
 	}
 	return p, nil
 }

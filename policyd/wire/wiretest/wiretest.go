@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/postfix"
 )
 
 // The stock files, Debian's first. Debian's package installs a master.cf
@@ -81,12 +83,7 @@ func first(t testing.TB, paths []string) []byte {
 }
 
 // Command finds a Postfix command in PATH or /usr/sbin.
-func Command(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return exec.LookPath(filepath.Join("/usr/sbin", name))
-}
+func Command(name string) (string, error) { return postfix.Command(name) }
 
 // Postconf runs postconf on the instance and returns its standard output;
 // anything on standard error (a warning) fails the test.
