@@ -327,7 +327,7 @@ func (m *milterd) serve() error {
 	return daemon.Run(context.Background(), daemon.Options{
 		Sockets: []daemon.Socket{{Name: "milter", Addr: cfg.Milter.Listen, Mode: os.FileMode(mode),
 			Server: srv}},
-		Reload: m.reload,
+		Reload: func(context.Context) error { return m.reload() },
 		Health: m.health,
 		Stop:   func(context.Context) { ms.Close() },
 		Grace:  30 * time.Second,

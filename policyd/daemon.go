@@ -362,7 +362,7 @@ func (d *policyd) health(ctx context.Context) error {
 
 // reloadFrom reads the configuration again and swaps a runtime built from
 // it in at once (SIGHUP); on an error the running one stays.
-func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
+func (d *policyd) reloadFrom(ctx context.Context, path string, level zap.AtomicLevel) error {
 	next, _, err := load(path)
 	if err != nil {
 		return err
@@ -370,13 +370,14 @@ func (d *policyd) reloadFrom(path string, level zap.AtomicLevel) error {
 	if err := logging.SetLevel(level, next.Log.Level); err != nil {
 		return err
 	}
-	return d.reload(next)
+	return d.reload(ctx, next)
 }
 
 // reload builds the runtime of next beside the running one, swaps it in
 // for every later request, then stops what the old one ran and no longer
 // needs. Learned blocks are merged from the state file, never replaced.
-func (d *policyd) reload(next *config.Config) error {
+// The end of ctx (the daemon stopping) cuts the new self-check short.
+func (d *policyd) reload(ctx context.Context, next *config.Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.runtime()
@@ -399,12 +400,16 @@ func (d *policyd) reload(next *config.Config) error {
 	if rt.monitor != nil && rt.monitor == old.monitor { // still checking: hand it over
 		rt.monitorStop, old.monitorStop = old.monitorStop, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if rt.monitor != nil && rt.monitorStop == nil {
-		rt.monitor.CheckNow(ctx) // a new self-check starts with what it knows, not blank
+		rt.monitor.CheckNow(checkCtx) // a new self-check starts with what it knows, not blank
 	}
-	d.halt(ctx, old) // the old learner saves its offset; the new one resumes there
+	// Not cut short by a stop: the old learner saves its offset, and the
+	// new one resumes there.
+	haltCtx, cancelHalt := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelHalt()
+	d.halt(haltCtx, old)
 	d.run(rt)
 	d.rt.Store(rt)
 	d.resp.SetEngine(rt.engine)

@@ -70,7 +70,7 @@ func TestLimitsAcrossReload(t *testing.T) {
 	}
 	next := *cfg
 	next.Limits = []config.Limit{{Key: "sasl_username", Max: 3, Window: config.Duration{Duration: time.Hour}, Action: "HOLD"}}
-	if err := d.reload(&next); err != nil {
+	if err := d.reload(context.Background(), &next); err != nil {
 		t.Fatal(err)
 	}
 	if a := ask(3); a != "HOLD mxdetour: sasl_username limit exceeded (4/3 in 1h)" {

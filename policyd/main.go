@@ -206,7 +206,7 @@ func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log
 	}
 	return daemon.Run(context.Background(), daemon.Options{
 		Sockets: d.sockets(),
-		Reload:  func() error { return d.reloadFrom(flagPath, level) },
+		Reload:  func(ctx context.Context) error { return d.reloadFrom(ctx, flagPath, level) },
 		Health:  d.health,
 		Stop:    d.stop,
 		Grace:   10 * time.Second,

@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,8 +68,11 @@ type Options struct {
 	Sockets []Socket
 	// Reload reads the configuration again, builds what it determines on
 	// the side and swaps it in; on an error nothing has changed. Nil: SIGHUP
-	// only logs.
-	Reload func() error
+	// only logs. It runs beside the signal loop, one at a time (SIGHUPs
+	// that arrive meanwhile make one more reload), and ctx ends when the
+	// daemon is told to stop: a slow reload (a self-check against dead
+	// blocklists) must not hold SIGTERM.
+	Reload func(ctx context.Context) error
 	// Health is the watchdog's probe: a real request through the daemon's
 	// own serving path, answered before ctx ends. Nil: accept loops only.
 	Health func(ctx context.Context) error
@@ -112,27 +116,52 @@ func Run(ctx context.Context, o Options) error {
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go r.watchdog(wctx)
+	rctx, stopReloads := context.WithCancel(ctx)
+	reloads, reloaderDone := make(chan struct{}, 1), make(chan struct{})
+	go func() {
+		defer close(reloaderDone)
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-reloads:
+				r.reload(rctx)
+			}
+		}
+	}()
+	// halt ends the watchdog and any reload under way (within the grace
+	// period), then drains and stops.
+	halt := func(why string) {
+		stopWatchdog()
+		stopReloads()
+		select {
+		case <-reloaderDone:
+		case <-time.After(r.o.Grace):
+			r.log.Error("a reload did not end when told to; stopping beside it")
+		}
+		r.stop(why)
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			stopWatchdog()
-			r.stop("context ended")
+			halt("context ended")
 			return nil
 		case err := <-errs:
 			if r.stopping.Load() {
 				continue
 			}
 			r.log.Error("a server failed; stopping", zap.Error(err))
-			stopWatchdog()
-			r.stop("a server failed")
+			halt("a server failed")
 			return err
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				r.reload()
+				select {
+				case reloads <- struct{}{}:
+				default: // one is already waiting: it reads the newest file
+				}
 				continue
 			}
-			stopWatchdog()
-			r.stop(s.String())
+			halt(s.String())
 			return nil
 		}
 	}
@@ -242,13 +271,13 @@ func (r *runner) status() string {
 
 // reload runs the daemon's reload between RELOADING=1 and READY=1. A
 // reload that fails, or panics, leaves the running configuration.
-func (r *runner) reload() {
+func (r *runner) reload(ctx context.Context) {
 	if r.o.Reload == nil {
 		r.log.Info("SIGHUP: nothing to reload")
 		return
 	}
 	r.notify(reloading())
-	if err := r.call(r.o.Reload); err != nil {
+	if err := r.call(func() error { return r.o.Reload(ctx) }); err != nil {
 		r.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		r.notify("READY=1\nSTATUS=reload failed, running the previous configuration: " + oneLine(err.Error()))
 		return
@@ -318,7 +347,8 @@ func reloading() string {
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
 
 // Setting is one configuration key a reload cannot apply, with its value
-// in the running configuration and in the new one (comparable values).
+// in the running configuration and in the new one (any values: compared
+// deeply, so slices and maps are fine).
 type Setting struct {
 	Key      string
 	Was, Now any
@@ -329,7 +359,7 @@ type Setting struct {
 func RestartOnly(settings ...Setting) []string {
 	var keys []string
 	for _, s := range settings {
-		if s.Was != s.Now {
+		if !reflect.DeepEqual(s.Was, s.Now) {
 			keys = append(keys, s.Key)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,7 @@ func TestNotifyReloadStop(t *testing.T) {
 	stopped := make(chan struct{})
 	stop := start(t, Options{
 		Sockets: []Socket{{Name: "a", Addr: addr(pa), Server: a}, {Name: "b", Addr: addr(pb), Server: b}, {Name: "off", Server: b}},
-		Reload: func() error {
+		Reload: func(context.Context) error {
 			reloads.Add(1)
 			switch reloadErr.Load().(string) {
 			case "":
@@ -341,4 +342,60 @@ func TestWatchdogAcceptLoopHangs(t *testing.T) {
 		t.Error("no failure names the accept loop")
 	}
 	close(s.hang)
+}
+
+// TestStopDuringReload: SIGTERM during a reload that waits on something
+// slow (a self-check against a dead blocklist) ends the reload through its
+// context and stops; the signal is not held until the reload is done.
+func TestStopDuringReload(t *testing.T) {
+	n := listenNotify(t)
+	log, logs := logger(t)
+	p := freePort(t)
+	cut := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			Sockets: []Socket{{Name: "a", Addr: addr(p), Server: &echoServer{name: "a"}}},
+			Reload: func(ctx context.Context) error {
+				<-ctx.Done() // slower than any stop
+				cut <- ctx.Err()
+				return ctx.Err()
+			},
+			Grace: time.Minute,
+			Log:   log,
+		})
+	}()
+	n.Next(t, "READY=1")
+	syscall.Kill(syscall.Getpid(), syscall.SIGHUP)
+	n.Next(t, "RELOADING=1")
+	syscall.Kill(syscall.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("SIGTERM held by a reload under way")
+	}
+	if err := <-cut; err == nil {
+		t.Error("the reload's context did not end at SIGTERM")
+	}
+	if logs.FilterMessage("a reload did not end when told to; stopping beside it").Len() != 0 {
+		t.Error("waited out the grace period for the reload")
+	}
+}
+
+// TestRestartOnlySlices: a setting whose value is a slice or struct with
+// one compares by value; it made every reload panic when compared with !=.
+func TestRestartOnlySlices(t *testing.T) {
+	type fleet struct{ Hosts []string }
+	got := RestartOnly(
+		Setting{Key: "same", Was: []string{"a"}, Now: []string{"a"}},
+		Setting{Key: "slice", Was: []string{"a"}, Now: []string{"a", "b"}},
+		Setting{Key: "struct", Was: fleet{[]string{"x"}}, Now: fleet{[]string{"y"}}},
+		Setting{Key: "samestruct", Was: fleet{[]string{"x"}}, Now: fleet{[]string{"x"}}},
+	)
+	if want := []string{"slice", "struct"}; !slices.Equal(got, want) {
+		t.Errorf("RestartOnly = %v, want %v", got, want)
+	}
 }
