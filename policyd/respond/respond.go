@@ -105,10 +105,11 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 	s := scratches.Get().(*scratch)
 	defer s.put()
 	var d route.Decision
+	var at time.Time // zero when nothing was decided
 	action := "DUNNO"
 	decided := req.ProtocolState == "RCPT" && req.Recipient != ""
 	if decided {
-		d = r.decide(ctx, &s.dl, req.Recipient)
+		d, at = r.decide(ctx, req.Recipient)
 		if req.PolicyContext != LimitsOnly {
 			action = r.policyAction(d)
 		}
@@ -119,7 +120,7 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
 			ClientAddress: req.ClientAddress, SASLUsername: req.SASLUsername,
 			LocalUser: req.LocalUser, Destinations: req.RecipientDomains, // the milter's, for sendmail's mail
-			Provider: d.Provider, Refused: d.Route == route.Reject, At: s.dl.from, // zero when nothing was decided
+			Provider: d.Provider, Refused: d.Route == route.Reject, At: at,
 		}
 		if a, limited := l.Check(ctx, &s.lim); limited {
 			action = a
@@ -132,17 +133,15 @@ func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 }
 
 // scratch is what answering one request needs besides its answer: the
-// limits' view of it, the decision's deadline, its log line. Nothing
-// keeps any of it once the answer is given (the limits keep the
-// request's strings, not the request; zap's encoders read the log line
-// before Write returns, so a core that keeps fields to read later, as
-// zaptest/observer does, must read them in Write; the DNS lookups wait on
-// the deadline, no goroutine keeps it), so it serves the next request: at
+// limits' view of it and its log line. Nothing keeps any of it once the
+// answer is given (the limits keep the request's strings, not the
+// request; zap's encoders read the log line before Write returns, so a
+// core that keeps fields to read later, as zaptest/observer does, must
+// read them in Write), so it serves the next request: at
 // tens of thousands of requests a second, the garbage collector's work is
 // a good part of the daemon's.
 type scratch struct {
 	lim    limits.Request
-	dl     deadline
 	line   decisionLine
 	fields [1]zap.Field
 }
@@ -177,7 +176,7 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 	}
 	s := scratches.Get().(*scratch)
 	defer s.put()
-	d := r.decide(ctx, &s.dl, key)
+	d, _ := r.decide(ctx, key)
 	reply := SocketmapReply(d)
 	temp := d.Temporary
 	if temp {
@@ -290,16 +289,19 @@ func level(d route.Decision) zapcore.Level {
 // decide decides within the deadline, counts and observes; the caller
 // logs, once it knows its answer. The caller's ctx carries no deadline of
 // its own (the servers pass Background); ours is lazy.
-func (r *Responder) decide(_ context.Context, dl *deadline, rcpt string) route.Decision {
-	timeout := time.Duration(r.timeout.Load())
-	now := dl.start(timeout)
+func (r *Responder) decide(_ context.Context, rcpt string) (route.Decision, time.Time) {
+	// The decision's context is its own, never pooled: whatever keeps it
+	// past the answer (a lookup's goroutine, one day) finds it ended, not
+	// running on behalf of a later request.
+	dl := new(deadline)
+	now := dl.start(time.Duration(r.timeout.Load()))
 	d := r.engine.Load().DecideAt(dl, rcpt, now)
 	dl.stop()
 	r.count(d)
 	if r.observe != nil {
 		r.observe(d, time.Since(now))
 	}
-	return d
+	return d, now
 }
 
 // loggedRoute is the route as Postfix is told it: "TEMP" when the

@@ -2,8 +2,10 @@ package respond
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,4 +213,63 @@ func (e eager) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 		values = append(values, zap.Any(k, v))
 	}
 	return e.Core.Write(ent, values)
+}
+
+// keeper is a resolver that keeps the context of every MX lookup, as a
+// goroutine that outlives its request would.
+type keeper struct {
+	lookup.Resolver
+	mu   sync.Mutex
+	kept []context.Context
+}
+
+func (k *keeper) MX(ctx context.Context, domain string) lookup.Result {
+	k.mu.Lock()
+	k.kept = append(k.kept, ctx)
+	k.mu.Unlock()
+	return k.Resolver.MX(ctx, domain)
+}
+
+// TestKeptContextEnds: a decision's context kept past its answer is
+// ended (Err, Done) and is not the context of the next decision, so
+// nothing that keeps one can act for a later request.
+func TestKeptContextEnds(t *testing.T) {
+	zone := dnstest.Zone{}
+	for i := range 4 {
+		zone["d"+strconv.Itoa(i)+".mxd"] = dnstest.Records{MX: []lookup.MX{{Host: "mx.plain.mxd", Pref: 5}}}
+	}
+	srv := dnstest.New(t, zone)
+	cfg := config.Default()
+	cfg.DNS.Servers = []string{srv.Addr()}
+	cfg.DNS.ASNZone = ""
+	cl, err := lookup.New(setup.Lookup(cfg.DNS), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keeper{Resolver: cl}
+	r := New(route.New(cfg, k, nil, nil), time.Minute, zap.NewNop())
+	for i := range 2 {
+		r.Lookup(context.Background(), "transport", "a@d"+strconv.Itoa(2*i)+".mxd")
+		r.Policy(context.Background(), &policy.Request{ProtocolState: "RCPT", Recipient: "b@d" + strconv.Itoa(2*i+1) + ".mxd"})
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.kept) < 4 {
+		t.Fatalf("%d lookups seen", len(k.kept))
+	}
+	seen := map[context.Context]bool{}
+	for i, ctx := range k.kept {
+		if seen[ctx] {
+			t.Errorf("lookup %d: the context of an earlier decision again", i)
+		}
+		seen[ctx] = true
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			t.Errorf("lookup %d: kept context: Err = %v, want Canceled", i, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+		default:
+			t.Errorf("lookup %d: kept context not Done", i)
+		}
+	}
 }
