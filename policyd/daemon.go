@@ -450,8 +450,11 @@ func (d *policyd) stop(ctx context.Context) {
 		d.halt(ctx, rt)
 	}
 	d.stopLimits() // saves the counters, before the alerter's last send
+	// The alerter sends what is pending before we exit, or logs it as
+	// unsent when the grace period ends first.
+	d.alerts.Stop(ctx)
 	if d.cancel != nil {
-		d.cancel() // the alerter sends what is pending
+		d.cancel()
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -53,9 +54,14 @@ type Alerter struct {
 
 	mu       sync.Mutex
 	pending  []Event
+	sending  []Event // taken from pending by the send under way
 	dropped  int
 	lastSent time.Time
 	wake     chan struct{}
+	quit     chan struct{} // closed by Stop
+	quitOnce sync.Once
+	done     chan struct{} // closed when Run has sent its last
+	running  atomic.Bool
 	client   *http.Client
 	now      func() time.Time
 }
@@ -68,7 +74,8 @@ func New(o Options, log *zap.Logger) *Alerter {
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
 	}
-	return &Alerter{o: o, log: log, wake: make(chan struct{}, 1), client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
+	return &Alerter{o: o, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
 }
 
 // Configure replaces the destinations and the interval (SIGHUP); events
@@ -130,13 +137,19 @@ func (a *Alerter) Notify(e Event) {
 	}
 }
 
-// Run sends grouped alerts until ctx ends, then sends what is pending.
+// Run sends grouped alerts until ctx ends or Stop is called, then sends
+// what is pending, whatever the interval.
 func (a *Alerter) Run(ctx context.Context) {
+	a.running.Store(true)
+	defer close(a.done)
 	var timer <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			a.flush(context.Background())
+			return
+		case <-a.quit:
+			a.flush(context.Background()) // the sends have their own time limits
 			return
 		case <-a.wake:
 		case <-timer:
@@ -152,6 +165,31 @@ func (a *Alerter) Run(ctx context.Context) {
 	}
 }
 
+// Stop ends Run and waits until what was pending has been sent, or until
+// ctx ends (the daemon's grace period): then every event not sent is
+// written to the log as unsent, so that none disappears at exit. Without
+// a Run, Stop sends what is pending itself, within ctx.
+func (a *Alerter) Stop(ctx context.Context) {
+	if a == nil {
+		return
+	}
+	a.quitOnce.Do(func() { close(a.quit) })
+	if !a.running.Load() {
+		a.flush(ctx)
+		return
+	}
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		a.mu.Lock()
+		unsent := append(slices.Clone(a.sending), a.pending...)
+		a.mu.Unlock()
+		for _, e := range unsent {
+			a.log.Error("alert not sent before exit", zap.String("kind", e.Kind), zap.String("summary", e.Summary), zap.Any("fields", e.Fields))
+		}
+	}
+}
+
 func (a *Alerter) lastSentAt() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -162,7 +200,7 @@ func (a *Alerter) lastSentAt() time.Time {
 func (a *Alerter) flush(ctx context.Context) {
 	a.mu.Lock()
 	events, dropped, o := a.pending, a.dropped, a.o
-	a.pending, a.dropped = nil, 0
+	a.pending, a.dropped, a.sending = nil, 0, events
 	if len(events) > 0 {
 		a.lastSent = a.now()
 	}
@@ -170,6 +208,11 @@ func (a *Alerter) flush(ctx context.Context) {
 	if len(events) == 0 {
 		return
 	}
+	defer func() {
+		a.mu.Lock()
+		a.sending = nil
+		a.mu.Unlock()
+	}()
 	if o.MailTo != "" {
 		if err := mail(ctx, o, events, dropped); err != nil {
 			a.log.Error("alert mail not sent", zap.String("to", o.MailTo), zap.Error(err))

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // eventually polls cond until it holds or the deadline passes.
@@ -155,5 +157,46 @@ func TestBounded(t *testing.T) {
 	nilA.Notify(Event{}) // a daemon without alerts passes nil
 	if nilA.Enabled() || New(Options{}, zaptest.NewLogger(t)).Enabled() {
 		t.Error("an alerter without destinations is enabled")
+	}
+}
+
+// TestStopSendsPendingBeforeReturning: an event that waits for the
+// interval is sent by the time Stop returns, as the daemon exits after.
+func TestStopSendsPendingBeforeReturning(t *testing.T) {
+	h := &hook{}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	a := New(Options{WebhookURL: srv.URL, Interval: time.Hour, Daemon: "d", Hostname: "h"}, zaptest.NewLogger(t))
+	go a.Run(context.Background())
+	a.Notify(Event{Kind: "listed", Summary: "one"})
+	eventually(t, "the first alert", func() bool { return len(h.payloads()) == 1 })
+	a.Notify(Event{Kind: "own-fault", Summary: "two"})
+	a.Stop(context.Background())
+	if p := h.payloads(); len(p) != 2 || p[1].Events[0].Summary != "two" {
+		t.Errorf("pending event not sent before Stop returned: %+v", p)
+	}
+}
+
+// TestStopLogsUnsent: when the send outlasts the grace period, Stop
+// returns and names every event that was not sent in the log.
+func TestStopLogsUnsent(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	core, logs := observer.New(zap.InfoLevel)
+	a := New(Options{WebhookURL: srv.URL, Interval: time.Hour, Daemon: "d", Hostname: "h"}, zap.New(core))
+	a.Notify(Event{Kind: "listed", Summary: "stuck"})
+	go a.Run(context.Background())
+	<-arrived // being sent
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the grace period is over before the webhook answers
+	a.Stop(ctx)
+	got := logs.FilterMessage("alert not sent before exit").All()
+	if len(got) != 1 || got[0].ContextMap()["summary"] != "stuck" {
+		t.Errorf("unsent alerts logged: %v", got)
 	}
 }
