@@ -104,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitConfig
 	}
-	log, level, err := logging.New(cfg.Log)
+	log, level, err := logging.New(logging.Options(cfg.Log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
@@ -402,7 +402,7 @@ func orEmbedded(path string) string {
 // reload that finds the file usable (daemon.RunFailOpen). Run by hand, a
 // bad file still exits 78.
 func failOpen(path string, reason error, stderr io.Writer) int {
-	log, _, err := logging.New(config.Default().Log)
+	log, _, err := logging.New(logging.Options(config.Default().Log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig

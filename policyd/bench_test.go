@@ -174,7 +174,7 @@ func benchLogger(b *testing.B) *zap.Logger {
 	if err != nil {
 		b.Fatal(err)
 	}
-	log, _, err := logging.NewFile(config.Log{Level: "info", Format: "console"}, devnull)
+	log, _, err := logging.NewFile(logging.Options{Level: "info", Format: "console"}, devnull)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return rc
 	}
-	log, level, err := logging.New(cfg.Log)
+	log, level, err := logging.New(logging.Options(cfg.Log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
@@ -161,7 +161,7 @@ func load(path string) (*config.Config, string, error) {
 // and starts again in full service at the first reload that finds it
 // usable (daemon.RunFailOpen). Run by hand, a bad file still exits 78.
 func failOpen(path string, reason error, stderr io.Writer) int {
-	log, _, err := logging.New(config.Default().Log)
+	log, _, err := logging.New(logging.Options(config.Default().Log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig

@@ -6,8 +6,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // BenchmarkDecisionLine measures one decision line as policyd writes it
@@ -24,7 +22,7 @@ func BenchmarkDecisionLine(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			log, _, err := newLogger(config.Log{Level: "info", Format: c.format}, devnull, c.journal)
+			log, _, err := newLogger(Options{Level: "info", Format: c.format}, devnull, c.journal)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,9 +14,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
+
+// Options are a logger's: Level is debug, info, warn or error; Format
+// console or json. ([log] of the configuration converts to it.)
+type Options struct {
+	Level  string
+	Format string
+}
 
 // New builds a logger writing to stderr in console or JSON form, at the
 // configured level. When stderr is the journal (systemd's JOURNAL_STREAM
@@ -25,22 +30,22 @@ import (
 // SyslogFacility= see it, and the time is left to journald; the console
 // form is then the journal's (syslog.go): plain words on one line, as
 // Postfix's own lines in mail.log, with nothing for rsyslog to escape.
-func New(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
+func New(c Options) (*zap.Logger, zap.AtomicLevel, error) {
 	return newFor(c, os.Stderr, os.Getenv("JOURNAL_STREAM"))
 }
 
 // newFor is New writing to w, with stream the value of JOURNAL_STREAM.
-func newFor(c config.Log, w *os.File, stream string) (*zap.Logger, zap.AtomicLevel, error) {
+func newFor(c Options, w *os.File, stream string) (*zap.Logger, zap.AtomicLevel, error) {
 	return newLogger(c, w, toJournal(stream, w))
 }
 
 // NewFile is New writing to w (never the journal), for benchmarks that
 // must pay what the daemon pays per line.
-func NewFile(c config.Log, w *os.File) (*zap.Logger, zap.AtomicLevel, error) {
+func NewFile(c Options, w *os.File) (*zap.Logger, zap.AtomicLevel, error) {
 	return newLogger(c, w, false)
 }
 
-func newLogger(c config.Log, w *os.File, journal bool) (*zap.Logger, zap.AtomicLevel, error) {
+func newLogger(c Options, w *os.File, journal bool) (*zap.Logger, zap.AtomicLevel, error) {
 	level := zap.NewAtomicLevel()
 	if err := SetLevel(level, c.Level); err != nil {
 		return nil, level, err

@@ -8,12 +8,10 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 func TestNew(t *testing.T) {
-	for _, c := range []config.Log{{Level: "debug", Format: "console"}, {Level: "warn", Format: "json"}} {
+	for _, c := range []Options{{Level: "debug", Format: "console"}, {Level: "warn", Format: "json"}} {
 		log, lvl, err := New(c)
 		if err != nil {
 			t.Fatalf("%+v: %v", c, err)
@@ -25,10 +23,10 @@ func TestNew(t *testing.T) {
 			t.Errorf("SetLevel did not take effect: %v", err)
 		}
 	}
-	if _, _, err := New(config.Log{Level: "loud", Format: "console"}); err == nil {
+	if _, _, err := New(Options{Level: "loud", Format: "console"}); err == nil {
 		t.Error("bad level accepted")
 	}
-	if _, _, err := New(config.Log{Level: "info", Format: "xml"}); err == nil {
+	if _, _, err := New(Options{Level: "info", Format: "xml"}); err == nil {
 		t.Error("bad format accepted")
 	}
 }

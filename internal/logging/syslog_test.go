@@ -18,8 +18,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // TestSyslogLine: the journal's lines, one per entry, exactly.
@@ -289,7 +287,7 @@ func TestDetect(t *testing.T) {
 		f := tempFile(t)
 		dev, ino := devIno(t, f)
 		stream := strings.Replace(c.stream, stream, fmt.Sprintf("%d:%d", dev, ino), 1)
-		log, _, err := newFor(config.Log{Level: "info", Format: c.format}, f, stream)
+		log, _, err := newFor(Options{Level: "info", Format: c.format}, f, stream)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +308,7 @@ func TestDetect(t *testing.T) {
 // rest, and loggers are safe to share.
 func TestSyslogLogger(t *testing.T) {
 	f := tempFile(t)
-	log, level, err := newLogger(config.Log{Level: "debug", Format: "console"}, f, true)
+	log, level, err := newLogger(Options{Level: "debug", Format: "console"}, f, true)
 	if err != nil {
 		t.Fatal(err)
 	}
