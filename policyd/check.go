@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/route"
@@ -30,7 +32,21 @@ type checkResult struct {
 	Socketmap string      `json:"socketmap"`
 	DryRun    bool        `json:"dry_run,omitempty"`
 	Block     *checkBlock `json:"block,omitempty"` // the learned block that applied
-	Why       []string    `json:"why"`
+	// Blocklists are our addresses' states on the zones of the provider
+	// that matched.
+	Blocklists []checkListing `json:"blocklists,omitempty"`
+	Why        []string       `json:"why"`
+}
+
+// checkListing is one of our addresses on one zone, as `check` shows it.
+// State "unknown" says why (cause, error) and how routing counts it.
+type checkListing struct {
+	Zone     string `json:"zone"`
+	Addr     string `json:"address"`
+	State    string `json:"state"` // listed, clean or unknown
+	Cause    string `json:"cause,omitempty"`
+	Error    string `json:"error,omitempty"`
+	RoutedAs string `json:"routed_as,omitempty"` // while unknown: "listed" (last known) or "not listed"
 }
 
 // checkBlock is the learned block behind a decision, as `check` shows it.
@@ -87,7 +103,9 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		if dec.Reason == route.ReasonNoDomain {
 			code = exitFailure
 		}
-		results = append(results, describe(arg, dec))
+		r := describe(arg, dec)
+		r.Blocklists = listings(rt, dec.Provider)
+		results = append(results, r)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -120,6 +138,32 @@ func describe(input string, d route.Decision) checkResult {
 	}
 }
 
+// listings are our addresses' states on the zones provider uses.
+func listings(rt *runtime, provider string) []checkListing {
+	p, ok := rt.cfg.Providers[provider]
+	if rt.monitor == nil || !ok {
+		return nil
+	}
+	var out []checkListing
+	for _, r := range rt.monitor.Results() {
+		if !slices.Contains(p.Zones, r.Zone) {
+			continue
+		}
+		l := checkListing{Zone: r.Zone, Addr: r.Addr.String(), State: r.State.String()}
+		if r.State == dnsbl.Unknown {
+			l.Cause, l.RoutedAs = string(r.Cause), "not listed"
+			if r.Known == dnsbl.Listed {
+				l.RoutedAs = "listed"
+			}
+			if r.Err != nil {
+				l.Error = r.Err.Error()
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
 func printResult(w io.Writer, r checkResult) {
 	fmt.Fprintf(w, "%s\n", r.Input)
 	fmt.Fprintf(w, "  domain:    %s\n", r.Domain)
@@ -138,6 +182,13 @@ func printResult(w io.Writer, r checkResult) {
 	if b := r.Block; b != nil {
 		fmt.Fprintf(w, "  block:     %s (route %s) learned for %s from %s, until %s\n",
 			b.Kind, b.Route, b.Domain, b.MXHost, b.Until.Format(time.RFC3339))
+	}
+	for _, l := range r.Blocklists {
+		line := l.State
+		if l.State == dnsbl.Unknown.String() {
+			line = fmt.Sprintf("unknown (%s: %s); routed as %s", l.Cause, l.Error, l.RoutedAs)
+		}
+		fmt.Fprintf(w, "  blocklist: %s on %s: %s\n", l.Addr, l.Zone, line)
 	}
 	fmt.Fprintf(w, "  policy:    %s\n", r.Policy)
 	fmt.Fprintf(w, "  socketmap: %s\n", r.Socketmap)

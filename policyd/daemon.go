@@ -128,6 +128,9 @@ func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 				return nil, fmt.Errorf("dns: %w", err)
 			}
 			rt.monitor = dnsbl.NewMonitor(r, mc, d.log.Named("dnsbl"))
+			if old != nil && old.monitor != nil {
+				rt.monitor.Carry(old.monitor) // routes by what it knew, alerts only news
+			}
 		}
 	}
 	var listings route.Listings
@@ -190,7 +193,7 @@ func (d *policyd) monitorConfig(cfg *config.Config) (dnsbl.MonitorConfig, bool) 
 	return dnsbl.MonitorConfig{
 		IPv4: cfg.Self.IPv4, IPv6: cfg.Self.IPv6, Zones: zones,
 		ErrorCodes: cfg.DNSBL.ErrorCodes, ZoneErrorCodes: cfg.DNSBL.ZoneErrorCodes,
-		Interval: cfg.Self.CheckInterval.Duration, OnChange: d.listingChanged,
+		Interval: cfg.Self.CheckInterval.Duration, OnChange: d.listingChanged, OnZoneChange: d.zoneChanged,
 	}, len(zones) > 0
 }
 
@@ -307,19 +310,41 @@ func (d *policyd) listingChanged(r dnsbl.Result) {
 		kind, summary = "listed", fmt.Sprintf("our address %s is listed on %s", r.Addr, r.Zone)
 		fields["reason"] = r.Reason
 	}
-	if routes := listingRoutes(rt.cfg, r); routes != "" {
+	if routes := listingRoutes(rt.cfg, r.Zone); routes != "" {
 		fields["routes"] = routes
 	}
 	d.alerts.Notify(alert.Event{Kind: kind, Summary: summary, Fields: fields})
 }
 
-// listingRoutes says, per provider using r's zone, what its destinations
-// do while r's address is listed.
-func listingRoutes(cfg *config.Config, r dnsbl.Result) string {
+// zoneChanged tells the postmaster that a blocklist zone's answers about
+// our addresses became unknown (it fails its RFC 5782 test points, answers
+// an error code, or does not answer) and why, or are known again. Routes do
+// not change because of it (dnsbl.Monitor).
+func (d *policyd) zoneChanged(z dnsbl.ZoneHealth) {
+	rt := d.runtime()
+	if rt == nil {
+		return
+	}
+	fields := map[string]string{"zone": z.Zone}
+	kind, summary := "blocklist-known", fmt.Sprintf("blocklist %s answers its test points again: our listings on it are known", z.Zone)
+	if !z.OK() {
+		kind, summary = "blocklist-unknown", fmt.Sprintf("our listings on %s are unknown: %s", z.Zone, z.Why())
+		fields["cause"], fields["detail"] = string(z.Cause), z.Err.Error()
+		fields["effect"] = "no route changes because of it: an address last seen listed stays listed, one never checked counts as not listed"
+	}
+	if routes := listingRoutes(rt.cfg, z.Zone); routes != "" {
+		fields["routes"] = routes
+	}
+	d.alerts.Notify(alert.Event{Kind: kind, Summary: summary, Fields: fields})
+}
+
+// listingRoutes says, per provider using zone, what its destinations do
+// while one of our addresses is listed there.
+func listingRoutes(cfg *config.Config, zone string) string {
 	var out []string
 	for _, name := range slices.Sorted(maps.Keys(cfg.Providers)) {
 		p := cfg.Providers[name]
-		if !p.Enabled || !slices.Contains(p.Zones, r.Zone) {
+		if !p.Enabled || !slices.Contains(p.Zones, zone) {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s: route %s", name, p.Route))

@@ -58,6 +58,9 @@ func zone() dnstest.Zone {
 		"mx.plain.mxd": {A: []string{"192.0.2.20"}},
 		"hang.mxd":     {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}},
 		"nullmx.mxd":   {MX: []lookup.MX{{Host: ".", Pref: 0}}},
+		// The default providers' zone passes its RFC 5782 test point:
+		// our addresses' "not listed" on it is believed.
+		"2.0.0.127.zen.spamhaus.org": {A: []string{"127.0.0.2"}},
 	}
 }
 

@@ -15,8 +15,9 @@ import (
 // serveMetrics starts the Prometheus endpoint when [metrics]
 // policyd_listen is set: decisions by route and provider with their
 // latency, DNS cache counters, our listings per address and zone and when
-// each was last checked, learned blocks, and the protocol servers'
-// connection and request counters by listener.
+// each was last checked, whether each zone passes its test points, learned
+// blocks, and the protocol servers' connection and request counters by
+// listener.
 func (d *policyd) serveMetrics(cfg *config.Config) error {
 	addr := cfg.Metrics.PolicydListen
 	if addr == "" {
@@ -46,13 +47,23 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 		metrics.Gauge(reg, "mxdetour_policyd_learned_blocks", "Blocks learned from the delivery log, not expired.", func() float64 { return float64(len(d.store.List(time.Now()))) })
 	}
 	{
-		desc := prometheus.NewDesc("mxdetour_policyd_listed", "1 when our address is listed on the zone, 0 when clean, -1 when unknown.", []string{"addr", "zone"}, nil)
+		desc := prometheus.NewDesc("mxdetour_policyd_listed", "1 when our address is listed on the zone, 0 when clean, -1 when unknown "+
+			"(the zone fails its test points, answers an error code, or does not answer; routes then go by the last known state).", []string{"addr", "zone"}, nil)
 		checked := prometheus.NewDesc("mxdetour_policyd_last_blocklist_check_timestamp_seconds",
 			"When our address was last checked on the zone (Unix time); alert when it falls behind [self] check_interval.", []string{"addr", "zone"}, nil)
-		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc, checked}, Fn: func(ch chan<- prometheus.Metric) {
+		zone := prometheus.NewDesc("mxdetour_policyd_blocklist_zone_usable",
+			"1 when the zone passes its RFC 5782 test points (127.0.0.2 listed, 127.0.0.1 not), 0 when its answers are unknown; cause says why.", []string{"zone", "cause"}, nil)
+		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc, checked, zone}, Fn: func(ch chan<- prometheus.Metric) {
 			m := d.runtime().monitor
 			if m == nil {
 				return
+			}
+			for _, z := range m.Zones() {
+				v := 0.0
+				if z.OK() {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(zone, prometheus.GaugeValue, v, z.Zone, string(z.Cause))
 			}
 			for _, r := range m.Results() {
 				v := map[dnsbl.State]float64{dnsbl.Listed: 1, dnsbl.Clean: 0, dnsbl.Unknown: -1}[r.State]

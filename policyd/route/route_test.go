@@ -304,6 +304,7 @@ func TestDecideWhenListed(t *testing.T) {
 				c.Transports.IPv4 = tc.ipv4Transport
 			}, nil, nil)
 			srvAddr = srv.Addr()
+			srv.Set("2.0.0.127.bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}}) // its RFC 5782 test point
 			if tc.listV4 {
 				srv.Set(lookup.ReverseName(v4)+".bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}, TXT: [][]string{{"listed for testing"}}})
 			}

@@ -46,6 +46,9 @@ func zone() dnstest.Zone {
 		"25.2.0.192.origin.asn.e2e": {TXT: [][]string{{"64500 | 192.0.2.0/24 | ZZ | test | 2024-01-01"}}},
 		"26.2.0.192.origin.asn.e2e": {TXT: [][]string{{"64500 | 192.0.2.0/24 | ZZ | test | 2024-01-01"}}},
 		"27.2.0.192.origin.asn.e2e": {TXT: [][]string{{"64500 | 192.0.2.0/24 | ZZ | test | 2024-01-01"}}},
+		// The default providers' blocklist passes its RFC 5782 test
+		// point, so that its "not listed" is believed.
+		"2.0.0.127.zen.spamhaus.org": {A: []string{"127.0.0.2"}},
 	}
 }
 
