@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,10 +19,12 @@ import (
 )
 
 // blocksCommand lists the blocks learned from the delivery log, or forgets
-// one: `blocks [-config FILE] [-json]`, `blocks [-config FILE] forget DOMAIN`.
-// Each block shows its kind (the rule that recognised the refusal) and its
-// route: "relay" for a refusal of our IP, "ipv4" for one of our IPv6
-// address only. With a [fleet], `blocks` lists the blocks of every host
+// some: `blocks [-config FILE] [-json]`, `blocks [-config FILE] forget
+// DOMAIN|PROVIDER`. Each block shows its kind (the rule that recognised
+// the refusal) and its route: "relay" for a refusal of our IP, "ipv4" for
+// one of our IPv6 address only; a provider-wide block (one that applies to
+// every destination of its provider) says so. Forgetting a provider (a
+// [providers.NAME] name) forgets every block learned from its hosts. With a [fleet], `blocks` lists the blocks of every host
 // from Redis, each with the host that learned it, and `blocks forget`
 // forgets on every host.
 func blocksCommand(args []string, stdout, stderr io.Writer) int {
@@ -56,6 +59,9 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case fs.NArg() == 2 && fs.Arg(0) == "forget":
+		if _, ok := cfg.Providers[fs.Arg(1)]; ok {
+			return forgetProvider(store, fc, fs.Arg(1), stdout, stderr)
+		}
 		d, err := domain.Normalize(fs.Arg(1))
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -63,7 +69,7 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return forget(store, fc, d, stdout, stderr)
 	case fs.NArg() != 0:
-		fmt.Fprintln(stderr, "usage: mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]")
+		fmt.Fprintln(stderr, "usage: mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN|PROVIDER]")
 		return exitConfig
 	}
 	blocks := store.List(time.Now())
@@ -91,8 +97,12 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		if fc != nil {
 			host = "\thost=" + cmp.Or(b.Host, name)
 		}
-		fmt.Fprintf(stdout, "%s\tmx=%s\tprovider=%s\tkind=%s\troute=%s\tuntil=%s%s\n\t%s\n",
-			b.Domain, b.MXHost, b.Provider, b.Kind, b.Via(), b.Expires.UTC().Format(time.RFC3339), host, b.Reply)
+		scope := ""
+		if b.ProviderWide() {
+			scope = "\tscope=provider-wide (every destination of " + b.Provider + ")"
+		}
+		fmt.Fprintf(stdout, "%s\tmx=%s\tprovider=%s\tkind=%s\troute=%s\tuntil=%s%s%s\n\t%s\n",
+			b.Domain, b.MXHost, b.Provider, b.Kind, b.Via(), b.Expires.UTC().Format(time.RFC3339), host, scope, b.Reply)
 	}
 	return 0
 }
@@ -135,4 +145,34 @@ func forget(store *learn.Store, fc *fleet.Conn, d string, stdout, stderr io.Writ
 	}
 	fmt.Fprintf(stdout, "forgot %s on every host of the fleet (%d hosts had learned it); running daemons drop it within a second\n", d, n)
 	return 0
+}
+
+// forgetProvider forgets every block learned from the hosts of provider
+// name (provider-wide or not), here and, with a fleet, on every host.
+func forgetProvider(store *learn.Store, fc *fleet.Conn, name string, stdout, stderr io.Writer) int {
+	now := time.Now()
+	domains := store.Domains(name, now)
+	if fc != nil {
+		ctx, cancel := ctxTimeout(5 * time.Second)
+		fb, err := fc.Blocks(ctx, now)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "the fleet's Redis does not answer (%v): forgetting what this host knows\n", err)
+		}
+		for _, b := range fb {
+			if b.Provider == name && !slices.Contains(domains, b.Domain) {
+				domains = append(domains, b.Domain)
+			}
+		}
+	}
+	if len(domains) == 0 {
+		fmt.Fprintf(stderr, "no learned block from provider %s\n", name)
+		return exitFailure
+	}
+	slices.Sort(domains)
+	code := 0
+	for _, d := range domains {
+		code = max(code, forget(store, fc, d, stdout, stderr))
+	}
+	return code
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -253,9 +254,10 @@ func (d *policyd) run(rt *runtime) {
 	l := learn.NewLearner(learn.Options{
 		Source: cfg.Learn.Source, LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
 		Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
-		ProviderOf: func(host string) string { return providerOf(engine, host) }, SaveEvery: 10 * time.Second,
-		SkipHosts: nexthopHosts(cfg.Transports.Relay),
-		OnBlock:   func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
+		ProviderOf: func(host string, addr netip.Addr) string { return providerOf(engine, host, addr) },
+		SaveEvery:  10 * time.Second, SkipHosts: nexthopHosts(cfg.Transports.Relay),
+		OnBlock:    func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
+		OnOwnFault: func(f learn.OwnFault) { d.alerts.NotifyOnce(f.Key(), learn.OwnFaultEvent(f)) },
 	}, cls, d.store, d.log.Named("learn"))
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.learnerStop, rt.learned = cancel, make(chan struct{})
@@ -283,9 +285,13 @@ func (d *policyd) halt(ctx context.Context, rt *runtime) {
 	}
 }
 
-func providerOf(e *route.Engine, host string) string {
-	if p := e.Classifier().ByHost(host); p != nil {
-		return p.Name
+// providerOf names the provider of a host that refused us, by its name or
+// the network of addr, as routing recognises a destination's provider.
+func providerOf(e *route.Engine, host string, addr netip.Addr) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if m := e.Classifier().OfHost(ctx, host, addr); m.Provider != nil {
+		return m.Provider.Name
 	}
 	return ""
 }

@@ -64,6 +64,7 @@ type Alerter struct {
 	running  atomic.Bool
 	client   *http.Client
 	now      func() time.Time
+	once     map[string]time.Time // NotifyOnce: when each key was last let through
 }
 
 // New returns an Alerter; call Run to send.
@@ -135,6 +136,52 @@ func (a *Alerter) Notify(e Event) {
 	case a.wake <- struct{}{}:
 	default:
 	}
+}
+
+// onceMinimum is how long NotifyOnce keeps a key quiet when the interval
+// is zero (every alert at once): a fault that repeats with every message
+// must not become one alert per message.
+const onceMinimum = time.Hour
+
+// maxOnceKeys bounds the keys NotifyOnce remembers.
+const maxOnceKeys = 10000
+
+// NotifyOnce is Notify for a condition that repeats until someone fixes
+// it (the same sender domain failing authentication at every receiver):
+// the event of one key is let through at most once per interval (an hour
+// when the interval is zero), counted from its first time; the others are
+// dropped without a word, for the caller logs them. It reports whether e
+// was let through. A nil Alerter ignores e.
+func (a *Alerter) NotifyOnce(key string, e Event) bool {
+	if a == nil {
+		return false
+	}
+	now := a.now()
+	a.mu.Lock()
+	quiet := a.o.Interval
+	if quiet <= 0 {
+		quiet = onceMinimum
+	}
+	if a.once == nil {
+		a.once = map[string]time.Time{}
+	}
+	if len(a.once) >= maxOnceKeys {
+		for k, t := range a.once {
+			if now.Sub(t) >= quiet {
+				delete(a.once, k)
+			}
+		}
+	}
+	last, seen := a.once[key]
+	ok := seen && now.Sub(last) >= quiet || !seen && len(a.once) < maxOnceKeys
+	if ok {
+		a.once[key] = now
+	}
+	a.mu.Unlock()
+	if ok {
+		a.Notify(e)
+	}
+	return ok
 }
 
 // Run sends grouped alerts until ctx ends or Stop is called, then sends

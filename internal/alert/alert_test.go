@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -198,5 +199,69 @@ func TestStopLogsUnsent(t *testing.T) {
 	got := logs.FilterMessage("alert not sent before exit").All()
 	if len(got) != 1 || got[0].ContextMap()["summary"] != "stuck" {
 		t.Errorf("unsent alerts logged: %v", got)
+	}
+}
+
+// NotifyOnce lets an event of one key through at most once per interval,
+// counted from the first, and each key on its own; with the interval zero,
+// once an hour. The clock is the test's: no sleeping.
+func TestNotifyOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		quiet    time.Duration // how long a key stays quiet
+	}{
+		{"interval 15m", 15 * time.Minute, 15 * time.Minute},
+		{"interval 0: an hour", 0, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New(Options{Interval: tc.interval, Daemon: "test"}, zaptest.NewLogger(t))
+			start := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+			now := start
+			a.now = func() time.Time { return now }
+			e := Event{Kind: "own-fault", Summary: "fix it"}
+			steps := []struct {
+				at   time.Duration
+				key  string
+				want bool
+			}{
+				{0, "authentication a.example", true},
+				{time.Second, "authentication a.example", false},
+				{time.Second, "authentication b.example", true}, // another sender domain
+				{time.Second, "ptr 192.0.2.1", true},            // another kind
+				{tc.quiet - time.Nanosecond, "authentication a.example", false},
+				{tc.quiet, "authentication a.example", true},
+				{tc.quiet + time.Minute, "authentication a.example", false}, // counted from the last one let through
+				{tc.quiet + time.Second, "authentication b.example", true},
+				{2*tc.quiet - time.Nanosecond, "authentication a.example", false},
+				{2 * tc.quiet, "authentication a.example", true},
+			}
+			for i, s := range steps {
+				now = start.Add(s.at)
+				if got := a.NotifyOnce(s.key, e); got != s.want {
+					t.Errorf("step %d (%s at +%s): let through %v, want %v", i, s.key, s.at, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+// NotifyOnce remembers at most maxOnceKeys keys: a key beyond them is
+// dropped until the oldest have been quiet for an interval.
+func TestNotifyOnceBounded(t *testing.T) {
+	a := New(Options{Interval: time.Minute}, zap.NewNop())
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	a.now = func() time.Time { return now }
+	for i := range maxOnceKeys {
+		if !a.NotifyOnce(fmt.Sprint("k", i), Event{}) {
+			t.Fatalf("key %d dropped", i)
+		}
+	}
+	if a.NotifyOnce("one too many", Event{}) {
+		t.Error("a key beyond the bound was let through")
+	}
+	now = now.Add(time.Minute)
+	if !a.NotifyOnce("one too many", Event{}) {
+		t.Error("a key was dropped after the others had been quiet for an interval")
 	}
 }

@@ -170,6 +170,26 @@ func (c *Classifier) classify(ctx context.Context, mx []lookup.MX) Match {
 	if !addr.IsValid() {
 		return Match{Host: host}
 	}
+	return c.byNetwork(ctx, host, addr)
+}
+
+// OfHost recognises the provider of one mail host that answered us (a
+// delivery log's relay=host[addr]): by its name, else by the network of
+// addr, the address we connected to. It never answers the default
+// provider, which names no host and no network.
+func (c *Classifier) OfHost(ctx context.Context, host string, addr netip.Addr) Match {
+	host = strings.ToLower(host)
+	if p := c.ByHost(host); p != nil {
+		return Match{Provider: p, Method: ByHost, Host: host}
+	}
+	if len(c.byASN) == 0 || !addr.IsValid() {
+		return Match{Host: host}
+	}
+	return c.byNetwork(ctx, host, addr.Unmap())
+}
+
+// byNetwork recognises a provider by the origin AS of addr, host's address.
+func (c *Classifier) byNetwork(ctx context.Context, host string, addr netip.Addr) Match {
 	o, st, err := asn.Lookup(ctx, c.r, c.zone4, c.zone6, addr)
 	switch st {
 	case lookup.Answer:

@@ -19,6 +19,12 @@ const (
 	RouteIPv4 = "ipv4"
 )
 
+// ScopeProvider is the Scope of a block that applies to every destination
+// of its Provider: the refusal said that our address or network is refused
+// across the provider (Microsoft's S3150, Gmail's IP reputation ...), so
+// each of its tenants would refuse us in turn.
+const ScopeProvider = "provider"
+
 // Block is a learned refusal of our sending IP by a destination: its
 // domain and the MX host that refused, until Expires. A block of an MX
 // host also covers the other domains that use that host.
@@ -26,7 +32,11 @@ type Block struct {
 	Domain   string `json:"domain"`
 	MXHost   string `json:"mx_host"`
 	Provider string `json:"provider,omitempty"`
-	Kind     string `json:"kind"` // which pattern recognised the refusal ("gmail-ip-reputation", "dnsbl:ZONE" ...)
+	// Scope is ScopeProvider for a block of every destination of
+	// Provider; "" (a state file written before scopes existed too) for a
+	// block of Domain and MXHost only.
+	Scope string `json:"scope,omitempty"`
+	Kind  string `json:"kind"` // which pattern recognised the refusal ("gmail-ip-reputation", "dnsbl:ZONE" ...)
 	// Route is what the block asks for: RouteIPv4 or RouteRelay. A state
 	// file written before routes existed has none: read it with Via.
 	Route    string    `json:"route"`
@@ -43,6 +53,10 @@ type Block struct {
 	// for a block learned from this host's own delivery log.
 	Host string `json:"host,omitempty"`
 }
+
+// ProviderWide reports whether b applies to every destination of its
+// provider, not only to its domain and MX host.
+func (b Block) ProviderWide() bool { return b.Scope == ScopeProvider && b.Provider != "" }
 
 // Via returns the route b asks for: RouteIPv4 for a refusal of our IPv6
 // address only, else RouteRelay (also for a block without a route).

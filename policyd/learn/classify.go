@@ -30,6 +30,17 @@ type Verdict struct {
 	Client netip.Addr
 	Kind   string // which rule: "gmail-ip-reputation", "microsoft-S3150", "dnsbl:zen.spamhaus.org", "content" ...
 	Why    string
+	// ProviderWide, only with Block: the refusal is of our address or
+	// network across the receiver's whole provider (providerWide), so
+	// that every destination the provider hosts refuses us too.
+	ProviderWide bool
+	// OwnFault, never with Block: the refusal is our own configuration's
+	// fault (ownFault): a relay would not help, the postmaster must fix
+	// it. Kind says what: "authentication" or "ptr".
+	OwnFault bool
+	// Sender, with OwnFault "authentication": the sender domain the
+	// reply names, when it names one.
+	Sender string
 }
 
 // Route is what a caller does with the destination: "relay", "ipv4", or
@@ -42,6 +53,65 @@ func (v Verdict) Route() string {
 		return "ipv4"
 	}
 	return "relay"
+}
+
+// providerWide are the kinds whose refusal is of our address or network
+// at the whole provider, not at the one destination that answered: each
+// provider keeps one list or one reputation for all the domains it hosts.
+// A kind missing here is learned for its domain and MX host only.
+var providerWide = map[string]bool{
+	// Microsoft's own IP block list (Exchange Online Protection and
+	// Outlook.com alike): "part of their network is on our block list",
+	// refused at every tenant's MX.
+	"microsoft-S3140":      true,
+	"microsoft-S3150":      true,
+	"microsoft-block-list": true,
+	// 5.7.606-649 "banned sending IP", 5.7.708 "traffic not accepted from
+	// this IP", 4.7.650/651 "rate limited due to IP reputation": EOP's
+	// reputation of our address, the same at every tenant.
+	"microsoft-banned-ip": true,
+	// Microsoft's list of dynamically assigned ranges: a fact about our
+	// address, whichever tenant asks.
+	"microsoft-dynamic-ip": true,
+	// Gmail's reputation of our IP, for gmail.com and every Workspace
+	// domain: one infrastructure, one reputation.
+	"gmail-ip-reputation": true,
+	// Yahoo's [TSS], [IPTS] and [BL] codes: our IP's reputation or
+	// listing at Yahoo's (and AOL's) inbound MTAs, whatever the domain.
+	"yahoo": true,
+	// Not here: "gmail-ipv6-auth" also depends on the message's own
+	// authentication, so another sender domain may pass; "dnsbl:ZONE",
+	// appliance reputations (Proofpoint, Cisco, Barracuda, Cloudmark) and
+	// generic texts are each receiver's own choice of list, even where
+	// one provider's network hosts many such receivers.
+}
+
+// ownFault are the kinds of refusal that our own configuration causes and
+// a relay would only hide: the fix is ours.
+var ownFault = map[string]bool{
+	"authentication": true, // the sender domain's SPF, DKIM or DMARC (5.7.26, 5.7.509, 5.7.515 ...)
+	"ptr":            true, // our IPv4 address has no forward-confirmed PTR (5.7.25); IPv6 is a block (IPv4 helps)
+}
+
+// senderREs find the sender domain in an authentication refusal: the
+// texts are in classify_test.go.
+var senderREs = []*regexp.Regexp{
+	regexp.MustCompile(`(?i)sending domain \[?([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\]?`),           // Microsoft 5.7.509, 5.7.515
+	regexp.MustCompile(`(?i)Unauthenticated email from ([a-z0-9][a-z0-9.-]*\.[a-z]{2,}) `),    // Gmail DMARC
+	regexp.MustCompile(`(?i)SPF (?:check for )?\[([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\]`),         // Gmail 5.7.26
+	regexp.MustCompile(`(?i)due to ([a-z0-9][a-z0-9.-]*\.[a-z]{2,})'s DMARC policy`),          // iCloud
+	regexp.MustCompile(`(?i)<[^@<>\s]*@([a-z0-9][a-z0-9.-]*\.[a-z]{2,})>: Reject due to SPF`), // GMX, the MAIL FROM address
+}
+
+// senderDomain returns the sender domain an authentication refusal
+// names, lower case; "" when it names none.
+func senderDomain(text string) string {
+	for _, re := range senderREs {
+		if m := re.FindStringSubmatch(text); m != nil {
+			return strings.ToLower(strings.TrimSuffix(m[1], "."))
+		}
+	}
+	return ""
 }
 
 type pattern struct {
@@ -183,9 +253,15 @@ func (c *Classifier) Classify(d Delivery) Verdict {
 	client := clientAddr(text, d.RelayAddr)
 	v6 := client.Is6() || (d.RelayAddr.Is6() && !d.RelayAddr.Is4In6())
 	block := func(kind, why string) Verdict {
-		return Verdict{Block: true, IPv6: v6, Client: client, Kind: kind, Why: why}
+		return Verdict{Block: true, IPv6: v6, Client: client, Kind: kind, Why: why, ProviderWide: providerWide[kind]}
 	}
-	not := func(kind, why string) Verdict { return Verdict{Client: client, Kind: kind, Why: why} }
+	not := func(kind, why string) Verdict {
+		v := Verdict{Client: client, Kind: kind, Why: why, OwnFault: ownFault[kind]}
+		if kind == "authentication" {
+			v.Sender = senderDomain(text)
+		}
+		return v
+	}
 
 	for _, p := range c.ignore {
 		if p.re.MatchString(reply) {

@@ -211,6 +211,18 @@ var replies = []struct {
 	{"m365 5.7.515 authentication level", "reference/postfix.md §6.3",
 		logLine("5A1B2C3D12", "u@fabrikam.example", "fabrikam-example.mail.protection.outlook.com", "52.101.1.2", "5.7.515", "bounced", `550 5.7.515 Access denied, sending domain example.org doesn't meet the required authentication level.`, "end of DATA"),
 		none, "authentication"},
+	{"m365 5.7.515 with results", "github.com/sisimai/go-sisimai/issues/150",
+		logLine("5A1B2C3D31", "u@fabrikam.example", "fabrikam-example.mail.protection.outlook.com", "52.101.1.2", "5.7.515", "bounced", `550 5.7.515 Access denied, sending domain EXAMPLE.JP doesn't meet the required authentication level. The sender's domain in the 5322.From address doesn't meet the authentication requirements defined for the sender. To learn how to fix this see: https://go.microsoft.com/fwlink/p/?linkid=2319303 Spf= Fail , Dkim= Pass , DMARC= Pass`, "end of DATA"),
+		none, "authentication"},
+	{"m365 5.7.509 DMARC reject", "github.com/sympa-community/sympa/issues/1843",
+		logLine("5A1B2C3D32", "u@fabrikam.example", "fabrikam-example.mail.protection.outlook.com", "52.101.1.2", "5.7.509", "bounced", `550 5.7.509 Access denied, sending domain [OUR-DOMAIN.ORG] does not pass DMARC verification and has a DMARC policy of reject. [VI1P195MB0734.EURP195.PROD.OUTLOOK.COM 2025-06-23T20:38:28.040Z 08DDB2564DE36667]`, "end of DATA"),
+		none, "authentication"},
+	{"gmail 5.7.26 unauthenticated, SPF check for", "github.com/MISP/MISP/issues/9284",
+		logLine("5A1B2C3D33", "u@gmail.com", "gmail-smtp-in.l.google.com", "142.250.27.27", "5.7.26", "bounced", `550-5.7.26 This mail is unauthenticated, which poses a security risk to the 550-5.7.26 sender and Gmail users, and has been blocked. The sender must 550-5.7.26 authenticate with at least one of SPF or DKIM. For this message, 550-5.7.26 DKIM checks did not pass and SPF check for [misp.gov.test] did not 550-5.7.26 pass with ip: [199.203.204.1]. The sender should visit 550-5.7.26  https://support.google.com/mail/answer/81126#authentication for 550 5.7.26 instructions on setting up authentication.  - gsmtp`, "end of DATA"),
+		none, "authentication"},
+	{"gmail 5.7.26 2024 wording over IPv6", "github.com/jtojnar/nixfiles/issues/13",
+		logLine("5A1B2C3D34", "u@gmail.com", "gmail-smtp-in.l.google.com", "2a00:1450:4013:c06::1b", "5.7.26", "bounced", `550-5.7.26 Your email has been blocked because the sender is unauthenticated. 550-5.7.26 Gmail requires all senders to authenticate with either SPF or DKIM. 550-5.7.26  550-5.7.26  Authentication results: 550-5.7.26  DKIM = did not pass 550-5.7.26  SPF [mxproxy.ogion.cz] with ip: [2a03:3b40:fe:81::1] = did not pass 550-5.7.26  550-5.7.26  For instructions on setting up authentication, go to 550 5.7.26  https://support.google.com/mail/answer/81126#authentication a640c23a62f3a-aac0eff19desi1759812166b.313 - gsmtp`, "end of DATA"),
+		none, "authentication"},
 	{"m365 5.4.1 recipient access denied", "github.com/ActiveCampaign/smtp-field-manual data/codes/550.json (Office 365)",
 		logLine("5A1B2C3D13", "email@contoso.example", "contoso-example.mail.protection.outlook.com", "52.101.68.5", "5.4.1", "bounced", `550 5.4.1 [email@contoso.example]: Recipient address rejected: Access denied [contoso.example]`, "RCPT TO"),
 		none, "recipient"},
@@ -339,6 +351,50 @@ func TestClassifyReplies(t *testing.T) {
 		t.Errorf("%d lines, %d non-blocks: want at least 60, half of them non-blocks", len(replies), nonBlocks)
 	}
 	t.Logf("%d lines: %d blocks, %d non-blocks", len(replies), blocks, nonBlocks)
+}
+
+// TestScopeAndOwnFault pins, per reply, whether a block is provider-wide
+// and whether a refusal is our own fault, with the sender domain it names.
+func TestScopeAndOwnFault(t *testing.T) {
+	wide := map[string]bool{ // the kinds whose refusal covers the whole provider
+		"microsoft-S3140": true, "microsoft-S3150": true, "microsoft-block-list": true,
+		"microsoft-banned-ip": true, "microsoft-dynamic-ip": true, "gmail-ip-reputation": true, "yahoo": true,
+	}
+	senders := map[string]string{ // reply name -> the sender domain it names
+		"gmail DMARC":                                 "example.com",
+		"icloud DMARC":                                "reservation-example.com",
+		"m365 5.7.515 authentication level":           "example.org",
+		"m365 5.7.515 with results":                   "example.jp",
+		"m365 5.7.509 DMARC reject":                   "our-domain.org",
+		"gmail 5.7.26 unauthenticated, SPF check for": "misp.gov.test",
+		"gmail 5.7.26 2024 wording over IPv6":         "mxproxy.ogion.cz",
+		"gmx SPF":                                     "example.com",
+	}
+	c, _ := NewClassifier(nil, nil)
+	var nWide, nOwn int
+	for _, tc := range replies {
+		d, _ := ParseLine(tc.line)
+		v := c.Classify(d)
+		if want := v.Block && wide[v.Kind]; v.ProviderWide != want {
+			t.Errorf("%s (%s): ProviderWide %v, want %v", tc.name, v.Kind, v.ProviderWide, want)
+		}
+		own := !v.Block && (v.Kind == "authentication" || v.Kind == "ptr")
+		if v.OwnFault != own {
+			t.Errorf("%s (%s): OwnFault %v, want %v", tc.name, v.Kind, v.OwnFault, own)
+		}
+		if v.Sender != senders[tc.name] {
+			t.Errorf("%s: Sender %q, want %q", tc.name, v.Sender, senders[tc.name])
+		}
+		if v.ProviderWide {
+			nWide++
+		}
+		if v.OwnFault {
+			nOwn++
+		}
+	}
+	if nWide < 10 || nOwn < 10 {
+		t.Errorf("%d provider-wide blocks, %d own-fault refusals among the replies: too few to pin the rules", nWide, nOwn)
+	}
 }
 
 // TestRoute pins what callers act on.

@@ -21,6 +21,10 @@ func Summary(b Block, fresh bool) string {
 	if !fresh {
 		what = "our IPv4 address too"
 	}
+	if b.ProviderWide() {
+		return fmt.Sprintf("%s refuses %s at every destination it hosts (%s, learned from %s, MX %s): their mail goes via %s until %s",
+			b.Provider, what, b.Kind, b.Domain, b.MXHost, route, b.Expires.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("%s refuses %s (%s, MX %s): its mail goes via %s until %s",
 		b.Domain, what, b.Kind, b.MXHost, route, b.Expires.UTC().Format(time.RFC3339))
 }
@@ -46,6 +50,9 @@ func AlertEvent(b Block, fresh bool) alert.Event {
 	}
 	if b.Provider != "" {
 		f["provider"] = b.Provider
+	}
+	if b.ProviderWide() {
+		f["scope"] = "provider-wide"
 	}
 	if len(b.QueueIDs) > 0 {
 		f["queue_ids"] = strings.Join(b.QueueIDs, " ")

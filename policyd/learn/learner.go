@@ -24,6 +24,7 @@ package learn
 import (
 	"context"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/domain"
+	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
 // Options configure a Learner.
@@ -62,8 +64,13 @@ type Options struct {
 	// the last resolved route of an address for 30 seconds, so a message
 	// requeued sooner would take the old route again. Default 35 s.
 	RequeueDelay time.Duration
-	ProviderOf   func(mxHost string) string
-	SkipHosts    []string // our own relay, "host" or "host:port": its refusals say nothing of our IP
+	// ProviderOf names the provider of the host that refused, by its name
+	// or by the network of its address (relay=host[addr]); "" when none
+	// is recognised (never the default provider). A refusal the
+	// classifier calls provider-wide makes a block of every destination
+	// of that provider.
+	ProviderOf func(host string, addr netip.Addr) string
+	SkipHosts  []string // our own relay, "host" or "host:port": its refusals say nothing of our IP
 	// SaveDelay is how soon a learned or extended block is saved, so that
 	// `blocks` shows what the daemon knows; changes within it are saved
 	// together. Default 1 s.
@@ -83,6 +90,10 @@ type Options struct {
 	// never the learner (at most maxEvents wait; more are dropped with a
 	// warning). alert.Alerter.Notify with AlertEvent fits.
 	OnBlock func(b Block, fresh bool)
+	// OnOwnFault, when set, is told of each refusal that is our own
+	// configuration's fault (ownfault.go), from Run's goroutine: it must
+	// not wait. alert.Alerter.NotifyOnce with OwnFault.Key fits.
+	OnOwnFault func(OwnFault)
 }
 
 // blockEvent is a call of Options.OnBlock waiting to be made.
@@ -147,7 +158,7 @@ func NewLearner(o Options, c *Classifier, s *Store, log *zap.Logger) *Learner {
 		o.InotifyRetry = 10 * time.Minute
 	}
 	if o.ProviderOf == nil {
-		o.ProviderOf = func(string) string { return "" }
+		o.ProviderOf = func(string, netip.Addr) string { return "" }
 	}
 	return &Learner{o: o, c: c, s: s, log: log, now: time.Now, done: map[string]time.Time{},
 		events: make(chan blockEvent, maxEvents), untrusted: map[string]bool{},
@@ -198,6 +209,10 @@ func (l *Learner) handleDelivery(d Delivery, now time.Time) {
 		l.reportOld(true) // reading has reached recent lines
 	}
 	v := l.c.Classify(d)
+	if v.OwnFault {
+		l.ownFault(d, v, now)
+		return
+	}
 	if !v.Block {
 		if d.Status != "sent" {
 			l.log.Debug("delivery failure is not a block of our IP", zap.String("queue_id", d.QueueID),
@@ -218,9 +233,12 @@ func (l *Learner) handleDelivery(d Delivery, now time.Time) {
 		l.countOld(when) // an old line: that block is over
 		return
 	}
-	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost), Kind: v.Kind,
+	b := Block{Domain: dom, MXHost: d.RelayHost, Provider: l.o.ProviderOf(d.RelayHost, d.RelayAddr), Kind: v.Kind,
 		Route: v.Route(), Reply: d.Reply, QueueIDs: []string{d.QueueID}, Learned: when, Expires: expires,
 		Client: v.Client}
+	if v.ProviderWide && b.Provider != "" {
+		b.Scope = block.ScopeProvider
+	}
 	cur, c := l.s.learn(b)
 	l.mu.Lock()
 	l.dirty, l.blocksDirty = true, true
@@ -230,7 +248,7 @@ func (l *Learner) handleDelivery(d Delivery, now time.Time) {
 	}
 	if c == added || c == rerouted {
 		l.log.Warn("learned: "+Summary(cur, c == added),
-			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider),
+			zap.String("domain", dom), zap.String("mx_host", d.RelayHost), zap.String("provider", b.Provider), zap.String("scope", cur.Scope),
 			zap.String("kind", cur.Kind), zap.String("route", cur.Route), zap.Time("until", cur.Expires),
 			zap.String("reply", short(d.Reply)), zap.String("queue_id", d.QueueID))
 		l.tell(blockEvent{cur, c == added})

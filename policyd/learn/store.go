@@ -1,6 +1,7 @@
 package learn
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,12 +62,15 @@ type Store struct {
 	path string
 	log  *zap.Logger
 
-	mu        sync.RWMutex
-	byDomain  map[string]*Block
-	byHost    map[string][]*Block // a host shared by several domains has a block of each
-	forgotten map[string]Forgotten
-	offset    Offset
-	journal   JournalPos
+	mu       sync.RWMutex
+	byDomain map[string]*Block
+	byHost   map[string][]*Block // a host shared by several domains has a block of each
+	// byProvider holds the provider-wide blocks (Block.ProviderWide) by
+	// provider name: each applies to every destination of that provider.
+	byProvider map[string][]*Block
+	forgotten  map[string]Forgotten
+	offset     Offset
+	journal    JournalPos
 
 	fileMu sync.Mutex // held across a read-merge-write of the file
 	seen   fileID     // the state file as we last read or wrote it; under fileMu
@@ -82,7 +86,7 @@ type Store struct {
 // must never stop the daemon: the error is always nil today.
 func OpenStore(path string, log *zap.Logger) (*Store, error) {
 	s := &Store{path: path, log: log, byDomain: map[string]*Block{}, byHost: map[string][]*Block{},
-		forgotten: map[string]Forgotten{}}
+		byProvider: map[string][]*Block{}, forgotten: map[string]Forgotten{}}
 	return s, s.Reload()
 }
 
@@ -194,6 +198,9 @@ func (s *Store) index(b *Block) {
 	if b.MXHost != "" && b.MXHost != "none" {
 		s.byHost[b.MXHost] = append(s.byHost[b.MXHost], b)
 	}
+	if b.ProviderWide() {
+		s.byProvider[b.Provider] = append(s.byProvider[b.Provider], b)
+	}
 }
 
 func (s *Store) unindex(b *Block) {
@@ -201,6 +208,7 @@ func (s *Store) unindex(b *Block) {
 		delete(s.byDomain, b.Domain)
 	}
 	s.unindexHost(b.MXHost, func(o *Block) bool { return o == b })
+	s.unindexProvider(b.Provider, func(o *Block) bool { return o == b })
 }
 
 // unindexHost drops the blocks of host for which drop is true.
@@ -211,6 +219,20 @@ func (s *Store) unindexHost(host string, drop func(*Block) bool) {
 		return
 	}
 	s.byHost[host] = bs
+}
+
+// unindexProvider drops the provider-wide blocks of provider for which
+// drop is true.
+func (s *Store) unindexProvider(provider string, drop func(*Block) bool) {
+	bs, ok := s.byProvider[provider]
+	if !ok {
+		return
+	}
+	if bs = slices.DeleteFunc(bs, drop); len(bs) == 0 {
+		delete(s.byProvider, provider)
+		return
+	}
+	s.byProvider[provider] = bs
 }
 
 // Lookup returns a block, not expired at now, for domain or for one of its
@@ -240,6 +262,29 @@ func (s *Store) Lookup(domain string, mxHosts []string, now time.Time) (Block, b
 				return *found, true
 			}
 		}
+	}
+	if found == nil {
+		return Block{}, false
+	}
+	return *found, true
+}
+
+// LookupProvider returns a provider-wide block of provider (a refusal of
+// our address or network across the provider, learned from any of its
+// destinations), not expired at now. A block that needs the relay wins
+// over one that needs only IPv4, as in Lookup.
+func (s *Store) LookupProvider(provider string, now time.Time) (Block, bool) {
+	if provider == "" {
+		return Block{}, false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var found *Block
+	for _, b := range s.byProvider[provider] {
+		if !b.Active(now) || (found != nil && (!found.IPv6Only() || b.IPv6Only())) {
+			continue
+		}
+		found = b
 	}
 	if found == nil {
 		return Block{}, false
@@ -312,13 +357,25 @@ func (s *Store) addLocked(b Block) change {
 	}
 	if old.IPv6Only() && !b.IPv6Only() {
 		old.Route, old.Kind, old.Reply = b.Route, b.Kind, b.Reply
+		// One block per domain: the route that helps this domain wins,
+		// and a provider-wide block of our IPv6 address must not become
+		// one that sends the whole provider to the relay.
+		s.rescope(old, b)
 		c = rerouted
 	}
+	if b.ProviderWide() && !old.ProviderWide() && b.IPv6Only() == old.IPv6Only() {
+		s.rescope(old, b) // the refusal now says it is provider-wide
+		if c == unchanged {
+			c = extended
+		}
+	}
 	// The latest refusal describes the block, unless it is only of our
-	// IPv6 address and the block is of both.
+	// IPv6 address and the block is of both, or it is of this destination
+	// only and the block is provider-wide (the network-wide refusal is
+	// what the block stands for while it lasts).
 	if seen := b.LastSeen(); seen.After(old.LastSeen()) {
 		old.Seen = seen
-		if b.IPv6Only() == old.IPv6Only() {
+		if b.IPv6Only() == old.IPv6Only() && (b.ProviderWide() || !old.ProviderWide()) {
 			old.Reply, old.Kind = b.Reply, b.Kind
 		}
 	}
@@ -331,6 +388,13 @@ func (s *Store) addLocked(b Block) change {
 		}
 	}
 	return c
+}
+
+// rescope gives old, an indexed block, the scope and provider of b.
+func (s *Store) rescope(old *Block, b Block) {
+	s.unindex(old)
+	old.Scope, old.Provider = b.Scope, cmp.Or(b.Provider, old.Provider)
+	s.index(old)
 }
 
 // OnLearn makes fn hear of every block learned, extended or rerouted
@@ -423,6 +487,18 @@ func (s *Store) Forget(domain string) bool {
 	return true
 }
 
+// Domains returns the domains whose blocks, not expired at now, were
+// learned from destinations of provider (`blocks forget PROVIDER`).
+func (s *Store) Domains(provider string, now time.Time) []string {
+	var out []string
+	for _, b := range s.List(now) {
+		if b.Provider == provider {
+			out = append(out, b.Domain)
+		}
+	}
+	return out
+}
+
 // Offset returns where reading the log stopped.
 func (s *Store) Offset() Offset {
 	s.mu.RLock()
@@ -467,6 +543,9 @@ func (s *Store) snapshot(now time.Time) stateFile {
 	}
 	for h := range s.byHost {
 		s.unindexHost(h, func(b *Block) bool { return !b.Active(now) })
+	}
+	for p := range s.byProvider {
+		s.unindexProvider(p, func(b *Block) bool { return !b.Active(now) })
 	}
 	for d, f := range s.forgotten {
 		if !now.Before(f.Until) {

@@ -9,7 +9,9 @@
 //     ("user@[192.0.2.1]", RFC 5321 section 4.1.3) goes direct, as Postfix
 //     delivers it to that address: a literal is never looked up in DNS;
 //  2. a block learned from the delivery log, for the domain or one of its MX
-//     hosts, that refuses our IP → relay;
+//     hosts, that refuses our IP → relay; and, once step 3 has recognised
+//     the provider, a provider-wide block of that provider (a refusal such
+//     as Microsoft's S3150, learned from any of its destinations) → relay;
 //  3. the provider of the MX (host name, else the network of the MX address):
 //     route "always" → relay; "when-listed" → relay while one of our addresses
 //     is listed on one of the provider's zones, or the ipv4 transport when only
@@ -123,6 +125,9 @@ type Listings interface {
 // before one that needs only IPv4.
 type Blocks interface {
 	Lookup(domain string, mxHosts []string, now time.Time) (block.Block, bool)
+	// LookupProvider returns a provider-wide block (block.ScopeProvider)
+	// of the provider named, learned from any of its destinations.
+	LookupProvider(provider string, now time.Time) (block.Block, bool)
 }
 
 // Engine decides. It is safe for concurrent use; Swap replaces its
@@ -304,10 +309,37 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 		return st.route(d, Relay)
 	}
 	d = e.byProvider(ctx, st, d, res, f)
+	if pb, ok := e.providerBlock(d); ok {
+		if !pb.IPv6Only() {
+			return st.learnedWide(d, pb)
+		}
+		if !learned {
+			b, learned = pb, true
+		}
+	}
 	if learned {
 		return st.learnedIPv6(d, b)
 	}
 	return d
+}
+
+// providerBlock looks up a provider-wide block of the provider step 3
+// recognised (by MX name or MX network, never the default provider).
+func (e *Engine) providerBlock(d Decision) (block.Block, bool) {
+	if e.blocks == nil || d.Provider == "" || d.Method == string(provider.ByDefault) {
+		return block.Block{}, false
+	}
+	return e.blocks.LookupProvider(d.Provider, d.at)
+}
+
+// learnedWide applies a provider-wide block of our IP, learned from
+// another destination of d's provider: the relay, as for a block of the
+// domain itself (step 2), whatever the provider's own route said.
+func (st *state) learnedWide(d Decision, b block.Block) Decision {
+	d.Reason, d.Block, d.Transport, d.DryRun, d.Listings = ReasonLearned, &b, "", false, nil
+	d.why("learned block (%s) of our IP at every destination of %s, from %s (MX %s), until %s: %s",
+		b.Kind, b.Provider, b.Domain, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
+	return st.route(d, Relay)
 }
 
 // learned looks up a block learned for the domain or one of its MX hosts.
@@ -331,14 +363,18 @@ func (st *state) learnedIPv6(d Decision, b block.Block) Decision {
 	if d.Provider == "" {
 		d.Provider = b.Provider
 	}
+	from := b.MXHost
+	if b.ProviderWide() {
+		from = fmt.Sprintf("%s (at every destination of %s, learned from %s)", b.MXHost, b.Provider, b.Domain)
+	}
 	if d.Route == Relay && !d.DryRun {
 		d.why("learned block (%s) of our IPv6 address from %s, until %s: the relay is taken anyway",
-			b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339))
+			b.Kind, from, b.Expires.UTC().Format(time.RFC3339))
 		return d
 	}
 	d.Reason, d.Transport, d.DryRun = ReasonLearnedIPv6, "", false
 	d.why("learned block (%s) of our IPv6 address from %s, until %s: %s",
-		b.Kind, b.MXHost, b.Expires.UTC().Format(time.RFC3339), b.Reply)
+		b.Kind, from, b.Expires.UTC().Format(time.RFC3339), b.Reply)
 	return st.route(d, IPv4)
 }
 

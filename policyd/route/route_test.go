@@ -414,3 +414,69 @@ func TestDecideLearnedIPv6(t *testing.T) {
 		})
 	}
 }
+
+// A provider-wide block (Microsoft's S3150 from one tenant) sends every
+// destination of that provider, recognised by MX name or MX network, to
+// the relay on its first try, though the provider's route (when-listed,
+// nothing listed) would go direct; a block of one destination does not;
+// a provider-wide block of our IPv6 address only takes IPv4; no block
+// applies to the default provider's destinations.
+func TestDecideProviderWide(t *testing.T) {
+	now := time.Now()
+	wide := func(dom, host, p, route string) block.Block {
+		return block.Block{Domain: dom, MXHost: host, Provider: p, Scope: block.ScopeProvider, Kind: "microsoft-S3150",
+			Route: route, Reply: "550 5.7.1 ... (S3150)", Learned: now, Expires: now.Add(time.Hour)}
+	}
+	whenListed := func(c *config.Config) {
+		for _, n := range []string{"google", "microsoft"} {
+			p := c.Providers[n]
+			p.Route = "when-listed"
+			c.Providers[n] = p
+		}
+	}
+	const ipv4 = "smtp-ipv4:"
+	for _, tc := range []struct {
+		name   string
+		blocks []block.Block
+		rcpt   string
+		want   short
+	}{
+		{"no block: direct", nil, "b@m365.mxd",
+			short{"m365.mxd", "", "microsoft", "mx-host", Direct, ReasonNotListed}},
+		{"tenant A's S3150: tenant B to the relay", []block.Block{wide("tenant-a.mxd", "tenant-a-mxd.mail.protection.outlook.com", "microsoft", block.RouteRelay)}, "b@m365.mxd",
+			short{"m365.mxd", relay, "microsoft", "mx-host", Relay, ReasonLearned}},
+		{"a block of tenant A only: tenant B direct", []block.Block{{Domain: "tenant-a.mxd", MXHost: "tenant-a-mxd.mail.protection.outlook.com", Provider: "microsoft",
+			Kind: "dnsbl:zen.spamhaus.org", Route: block.RouteRelay, Learned: now, Expires: now.Add(time.Hour)}}, "b@m365.mxd",
+			short{"m365.mxd", "", "microsoft", "mx-host", Direct, ReasonNotListed}},
+		{"provider by MX network", []block.Block{wide("gmail.mxd", "gmail-smtp-in.l.google.com", "google", block.RouteRelay)}, "v@vanity.mxd",
+			short{"vanity.mxd", relay, "google", "asn", Relay, ReasonLearned}},
+		{"another provider's block: direct", []block.Block{wide("gmail.mxd", "gmail-smtp-in.l.google.com", "google", block.RouteRelay)}, "b@m365.mxd",
+			short{"m365.mxd", "", "microsoft", "mx-host", Direct, ReasonNotListed}},
+		{"IPv6 only: the ipv4 transport", []block.Block{wide("tenant-a.mxd", "tenant-a-mxd.mail.protection.outlook.com", "microsoft", block.RouteIPv4)}, "b@m365.mxd",
+			short{"m365.mxd", ipv4, "microsoft", "mx-host", IPv4, ReasonLearnedIPv6}},
+		{"never the default provider", []block.Block{wide("x.mxd", "mx.x.mxd", "default", block.RouteRelay)}, "c@plain.mxd",
+			short{"plain.mxd", "", "default", "default", Direct, ReasonNotListed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := learn.OpenStore(filepath.Join(t.TempDir(), "state.json"), zaptest.NewLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range tc.blocks {
+				store.Add(b)
+			}
+			e, _ := newEngine(t, func(c *config.Config) { whenListed(c); c.Transports.IPv4 = ipv4 }, nil, store)
+			d := e.Explain(context.Background(), tc.rcpt)
+			if diff := cmp.Diff(tc.want, shorten(d)); diff != "" {
+				t.Errorf("(-want +got):\n%s\n%s", diff, strings.Join(d.Detail, "\n"))
+			}
+			if tc.want.Reason == ReasonLearned && (d.Block == nil || !d.Block.ProviderWide() ||
+				!strings.Contains(strings.Join(d.Detail, "\n"), "every destination of "+d.Provider)) {
+				t.Errorf("block %+v, detail:\n%s", d.Block, strings.Join(d.Detail, "\n"))
+			}
+			if fast := e.Decide(context.Background(), tc.rcpt); shorten(fast) != shorten(d) {
+				t.Errorf("Decide %+v, Explain %+v", shorten(fast), shorten(d))
+			}
+		})
+	}
+}
