@@ -146,7 +146,7 @@ func (d *policyd) stopLimits() {
 	}
 }
 
-const holdsUsage = "usage: mxdetour-policyd holds [-config FILE] [-json] [release KEY]"
+const holdsUsage = "usage: mxdetour-policyd holds [-config FILE] [-json] [release KEY | counts KEY]"
 
 // heldGroup is one key's held messages, as `holds -json` prints them.
 type heldGroup struct {
@@ -171,7 +171,8 @@ type rcptRec struct {
 }
 
 // holdsCommand lists the messages the limits held, by key, or releases
-// one key's: `holds [-config FILE] [-json]`, `holds release KEY`.
+// one key's: `holds [-config FILE] [-json]`, `holds release KEY`; `holds
+// counts KEY` shows a key's live counts (counts.go).
 //
 // Postfix keeps no reason with a held message (neither `postqueue -j` nor
 // the queue file carry the HOLD text), so the daemon records the queue id
@@ -185,6 +186,22 @@ func holdsCommand(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
+	}
+	if fs.NArg() > 0 && fs.Arg(0) == "counts" {
+		// Flags may follow the word too: `holds counts -json local_user=alice`.
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return exitConfig
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, holdsUsage)
+			return exitConfig
+		}
+		cfg, _, err := config.LoadDefault(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitConfig
+		}
+		return countsCommand(cfg, fs.Arg(0), *asJSON, stdout, stderr)
 	}
 	release := fs.NArg() == 2 && fs.Arg(0) == "release"
 	if fs.NArg() != 0 && !release {
