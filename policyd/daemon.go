@@ -54,7 +54,9 @@ type policyd struct {
 
 	listeners atomic.Pointer[[]metrics.Listener] // the protocol servers' counters, for metrics
 
-	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
+	limiter *limits.Limiter // outbound limits: counters live across reloads (holds.go)
+	// limited is limiter for the learner's goroutines, which start before it.
+	limited   atomic.Pointer[limits.Limiter]
 	limitsGeo *limitsGeo
 	counters  *fleet.Counters // with [fleet]: the limits' counters in Redis; nil without
 	// countersConn is the counters' own connection, when there is no
@@ -251,8 +253,9 @@ func (d *policyd) run(rt *runtime) {
 		Source: cfg.Learn.Source, LogFile: cfg.Learn.LogFile, BlockTTL: cfg.Learn.BlockTTL.Duration,
 		Requeue: cfg.Learn.Requeue, Postsuper: cfg.Learn.Postsuper, PostfixConfig: cfg.Learn.PostfixConfig,
 		ProviderOf: func(host string) string { return providerOf(engine, host) }, SaveEvery: 10 * time.Second,
-		SkipHosts: nexthopHosts(cfg.Transports.Relay),
-		OnBlock:   func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
+		SkipHosts:  nexthopHosts(cfg.Transports.Relay),
+		OnBlock:    func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
+		OnDelivery: d.delivered(cls),
 	}, cls, d.store, d.log.Named("learn"))
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.learnerStop, rt.learned = cancel, make(chan struct{})

@@ -50,6 +50,9 @@ func limitOptions(cfg *config.Config, src geo.Source) limits.Options {
 	if c := cfg.Compromise; c.Enabled {
 		o.Compromise = limits.Compromise{MaxCountries: c.MaxCountries, MaxClients: c.MaxClients, Window: c.Window.Duration}
 	}
+	if c := cfg.Compromise; c.Failures {
+		o.Failures = limits.Failures{Ratio: c.FailureRatio, Min: c.FailureMin, Window: c.FailureWindow.Duration}
+	}
 	return o
 }
 
@@ -118,11 +121,25 @@ func (d *policyd) startLimits(cfg *config.Config) error {
 		}
 	}
 	d.limiter.Run()
+	d.limited.Store(d.limiter)
 	d.resp.SetLimits(d.limiter)
 	if d.limiter.Active() {
-		d.log.Info("outbound limits on", zap.Int("limits", len(cfg.Limits)), zap.Bool("compromise", cfg.Compromise.Enabled))
+		d.log.Info("outbound limits on", zap.Int("limits", len(cfg.Limits)), zap.Bool("compromise", cfg.Compromise.Enabled),
+			zap.Bool("failure_ratio", cfg.Compromise.Failures))
 	}
 	return nil
+}
+
+// delivered hands the learner's delivery results to the limits'
+// failure-ratio signal; cls tells the failures that are refusals of our
+// address, which are not the account's.
+func (d *policyd) delivered(cls *learn.Classifier) func(learn.Delivery) {
+	return func(dv learn.Delivery) {
+		if l := d.limited.Load(); l != nil {
+			l.Delivered(limits.Result{QueueID: dv.QueueID, Recipient: dv.Recipient, Status: dv.Status, DSN: dv.DSN, At: dv.Time},
+				func() bool { return cls.Classify(dv).Block })
+		}
+	}
 }
 
 // reloadLimits applies next's limits; the counters stay.

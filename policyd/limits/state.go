@@ -197,6 +197,7 @@ func (l *Limiter) prune() {
 	}
 	l.txns.pruneIdle(now)
 	l.held.prune(now)
+	l.failures.prune(l.o.Load().Failures, now)
 	keep := time.Hour
 	o := l.o.Load()
 	for _, lim := range o.Limits {
