@@ -244,12 +244,13 @@ func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
 }
 
 // pickupCounter counts the mail of local accounts (the sendmail command)
-// against [[limits]] by asking policyd on its policy socket
-// (milter.policyd_listen, else policyd.policy_listen); nil without limits
+// against [[limits]], and names its account for the failure-ratio signal
+// ([compromise] failures), by asking policyd on its policy socket
+// (milter.policyd_listen, else policyd.policy_listen); nil without either
 // or without that socket.
 func pickupCounter(cfg *config.Config, log *zap.Logger) *pickup.Counter {
 	addr := cfg.MilterPolicyd()
-	if len(cfg.Limits) == 0 || addr == "" {
+	if (len(cfg.Limits) == 0 && !cfg.Compromise.Failures) || addr == "" {
 		return nil
 	}
 	c, err := pickup.NewCounter(addr, log.Named("pickup"))

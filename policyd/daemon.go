@@ -55,7 +55,9 @@ type policyd struct {
 
 	listeners atomic.Pointer[[]metrics.Listener] // the protocol servers' counters, for metrics
 
-	limiter   *limits.Limiter // outbound limits: counters live across reloads (holds.go)
+	limiter *limits.Limiter // outbound limits: counters live across reloads (holds.go)
+	// limited is limiter for the learner's goroutines, which start before it.
+	limited   atomic.Pointer[limits.Limiter]
 	limitsGeo *limitsGeo
 	counters  *fleet.Counters // with [fleet]: the limits' counters in Redis; nil without
 	// countersConn is the counters' own connection, when there is no
@@ -258,6 +260,7 @@ func (d *policyd) run(rt *runtime) {
 		SaveEvery:  10 * time.Second, SkipHosts: nexthopHosts(cfg.Transports.Relay),
 		OnBlock:    func(b block.Block, fresh bool) { d.alerts.Notify(learn.AlertEvent(b, fresh)) },
 		OnOwnFault: func(f learn.OwnFault) { d.alerts.NotifyOnce(f.Key(), learn.OwnFaultEvent(f)) },
+		OnDelivery: d.delivered(cls),
 	}, cls, d.store, d.log.Named("learn"))
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.learnerStop, rt.learned = cancel, make(chan struct{})

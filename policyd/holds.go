@@ -50,6 +50,9 @@ func limitOptions(cfg *config.Config, src geo.Source) limits.Options {
 	if c := cfg.Compromise; c.Enabled {
 		o.Compromise = limits.Compromise{MaxCountries: c.MaxCountries, MaxClients: c.MaxClients, Window: c.Window.Duration}
 	}
+	if c := cfg.Compromise; c.Failures {
+		o.Failures = limits.Failures{Ratio: c.FailureRatio, Min: c.FailureMin, Window: c.FailureWindow.Duration}
+	}
 	return o
 }
 
@@ -118,11 +121,25 @@ func (d *policyd) startLimits(cfg *config.Config) error {
 		}
 	}
 	d.limiter.Run()
+	d.limited.Store(d.limiter)
 	d.resp.SetLimits(d.limiter)
 	if d.limiter.Active() {
-		d.log.Info("outbound limits on", zap.Int("limits", len(cfg.Limits)), zap.Bool("compromise", cfg.Compromise.Enabled))
+		d.log.Info("outbound limits on", zap.Int("limits", len(cfg.Limits)), zap.Bool("compromise", cfg.Compromise.Enabled),
+			zap.Bool("failure_ratio", cfg.Compromise.Failures))
 	}
 	return nil
+}
+
+// delivered hands the learner's delivery results to the limits'
+// failure-ratio signal; cls tells the failures that are refusals of our
+// address, which are not the account's.
+func (d *policyd) delivered(cls *learn.Classifier) func(learn.Delivery) {
+	return func(dv learn.Delivery) {
+		if l := d.limited.Load(); l != nil {
+			l.Delivered(limits.Result{QueueID: dv.QueueID, Recipient: dv.Recipient, Status: dv.Status, DSN: dv.DSN, At: dv.Time},
+				func() bool { return cls.Classify(dv).Block })
+		}
+	}
 }
 
 // reloadLimits applies next's limits; the counters stay.
@@ -146,7 +163,7 @@ func (d *policyd) stopLimits() {
 	}
 }
 
-const holdsUsage = "usage: mxdetour-policyd holds [-config FILE] [-json] [release KEY]"
+const holdsUsage = "usage: mxdetour-policyd holds [-config FILE] [-json] [release KEY | counts KEY]"
 
 // heldGroup is one key's held messages, as `holds -json` prints them.
 type heldGroup struct {
@@ -171,7 +188,8 @@ type rcptRec struct {
 }
 
 // holdsCommand lists the messages the limits held, by key, or releases
-// one key's: `holds [-config FILE] [-json]`, `holds release KEY`.
+// one key's: `holds [-config FILE] [-json]`, `holds release KEY`; `holds
+// counts KEY` shows a key's live counts (counts.go).
 //
 // Postfix keeps no reason with a held message (neither `postqueue -j` nor
 // the queue file carry the HOLD text), so the daemon records the queue id
@@ -185,6 +203,22 @@ func holdsCommand(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
+	}
+	if fs.NArg() > 0 && fs.Arg(0) == "counts" {
+		// Flags may follow the word too: `holds counts -json local_user=alice`.
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return exitConfig
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, holdsUsage)
+			return exitConfig
+		}
+		cfg, _, err := config.LoadDefault(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitConfig
+		}
+		return countsCommand(cfg, fs.Arg(0), *asJSON, stdout, stderr)
 	}
 	release := fs.NArg() == 2 && fs.Arg(0) == "release"
 	if fs.NArg() != 0 && !release {

@@ -5,7 +5,7 @@
 //	mxdetour-policyd [-config FILE]                  run the daemon
 //	mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
 //	mxdetour-policyd blocks [-config FILE] [forget DOMAIN]
-//	mxdetour-policyd holds [-config FILE] [-json] [release KEY]
+//	mxdetour-policyd holds [-config FILE] [-json] [release KEY | counts KEY]
 //	mxdetour-policyd -check-config [-config FILE] | -version
 //
 // Under systemd it takes its sockets by FileDescriptorName= "policy" and
@@ -48,7 +48,7 @@ const usage = `usage:
   mxdetour-policyd -version
   mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...
   mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN]
-  mxdetour-policyd holds [-config FILE] [-json] [release KEY]
+  mxdetour-policyd holds [-config FILE] [-json] [release KEY | counts KEY]
   mxdetour-policyd wire [-config FILE] [-postfix-config DIR] [-dry-run]
   mxdetour-policyd unwire [-config FILE] [-postfix-config DIR] [-dry-run]
 `

@@ -79,7 +79,7 @@ func wantOf(cfg *config.Config) wire.Want {
 		Socketmap: cfg.Policyd.SocketmapListen,
 		Policy:    cfg.Policyd.PolicyListen,
 		Milter:    cfg.Milter.Listen,
-		Limits:    len(cfg.Limits) > 0 || cfg.Compromise.Enabled,
+		Limits:    len(cfg.Limits) > 0 || cfg.Compromise.Enabled || cfg.Compromise.Failures,
 		Relay:     cfg.Transports.Relay,
 		IPv4:      cfg.Transports.IPv4,
 	}

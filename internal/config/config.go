@@ -258,11 +258,21 @@ type Limit struct {
 // used from more than MaxCountries countries (needs a [milter.geo] source)
 // or MaxClients client networks (/24, /48) within Window holds its mail
 // and alerts.
+//
+// Failures, independently of Enabled, turns on the failure-ratio signal:
+// an account (SASL login, local account, else sender) whose delivery
+// results within FailureWindow fail at FailureRatio or above, with at
+// least FailureMin results, has its mail held and the postmaster alerted.
+// Refusals of our own address do not count.
 type Compromise struct {
-	Enabled      bool     `toml:"enabled"`
-	MaxCountries int      `toml:"max_countries"`
-	MaxClients   int      `toml:"max_clients"`
-	Window       Duration `toml:"window"`
+	Enabled       bool     `toml:"enabled"`
+	MaxCountries  int      `toml:"max_countries"`
+	MaxClients    int      `toml:"max_clients"`
+	Window        Duration `toml:"window"`
+	Failures      bool     `toml:"failures"`
+	FailureRatio  float64  `toml:"failure_ratio"`
+	FailureMin    int      `toml:"failure_min"`
+	FailureWindow Duration `toml:"failure_window"`
 }
 
 // Fleet shares the blocks each MX host learns with the others through
@@ -361,9 +371,10 @@ func Default() *Config {
 				Route: "always",
 			},
 		},
-		Alerts:     Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
-		Compromise: Compromise{MaxCountries: 3, MaxClients: 10, Window: d("1h")},
-		Fleet:      Fleet{Share: "all"},
+		Alerts: Alerts{Sendmail: "/usr/sbin/sendmail", Interval: d("15m")},
+		Compromise: Compromise{MaxCountries: 3, MaxClients: 10, Window: d("1h"),
+			FailureRatio: 0.5, FailureMin: 30, FailureWindow: d("1h")},
+		Fleet: Fleet{Share: "all"},
 		Learn: Learn{
 			Enabled:   true,
 			Source:    "auto",

@@ -323,10 +323,27 @@ func (c *Config) validateLimits(p *parser) {
 		atLeast(p, "compromise.max_clients", k.MaxClients, 1)
 		positive(p, "compromise.window", k.Window)
 	}
-	if (len(c.Limits) > 0 || k.Enabled) && !c.Learn.Enabled && !filepath.IsAbs(c.Learn.StateFile) {
+	if k.Failures {
+		if k.FailureRatio <= 0 || k.FailureRatio > 1 {
+			p.add("compromise.failure_ratio", "must be above 0 and at most 1 (0.5: half the results failed)")
+		}
+		atLeast(p, "compromise.failure_min", k.FailureMin, 1)
+		if k.FailureMin > maxFailureMin {
+			p.add("compromise.failure_min", "must be at most %d (the results kept per account)", maxFailureMin)
+		}
+		positive(p, "compromise.failure_window", k.FailureWindow)
+		if !c.Learn.Enabled {
+			p.add("compromise.failures", "needs learn.enabled: the delivery results come from the learner")
+		}
+	}
+	if (len(c.Limits) > 0 || k.Enabled || k.Failures) && !c.Learn.Enabled && !filepath.IsAbs(c.Learn.StateFile) {
 		p.add("learn.state_file", "must be an absolute path: limits keep their counters in limits.json beside it")
 	}
 }
+
+// maxFailureMin is policyd/limits' MaxFailureMin (config imports no
+// daemon package).
+const maxFailureMin = 1000
 
 // limitKeys are the keys of [[limits]], and the prefixes of the keys that
 // exempt and raise name.

@@ -94,6 +94,11 @@ type Options struct {
 	// configuration's fault (ownfault.go), from Run's goroutine: it must
 	// not wait. alert.Alerter.NotifyOnce with OwnFault.Key fits.
 	OnOwnFault func(OwnFault)
+	// OnDelivery, when set, is told of every delivery result with a
+	// recipient, refusal or not, before anything is learned from it (the
+	// outbound limits' failure-ratio signal). It is called from the
+	// reading goroutine, one result at a time, and must not block.
+	OnDelivery func(d Delivery)
 }
 
 // blockEvent is a call of Options.OnBlock waiting to be made.
@@ -198,6 +203,9 @@ func (l *Learner) distrust(source, why string, fields ...zap.Field) {
 func (l *Learner) handleDelivery(d Delivery, now time.Time) {
 	if d.Recipient == "" {
 		return
+	}
+	if l.o.OnDelivery != nil {
+		l.o.OnDelivery(d)
 	}
 	for _, h := range l.o.SkipHosts {
 		host, port, hasPort := strings.Cut(h, ":")

@@ -150,6 +150,7 @@ type Compromise struct {
 type Options struct {
 	Limits     []Limit
 	Compromise Compromise
+	Failures   Failures       // the failure-ratio signal (failures.go)
 	Trusted    []netip.Prefix // clients whose mail is ours without a login
 	Geo        geo.Source     // country of a client; nil = no country check
 	GeoTimeout time.Duration  // per country lookup (default 200ms)
@@ -193,6 +194,7 @@ type Limiter struct {
 	txns     txnTable
 	profiles profileTable
 	held     heldLog
+	failures failureTable
 	dirty    atomic.Bool // counters changed since the last save
 
 	saveMu  sync.Mutex // one save at a time
@@ -208,6 +210,7 @@ func New(o Options, store Store, alerts Notifier, log *zap.Logger) *Limiter {
 	l.txns.init()
 	l.profiles.init()
 	l.held.init()
+	l.failures.init()
 	l.Configure(o)
 	return l
 }
@@ -236,7 +239,7 @@ func (l *Limiter) Configure(o Options) {
 // Active reports whether any limit or the compromise signal is on.
 func (l *Limiter) Active() bool {
 	o := l.o.Load()
-	return len(o.Limits) > 0 || o.Compromise.Window > 0
+	return len(o.Limits) > 0 || o.Compromise.Window > 0 || o.Failures.Window > 0
 }
 
 // verdict is a refusal: what Postfix is told and why.
@@ -289,7 +292,7 @@ func (v *verdict) Text() string {
 func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 	counting := r.Stage == "RCPT" || r.Stage == "DATA" || r.Stage == "END-OF-MESSAGE"
 	o := l.o.Load()
-	if !counting || (len(o.Limits) == 0 && o.Compromise.Window <= 0) {
+	if !counting || (len(o.Limits) == 0 && o.Compromise.Window <= 0 && o.Failures.Window <= 0) {
 		return "", false
 	}
 	client, _ := netip.ParseAddr(r.ClientAddress)
@@ -317,11 +320,15 @@ func (l *Limiter) Check(ctx context.Context, r *Request) (string, bool) {
 	if t != nil {
 		t.keep(&subj)
 	}
+	l.noteSubmitter(o, t, r, &subj, now)
 	if t != nil && t.held != nil {
 		l.noteQueueID(t, r.QueueID, now)
 		return t.held.Text(), true
 	}
 	v := l.compromised(ctx, o, t, r, client, &subj, now)
+	if v == nil {
+		v = l.failing(o, &subj, now)
+	}
 	if v == nil {
 		v = l.count(o, t, r, &subj, now)
 	}
@@ -488,6 +495,10 @@ func (l *Limiter) alert(v *verdict, r *Request) {
 	if l.alerts == nil {
 		return
 	}
+	if strings.HasPrefix(v.key, "compromise/failures/") {
+		l.alerts.Notify(l.failureAlert(v))
+		return
+	}
 	p := l.profiles.snapshot(v.subject)
 	kind := "limit"
 	if strings.HasPrefix(v.key, "compromise/") {
@@ -562,8 +573,12 @@ func (l *Limiter) Reset(subject string) {
 		l.store.Reset(compromiseKey("networks", w, subject))
 		l.store.Reset(compromiseKey("countries", w, subject))
 	}
+	if w := o.Failures.Window; w > 0 {
+		l.store.Reset(failuresKey(w, subject))
+	}
 	l.profiles.forget(subject)
 	l.held.forget(subject)
+	l.failures.forget(subject)
 	l.dirty.Store(true)
 	l.log.Info("limits reset", zap.String("key", subject))
 }

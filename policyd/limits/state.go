@@ -166,6 +166,7 @@ func (l *Limiter) Run() {
 				return
 			case <-poll.C:
 				l.applyReleases()
+				l.applySaves()
 			case <-save.C:
 				l.prune()
 				if l.dirty.Swap(false) {
@@ -196,6 +197,7 @@ func (l *Limiter) prune() {
 	}
 	l.txns.pruneIdle(now)
 	l.held.prune(now)
+	l.failures.prune(l.o.Load().Failures, now)
 	keep := time.Hour
 	o := l.o.Load()
 	for _, lim := range o.Limits {
@@ -255,6 +257,46 @@ func (l *Limiter) applyReleases() {
 			l.log.Error("removing a release request", zap.String("file", f), zap.Error(err))
 		}
 	}
+}
+
+// applySaves saves the state at once when PATH.save-* files ask for it
+// (`holds counts`), then removes them: a request gone means the file
+// holds the counts of that moment.
+func (l *Limiter) applySaves() {
+	files, _ := filepath.Glob(l.path + ".save-*")
+	if len(files) == 0 {
+		return
+	}
+	l.saveLogged()
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			l.log.Error("removing a save request", zap.String("file", f), zap.Error(err))
+		}
+	}
+}
+
+// RequestSave asks the daemon keeping its state at path to save it now;
+// it returns the request file, which the daemon removes once it saved
+// (within pollEvery when it runs).
+func RequestSave(path string) (string, error) {
+	name := fmt.Sprintf("%s.save-%d-%d", path, time.Now().UnixNano(), os.Getpid())
+	return name, statefile.Write(name, []byte("{}"))
+}
+
+// ReadCounters returns the counters of the state file at path and when
+// it was saved; none when there is no file.
+func ReadCounters(path string) (Snapshot, time.Time, error) {
+	st, err := readState(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Snapshot{}, time.Time{}, nil
+	}
+	if err != nil {
+		return Snapshot{}, time.Time{}, err
+	}
+	if st.Counters == nil {
+		return Snapshot{}, st.Saved, nil
+	}
+	return *st.Counters, st.Saved, nil
 }
 
 // RequestRelease asks the daemon keeping its state at path to reset key:

@@ -75,6 +75,7 @@ type txn struct {
 	counted   int        // recipients counted so far
 	lastRcpt  string     // the last recipient counted at RCPT
 	loginSeen bool       // the compromise signal ran
+	joined    bool       // its queue id is joined to its account (failures.go)
 	held      *verdict   // the hold that applies to the whole message
 	queueID   string     // once known, for a held message
 	taken     []taken    // what it counted, to give back if it is held
