@@ -19,15 +19,17 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 }
 
 // EventuallyWithin is Eventually with a bound of its own, for a test that
-// asserts how soon something happens.
+// asserts how soon something happens, or one that waits on a real Postfix.
+// It asks again after 5 ms, then less and less often, up to every 100 ms:
+// a condition that runs a command (postqueue) is not run in a busy loop.
 func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for !cond() {
+	for pause := 5 * time.Millisecond; !cond(); pause = min(2*pause, 100*time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %s: %s", within, what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 

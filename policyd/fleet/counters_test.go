@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 )
@@ -170,7 +171,7 @@ func TestCountersRedisDown(t *testing.T) {
 		t.Error("no 'answers again' line")
 	}
 	// The write-back logs when done (and must before the test ends).
-	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "a line for what was written back", func() bool {
 		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
 	})
 }
@@ -200,7 +201,7 @@ func TestCountersRedisLostData(t *testing.T) {
 	}
 	r.Stop()
 	r.Restart()
-	eventually(t, 5*time.Second, "both hosts' counts back in Redis", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "both hosts' counts back in Redis", func() bool {
 		a.Count(key, w, now)
 		b.Count(key, w, now)
 		return a.Count(key, w, now) == 5
@@ -209,7 +210,7 @@ func TestCountersRedisLostData(t *testing.T) {
 	if c := b.Count(key, w, now); c != 5 {
 		t.Errorf("count %d after both wrote back, want 5", c)
 	}
-	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "a line for what was written back", func() bool {
 		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
 	})
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 const rcptRequest = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n" +
@@ -130,7 +132,7 @@ func TestServerPersistentAndConcurrent(t *testing.T) {
 	if n := s.Stats().Requests.Load(); n != 4000 {
 		t.Errorf("%d requests counted, want 4000", n)
 	}
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, "connection goroutines to end")
+	testutil.Eventually(t, "connection goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
 
 func TestServerMalformedAndPanic(t *testing.T) {
@@ -207,18 +209,6 @@ func TestShutdownDrains(t *testing.T) {
 type handlerFunc func(*Request) string
 
 func (f handlerFunc) Policy(_ context.Context, r *Request) string { return f(r) }
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("timed out waiting for %s", what)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func FuzzReadRequest(f *testing.F) {
 	f.Add([]byte(rcptRequest))
