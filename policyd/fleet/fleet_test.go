@@ -40,7 +40,7 @@ func newHost(t *testing.T, r *fleettest.Redis, name string, mutate func(*Options
 		t.Fatal(err)
 	}
 	c, _ := learn.NewClassifier(nil, nil)
-	core, logs := observer.New(zapcore.InfoLevel)
+	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())).Named(name)
 	o := Options{URL: r.URL(), Name: name, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Ping: 200 * time.Millisecond}
 	if mutate != nil {
@@ -148,7 +148,9 @@ func TestOutage(t *testing.T) {
 	b.refuse("other.example", "192.0.2.6")
 	// (>= 1: a block in flight when Redis stopped may be counted too)
 	testutil.EventuallyWithin(t, 5*time.Second, "the unshared block is counted", func() bool { return a.f.PublishFailures() >= 1 })
-	time.Sleep(1500 * time.Millisecond) // several reconnection attempts fail meanwhile
+	testutil.Eventually(t, "several reconnection attempts fail", func() bool {
+		return a.logs.FilterMessageSnippet("still unreachable").Len() >= 3 && b.logs.FilterMessageSnippet("still unreachable").Len() >= 3
+	})
 	if !b.has("before.example") || !a.has("before.example") {
 		t.Error("a block was lost while Redis was down")
 	}
