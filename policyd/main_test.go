@@ -90,6 +90,13 @@ log_file = %q
 }
 
 func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
+	cmd, _ := startDaemonOutput(t, cfg, port)
+	return cmd
+}
+
+// startDaemonOutput is startDaemon that also returns what the daemon
+// logs, for a test that waits on a line.
+func startDaemonOutput(t *testing.T, cfg string, port int) (*exec.Cmd, *testutil.LockedBuffer) {
 	cmd := exec.Command(bin, "-config", cfg)
 	out := &testutil.LockedBuffer{}
 	cmd.Stderr = out
@@ -103,17 +110,8 @@ func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
 			t.Logf("daemon output:\n%s", out.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return cmd
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not listening:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the daemon listening", func() bool { return canDial(fmt.Sprintf("127.0.0.1:%d", port)) })
+	return cmd, out
 }
 
 func askSocketmap(t *testing.T, r *bufio.Reader, c net.Conn, key string) string {
