@@ -17,7 +17,8 @@ import (
 	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
-// Real-format lines (reference/postfix.md section 6), with the syslog
+// Real-format lines (Postfix's smtp(8) delivery lines; the replies as
+// published in public reports and the providers' pages), with the syslog
 // prefix a Debian mail.log has.
 const pfx = "Nov 24 10:00:00 mx1 "
 

@@ -18,7 +18,7 @@ import (
 
 // postfix is a throwaway Postfix instance: private config and queue
 // directories, listening on loopback only, logging to a file (there is no
-// syslog here). The recipe is ../shared/reference/postfix.md section 4.
+// syslog here: maillog_file, Postfix ≥ 3.4).
 type postfix struct {
 	t       *testing.T
 	dir     string
