@@ -225,7 +225,7 @@ key_file = %q
 
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(addr) })
 
 	x := send(t, addr, "127.0.0.1", "bob@partner.mxd", "nobody@example.com")
 	if got := verified(t, resolver, x.signed); len(got) != 1 || got[0] != "example.org" {
@@ -264,9 +264,9 @@ key_file = %q
 	os.WriteFile(good, []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"), 0o600)
 	for i := range 3 {
 		p.Cmd.Process.Signal(syscall.SIGHUP)
-		waitFor(t, "the reload", func() bool { return strings.Count(p.Output(), "new keys and country data in use") == i+1 })
+		testutil.Eventually(t, "the reload", func() bool { return strings.Count(p.Output(), "new keys and country data in use") == i+1 })
 	}
-	waitFor(t, "one mapping of the country database", func() bool { return mappings(t, pid, db) == 1 })
+	testutil.Eventually(t, "one mapping of the country database", func() bool { return mappings(t, pid, db) == 1 })
 	if !strings.Contains(p.Output(), "still signing with the key loaded before") {
 		t.Errorf("the kept key is not logged:\n%s", p.Output())
 	}

@@ -80,15 +80,8 @@ func startDaemon(t *testing.T, prefix ...string) *milterProc {
 			t.Log(d.out.String())
 		}
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", d.addr); err == nil {
-			c.Close()
-			return d
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("milter not listening")
-		}
-	}
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(d.addr) })
+	return d
 }
 
 // alive fails the test if the daemon has exited.

@@ -175,7 +175,7 @@ func TestKeyDir300(t *testing.T) {
 	start := time.Now()
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(addr) })
 	t.Logf("start with 303 key files: %v (exec to accepting)", time.Since(start))
 	if !strings.Contains(p.Output(), `"dkim_keys": 303`) && !strings.Contains(p.Output(), "dkim_keys\t303") && !regexp.MustCompile(`dkim_keys.{0,4}303`).MatchString(p.Output()) {
 		t.Errorf("start does not log 303 keys:\n%s", p.Output())
@@ -204,7 +204,7 @@ func TestKeyDir300(t *testing.T) {
 	os.WriteFile(broken, []byte("v=DKIM1; k=ed25519; p=AAAA\n"), 0o600)
 	hup := time.Now()
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
+	testutil.Eventually(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
 	t.Logf("reload with 305 key files: %v (SIGHUP to the log line, polled every 10ms)", time.Since(hup))
 	if out, err := exec.Command(bin, "-check-config", "-config", cfg).CombinedOutput(); exitCode(err) != 78 || !strings.Contains(string(out), broken) {
 		t.Errorf("-check-config with a broken file: %v, want 78 naming it\n%s", err, out)
@@ -329,13 +329,13 @@ func TestDefaultDomainSigns(t *testing.T) {
 	write("")
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(addr) })
 	if got := verified(t, resolver, sendFrom(t, addr, "customer.zz")); len(got) != 0 {
 		t.Errorf("without default_domain: signed by %v", got)
 	}
 	write("default_domain = \"hoster.zz\"\n")
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
+	testutil.Eventually(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
 	if got := verified(t, resolver, sendFrom(t, addr, "customer.zz")); !slices.Equal(got, []string{"hoster.zz"}) {
 		t.Errorf("with default_domain: signatures verified %v, want hoster.zz's", got)
 	}

@@ -104,15 +104,6 @@ type dialed struct{ c net.Conn }
 
 func (d dialed) Dial(string, string) (net.Conn, error) { return d.c, nil }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-	}
-}
-
 func canDial(addr string) bool {
 	c, err := net.Dial("tcp", addr)
 	if err == nil {
@@ -131,7 +122,7 @@ func TestBinary(t *testing.T) {
 	}
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(addr) })
 	if n := signatures(t, addr); n != 1 {
 		t.Errorf("%d signatures, want 1", n)
 	}
@@ -140,7 +131,7 @@ func TestBinary(t *testing.T) {
 	os.WriteFile(broken, []byte("not a key"), 0o600)
 	write(broken)
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the broken key logged", func() bool {
+	testutil.Eventually(t, "the broken key logged", func() bool {
 		return strings.Contains(p.Output(), "still signing with the key loaded before") && strings.Contains(p.Output(), "broken.key")
 	})
 	if n := signatures(t, addr); n != 1 {
@@ -230,7 +221,7 @@ func TestSocketActivation(t *testing.T) {
 	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=milter",
 		"-E", "NOTIFY_SOCKET="+n.Path, "-E", "WATCHDOG_USEC=1000000", bin, "-config", cfg))
-	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
+	testutil.Eventually(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
 	// The tool starts the milter at this first connection.
 	if got := signatures(t, activated); got != 1 {
 		t.Errorf("through the activated socket: %d signatures, want 1", got)

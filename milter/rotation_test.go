@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
 )
@@ -61,10 +62,10 @@ func TestRotationInDaemon(t *testing.T) {
 	addr := ln.Addr().String()
 
 	// The old key was seen published (and kept in the state file); the new one not yet.
-	waitFor(t, "the old key's record seen", func() bool { b, _ := os.ReadFile(state); return len(b) > 0 })
+	testutil.Eventually(t, "the old key's record seen", func() bool { b, _ := os.ReadFile(state); return len(b) > 0 })
 	if n := signatures(t, addr); n != 1 {
 		t.Errorf("new record not published: %d signatures, want 1 (the old key)", n)
 	}
 	srv.Set("ed2._domainkey.example.org", dnstest.Records{TXT: [][]string{{txt["ed2"]}}})
-	waitFor(t, "signing with both keys", func() bool { return signatures(t, addr) == 2 })
+	testutil.Eventually(t, "signing with both keys", func() bool { return signatures(t, addr) == 2 })
 }

@@ -51,7 +51,7 @@ type policyd struct {
 	probe   *respond.Responder // the watchdog's: same engine, no log lines, no counters
 	metrics *metrics.Server
 	cancel  context.CancelFunc // ends the alerter
-	fleet   *fleet.Fleet       // [fleet] (h13): nil without redis_url; lives across reloads like store
+	fleet   *fleet.Fleet       // [fleet]: nil without redis_url; lives across reloads like store
 
 	listeners atomic.Pointer[[]metrics.Listener] // the protocol servers' counters, for metrics
 
@@ -217,7 +217,7 @@ func start(cfg *config.Config, log *zap.Logger) (*policyd, error) {
 	d.cancel = cancel
 	d.alerts = alert.New(alertOptions(cfg), log.Named("alert"))
 	go d.alerts.Run(ctx)
-	if d.fleet, err = startFleet(ctx, cfg, d.store, log.Named("fleet")); err != nil { // [fleet] (h13)
+	if d.fleet, err = startFleet(ctx, cfg, d.store, log.Named("fleet")); err != nil { // [fleet]
 		cancel()
 		return nil, err
 	}
@@ -532,7 +532,7 @@ func checkDeps(cfg *config.Config) error {
 			c.Close()
 		}
 	}
-	return checkFleet(cfg) // [fleet] (h13)
+	return checkFleet(cfg) // [fleet]
 }
 
 // checkStateFile checks where learned state is kept. -check-config

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -202,6 +203,9 @@ func holdsCommand(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "configuration file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return exitConfig
 	}
 	if fs.NArg() > 0 && fs.Arg(0) == "counts" {
@@ -313,17 +317,11 @@ func holdQueue(cfg *config.Config) ([]queuedMail, error) {
 // (it may start with sudo), postqueue from the same directory (it needs
 // no privilege), each with -c learn.postfix_config when set.
 func postfixCmd(cfg *config.Config, name string, stdin []byte, args ...string) ([]byte, error) {
-	argv := strings.Fields(cfg.Learn.Postsuper)
-	if len(argv) == 0 {
-		argv = []string{"/usr/sbin/postsuper"}
+	postsuper := cfg.Learn.Postsuper
+	if strings.TrimSpace(postsuper) == "" {
+		postsuper = "/usr/sbin/postsuper"
 	}
-	if name == "postqueue" {
-		argv = []string{learn.PostqueueBeside(argv[len(argv)-1])}
-	}
-	if cfg.Learn.PostfixConfig != "" {
-		argv = append(argv, "-c", cfg.Learn.PostfixConfig)
-	}
-	argv = append(argv, args...)
+	argv := learn.PostfixArgv(postsuper, cfg.Learn.PostfixConfig, name, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

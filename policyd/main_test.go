@@ -93,6 +93,13 @@ log_file = %q
 }
 
 func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
+	cmd, _ := startDaemonOutput(t, cfg, port)
+	return cmd
+}
+
+// startDaemonOutput is startDaemon that also returns what the daemon
+// logs, for a test that waits on a line.
+func startDaemonOutput(t *testing.T, cfg string, port int) (*exec.Cmd, *testutil.LockedBuffer) {
 	cmd := exec.Command(bin, "-config", cfg)
 	out := &testutil.LockedBuffer{}
 	cmd.Stderr = out
@@ -106,17 +113,8 @@ func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
 			t.Logf("daemon output:\n%s", out.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return cmd
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not listening:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the daemon listening", func() bool { return canDial(fmt.Sprintf("127.0.0.1:%d", port)) })
+	return cmd, out
 }
 
 func askSocketmap(t *testing.T, r *bufio.Reader, c net.Conn, key string) string {
@@ -431,12 +429,12 @@ func TestSocketActivation(t *testing.T) {
 	cfg, policyPort, smapPort := writeConfig(t, srv.Addr(), "")
 	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=socketmap", bin, "-config", cfg))
-	waitFor(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
+	testutil.Eventually(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
 	// The tool starts the daemon at this first connection.
 	if got := dialAsk(t, activated, "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
 		t.Errorf("activated socketmap: %q", got)
 	}
-	waitFor(t, "the policy service on its configured address", func() bool { return canDial(fmt.Sprintf("127.0.0.1:%d", policyPort)) })
+	testutil.Eventually(t, "the policy service on its configured address", func() bool { return canDial(fmt.Sprintf("127.0.0.1:%d", policyPort)) })
 	if canDial(fmt.Sprintf("127.0.0.1:%d", smapPort)) {
 		t.Error("the configured socketmap address is served too")
 	}
@@ -521,15 +519,6 @@ func canDial(addr string) bool {
 		c.Close()
 	}
 	return err == nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-	}
 }
 
 func probeDaemon(t testing.TB) *policyd {

@@ -18,6 +18,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/alert"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // TestReloadSwapsTheRuntime: SIGHUP applies every reloadable part of a new
@@ -43,7 +44,7 @@ func TestReloadSwapsTheRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	daemon := startDaemon(t, cfg, smap)
+	daemon, out := startDaemonOutput(t, cfg, smap)
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +119,7 @@ interval = "0s"
 	}
 
 	rewrite("[providers.google]\nroute = \"sometimes\"\n") // broken: the running configuration stays
-	time.Sleep(300 * time.Millisecond)                     // the reload is refused at once; give it the chance to apply wrongly
+	testutil.Eventually(t, "the reload refused", func() bool { return strings.Contains(out.String(), "reload failed") })
 	answers(map[string]string{"a@gmail.mxd": "NOTFOUND ", "b@rule.mxd": relayed, "c@plain.mxd": "OK smtp-ipv4:"})
 
 	rewrite("")

@@ -16,18 +16,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
-)
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
+	"github.com/mxdetour/mxdetour/internal/testutil"
+)
 
 // hook is a loopback webhook that records what it was sent.
 type hook struct {
@@ -91,10 +82,10 @@ func TestGroupedAlertsByMailAndWebhook(t *testing.T) {
 	go func() { a.Run(ctx); close(done) }()
 
 	a.Notify(Event{Kind: "block-learned", Summary: "gmail.com blocks us", Fields: map[string]string{"mx": "gmail-smtp-in.l.google.com", "reply": "550-5.7.1 ...\nmore"}})
-	eventually(t, "the first alert, sent at once", func() bool { return len(h.payloads()) == 1 })
+	testutil.Eventually(t, "the first alert, sent at once", func() bool { return len(h.payloads()) == 1 })
 	a.Notify(Event{Kind: "listed", Summary: "2001:db8::25 is listed on zen.spamhaus.org"})
 	a.Notify(Event{Kind: "route-changed", Summary: "outlook.com now goes by ipv4"})
-	eventually(t, "the grouped second alert", func() bool { return len(h.payloads()) == 2 })
+	testutil.Eventually(t, "the grouped second alert", func() bool { return len(h.payloads()) == 2 })
 
 	p := h.payloads()
 	if len(p[0].Events) != 1 || p[0].Events[0].Kind != "block-learned" || p[0].Host != "mx1" || p[0].Daemon != "mxdetour-policyd" {
@@ -103,7 +94,7 @@ func TestGroupedAlertsByMailAndWebhook(t *testing.T) {
 	if len(p[1].Events) != 2 || p[1].Subject != "[mxdetour-policyd mx1] 2001:db8::25 is listed on zen.spamhaus.org (+1 more)" {
 		t.Errorf("second alert: %+v", p[1])
 	}
-	eventually(t, "two mails", func() bool { _, m := calls(t, dir); return len(m) == 2 })
+	testutil.Eventually(t, "two mails", func() bool { _, m := calls(t, dir); return len(m) == 2 })
 	args, msgs := calls(t, dir)
 	if args[0] != "-i -f mxdetour@mx1.example.net -- postmaster@example.net" {
 		t.Errorf("sendmail args %q", args[0])
@@ -128,7 +119,7 @@ func TestShutdownSendsPending(t *testing.T) {
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
 	a.Notify(Event{Kind: "listed", Summary: "one"})
-	eventually(t, "the first alert", func() bool { return len(h.payloads()) == 1 })
+	testutil.Eventually(t, "the first alert", func() bool { return len(h.payloads()) == 1 })
 	a.Notify(Event{Kind: "delisted", Summary: "two"})
 	time.Sleep(50 * time.Millisecond) // give Run the chance to (wrongly) send before the interval
 	if n := len(h.payloads()); n != 1 {
@@ -170,7 +161,7 @@ func TestStopSendsPendingBeforeReturning(t *testing.T) {
 	a := New(Options{WebhookURL: srv.URL, Interval: time.Hour, Daemon: "d", Hostname: "h"}, zaptest.NewLogger(t))
 	go a.Run(context.Background())
 	a.Notify(Event{Kind: "listed", Summary: "one"})
-	eventually(t, "the first alert", func() bool { return len(h.payloads()) == 1 })
+	testutil.Eventually(t, "the first alert", func() bool { return len(h.payloads()) == 1 })
 	a.Notify(Event{Kind: "own-fault", Summary: "two"})
 	a.Stop(context.Background())
 	if p := h.payloads(); len(p) != 2 || p[1].Events[0].Summary != "two" {

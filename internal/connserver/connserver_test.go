@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // lines is a session answering each line "ok LINE"; handle runs first (it
@@ -103,17 +105,6 @@ func (c *client) closedByServer() bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // idleCount is the number of connections waiting in Await.
 func idleCount(s *Server) int {
 	s.mu.Lock()
@@ -144,13 +135,13 @@ func TestLongestIdleMakesRoom(t *testing.T) {
 			t.Fatalf("client %d: %q, %v", i, a, err)
 		}
 		cs = append(cs, c)
-		eventually(t, "the client's connection idle", func() bool { return idleCount(s) == i+1 })
+		testutil.Eventually(t, "the client's connection idle", func() bool { return idleCount(s) == i+1 })
 	}
 	// cs[0] has waited longest, but a request makes cs[1] the oldest.
 	if _, err := cs[0].ask("again"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "three idle connections", func() bool { return idleCount(s) == 3 })
+	testutil.Eventually(t, "three idle connections", func() bool { return idleCount(s) == 3 })
 	late := dial(t, addr)
 	if a, err := late.ask("late"); err != nil || a != "ok late" {
 		t.Fatalf("a client over the limit: %q, %v; want its answer", a, err)
@@ -181,7 +172,7 @@ func TestRequestInFlightIsNeverClosed(t *testing.T) {
 	if _, err := idle.ask("x"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "one request in flight, one idle", func() bool {
+	testutil.Eventually(t, "one request in flight, one idle", func() bool {
 		return s.Stats().Requests.Load() == 2 && idleCount(s) == 1
 	})
 	// held has been open longer, but its request is in flight: idle goes.
@@ -190,7 +181,7 @@ func TestRequestInFlightIsNeverClosed(t *testing.T) {
 	if !idle.closedByServer() {
 		t.Fatal("the idle connection was not closed to make room")
 	}
-	eventually(t, "two requests in flight", func() bool { return s.Stats().Requests.Load() == 3 })
+	testutil.Eventually(t, "two requests in flight", func() bool { return s.Stats().Requests.Load() == 3 })
 	// Now every connection has a request in flight: the newcomer is refused.
 	refused := dial(t, addr)
 	if !refused.closedByServer() {
@@ -206,7 +197,7 @@ func TestRequestInFlightIsNeverClosed(t *testing.T) {
 	if got, want := []int64{s.Stats().Evicted.Load(), s.Stats().Refused.Load()}, []int64{1, 1}; !cmp.Equal(got, want) {
 		t.Errorf("evicted, refused = %v, want %v", got, want)
 	}
-	eventually(t, "a refusal warning", func() bool { return logs.FilterMessage(s.refusals.msg).Len() > 0 })
+	testutil.Eventually(t, "a refusal warning", func() bool { return logs.FilterMessage(s.refusals.msg).Len() > 0 })
 	if got := messages(logs, s.refusals.msg); !cmp.Equal(got, []int64{1}) {
 		t.Errorf("refusal warnings %v, want one of count 1", got)
 	}
@@ -219,7 +210,7 @@ func TestStalledRequestMakesRoomAfterGrace(t *testing.T) {
 	s.mu.Unlock()
 	stalled := dial(t, addr)
 	fmt.Fprint(stalled, "half a req") // and never the newline
-	eventually(t, "a stalled request", func() bool {
+	testutil.Eventually(t, "a stalled request", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if len(s.conns) != 1 {
@@ -286,11 +277,11 @@ func TestFloodOfIdleConnections(t *testing.T) {
 				// Keep within the listen backlog: past it the kernel
 				// drops handshakes and the client retries seconds later.
 				if i%500 == 499 {
-					eventually(t, "the server to catch up", func() bool { return s.Stats().Accepted.Load() > int64(i-500) })
+					testutil.Eventually(t, "the server to catch up", func() bool { return s.Stats().Accepted.Load() > int64(i-500) })
 				}
 			}
-			eventually(t, "the flood accepted", func() bool { return s.Stats().Accepted.Load() == int64(tc.flood) })
-			eventually(t, "the flood waiting", func() bool { return idleCount(s) == tc.max })
+			testutil.Eventually(t, "the flood accepted", func() bool { return s.Stats().Accepted.Load() == int64(tc.flood) })
+			testutil.Eventually(t, "the flood waiting", func() bool { return idleCount(s) == tc.max })
 
 			begin := time.Now()
 			c := dial(t, addr)
@@ -398,7 +389,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
-	eventually(t, "four accept errors", func() bool { return s.Stats().AcceptErrors.Load() == 4 })
+	testutil.Eventually(t, "four accept errors", func() bool { return s.Stats().AcceptErrors.Load() == 4 })
 	c := dial(t, l.Addr().String())
 	if a, err := c.ask("after"); err != nil || a != "ok after" {
 		t.Fatalf("after EMFILE: %q, %v; want an answer", a, err)
@@ -413,7 +404,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	}
 	// A pause is cut short by Shutdown.
 	l.faults <- emfile()
-	eventually(t, "a fifth accept error", func() bool { return s.Stats().AcceptErrors.Load() == 5 })
+	testutil.Eventually(t, "a fifth accept error", func() bool { return s.Stats().AcceptErrors.Load() == 5 })
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Error(err)
 	}
@@ -432,7 +423,7 @@ func TestOutOfFilesClosesAnIdleConnection(t *testing.T) {
 	go s.Serve(l)
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	idle := dial(t, l.Addr().String())
-	eventually(t, "an idle connection", func() bool { return idleCount(s) == 1 })
+	testutil.Eventually(t, "an idle connection", func() bool { return idleCount(s) == 1 })
 	l.faults <- emfile()
 	if !idle.closedByServer() {
 		t.Error("out of files, the idle connection was kept")
@@ -464,7 +455,7 @@ func TestShutdown(t *testing.T) {
 	idle := dial(t, addr)
 	held := dial(t, addr)
 	fmt.Fprint(held, "hold\n")
-	eventually(t, "one idle, one in flight", func() bool { return idleCount(s) == 1 && s.Stats().Requests.Load() == 1 })
+	testutil.Eventually(t, "one idle, one in flight", func() bool { return idleCount(s) == 1 && s.Stats().Requests.Load() == 1 })
 	done := make(chan error)
 	go func() { done <- s.Shutdown(context.Background()) }()
 	if !idle.closedByServer() {
@@ -510,8 +501,8 @@ func TestLimitedWarning(t *testing.T) {
 	w.add()
 	w.add()
 	w.add()
-	eventually(t, "the second line", func() bool { return logs.Len() == 2 })
-	eventually(t, "the period to close", func() bool {
+	testutil.Eventually(t, "the second line", func() bool { return logs.Len() == 2 })
+	testutil.Eventually(t, "the period to close", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return w.timer == nil

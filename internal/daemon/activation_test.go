@@ -89,11 +89,11 @@ func TestActivation(t *testing.T) {
 		}
 	}()
 	// The tool runs the daemon at the first connection.
-	eventually(t, "the tool listening", func() bool { return strings.Contains(out.String(), "Listening on") })
+	testutil.Eventually(t, "the tool listening", func() bool { return strings.Contains(out.String(), "Listening on") })
 	if got := ask(t, activated); got != "policy" {
 		t.Errorf("activated socket answered %q", got)
 	}
-	eventually(t, "socketmap on its configured address", func() bool {
+	testutil.Eventually(t, "socketmap on its configured address", func() bool {
 		c, err := net.Dial("tcp", socketmap)
 		if err == nil {
 			c.Close()
@@ -134,7 +134,7 @@ func TestActivation(t *testing.T) {
 		if out, err := client.CombinedOutput(); err != nil {
 			t.Errorf("a client as nobody: %v\n%s", err, out)
 		}
-		eventually(t, "the refusal logged", func() bool { return strings.Contains(out.String(), "refused a connection from a local user") })
+		testutil.Eventually(t, "the refusal logged", func() bool { return strings.Contains(out.String(), "refused a connection from a local user") })
 		wants = append(wants, `"socket": "policy", "addr": "unix:`+unixPolicy+`", "uid": 65534, "user": "nobody"`)
 		if got := askUnix(t, unixPolicy); got != "policy" {
 			t.Errorf("after a refusal, the unix socket answered %q to our own user", got)
@@ -182,7 +182,7 @@ func TestConfiguredUnix(t *testing.T) {
 	log, logs := logger(t)
 	path := filepath.Join(t.TempDir(), "s.sock")
 	start(t, Options{Sockets: []Socket{{Name: "policy", Addr: "unix:" + path, Mode: 0o660, Server: &echoServer{name: "policy"}}}, Log: log})
-	eventually(t, "serving", func() bool { return logs.FilterMessage("listening").Len() == 1 })
+	testutil.Eventually(t, "serving", func() bool { return logs.FilterMessage("listening").Len() == 1 })
 	if got := askUnix(t, path); got != "policy" {
 		t.Errorf("answered %q", got)
 	}

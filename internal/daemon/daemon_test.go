@@ -91,16 +91,6 @@ func logger(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
 	return zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())), logs
 }
 
-// eventually polls cond until it holds, failing after 10 seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-	}
-}
-
 // start runs Run in the background; the returned function stops it (as
 // SIGTERM would) and returns what Run returned.
 func start(t *testing.T, o Options) (stop func() error) {
@@ -277,9 +267,9 @@ func watchdogCase(t *testing.T, health func(ctx context.Context) error, s *echoS
 		return func() bool { return logs.FilterMessageSnippet("health probe failed").Len() >= k }
 	}
 	// Once a check has failed, every ping from before is in the socket.
-	eventually(t, "a failed health check", failed(1))
+	testutil.Eventually(t, "a failed health check", failed(1))
 	n.Mark(t)
-	eventually(t, "three more failed checks", failed(4))
+	testutil.Eventually(t, "three more failed checks", failed(4))
 	for _, m := range n.Mark(t) {
 		if strings.HasPrefix(m, "WATCHDOG=1") {
 			t.Fatalf("pinged while unhealthy: %q", m)

@@ -222,7 +222,10 @@ func TestTruncationFallsBackToTCP(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	srv := dnstest.New(t, dnstest.Zone{"gmail.mxd": {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}}})
 	srv.SetDelay("gmail.mxd", 200*time.Millisecond)
-	c, _ := newClient(t, srv, nil)
+	// A timeout well past the delay: on a loaded machine 1,000 goroutines
+	// and the server's 200 ms may take longer than the usual 300 ms, and
+	// then every caller gets TempFail (it flaked so).
+	c, _ := newClient(t, srv, func(o *lookup.Options) { o.Timeout = 5 * time.Second })
 	var wg sync.WaitGroup
 	var bad atomic.Int32
 	for range 1000 {

@@ -14,7 +14,8 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 )
 
-// Route is what a provider's recipients get.
+// Route is what a provider's recipients get. Any other value ("never":
+// recognised, but routed direct) routes direct.
 type Route string
 
 const (
@@ -23,7 +24,6 @@ const (
 	// IPv4WhenListed: by the ipv4 transport while only our IPv6 addresses
 	// are listed on one of Zones; never the relay.
 	IPv4WhenListed Route = "ipv4-when-listed"
-	Never          Route = "never" // recognised, but routed direct
 )
 
 // Method says how a provider was recognised.

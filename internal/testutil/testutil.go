@@ -1,6 +1,7 @@
-// Package testutil holds the small helpers the daemon and end-to-end
-// tests share: a free loopback port and a buffer a test can read while a
-// child process writes to it.
+// Package testutil holds the small helpers the tests share: a free
+// loopback port, a buffer a test can read while a child process writes to
+// it, Eventually to wait on a condition instead of sleeping, and a Clock
+// a test moves by hand.
 package testutil
 
 import (

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // counting is a key that counts the signatures asked of it.
@@ -53,11 +53,7 @@ func TestAbortSignsNothing(t *testing.T) {
 	if n, m := cr.calls.Load(), ce.calls.Load(); n != 0 || m != 0 {
 		t.Errorf("50 aborted signatures cost %d RSA and %d Ed25519 signatures, want none", n, m)
 	}
-	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > before; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after aborting, were %d: a signer was not closed", runtime.NumGoroutine(), before)
-		}
-	}
+	testutil.Eventually(t, "the goroutines back to their number before (a signer not closed?)", func() bool { return runtime.NumGoroutine() <= before })
 	s := start(t, keys)
 	sigs, err := s.Finish()
 	if err != nil || len(sigs) != 2 {

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // GenerateKey makes a new key: "rsa" (bits, at least 1024) or "ed25519".
@@ -133,37 +132,6 @@ func ReadHint(path string, err error) string {
 		who = u.Username
 	}
 	return fmt.Sprintf(" (the milter runs as %s: chown %s %s, keep mode 0600)", who, who, path)
-}
-
-// OwnerWarning says, when we run as root and the daemon's user exists
-// but could not read path, that the milter will fail to start with it; ""
-// when all is well. It is for -check-config run as root.
-func OwnerWarning(path string) string {
-	if os.Geteuid() != 0 {
-		return ""
-	}
-	u, err := user.Lookup(DaemonUser)
-	if err != nil {
-		return ""
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return ""
-	}
-	perm := fi.Mode().Perm()
-	switch {
-	case strconv.Itoa(int(st.Uid)) == u.Uid && perm&0o400 != 0:
-		return ""
-	case strconv.Itoa(int(st.Gid)) == u.Gid && perm&0o040 != 0:
-		return ""
-	case perm&0o004 != 0:
-		return ""
-	}
-	return fmt.Sprintf("dkim key %s is not readable by %s, the user the milter runs as: chown %s %s", path, DaemonUser, DaemonUser, path)
 }
 
 // NewKey is a key to generate for keygen -all.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // TestMain lets the test binary play a process of another uid (see
@@ -145,13 +146,7 @@ window = "1h"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: daemonUID, Gid: daemonUID}}
 	p := daemontest.Start(t, cmd)
 	listening := `"socket": "policy", "addr": "unix:` + name + `", "from": "systemd"`
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(p.Output(), listening) {
-		if time.Now().After(deadline) {
-			t.Fatalf("policyd does not say %s:\n%s", listening, p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 20*time.Second, "policyd saying "+listening, func() bool { return strings.Contains(p.Output(), listening) })
 
 	ask := func(uid uint32) string {
 		t.Helper()

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 )
 
@@ -142,6 +143,7 @@ type policydStub struct {
 	closeAfter bool
 	asked      atomic.Int32
 	conns      atomic.Int32
+	closed     atomic.Int32 // connections the stub closed
 }
 
 func (p *policydStub) serve(t *testing.T, network, addr string) string {
@@ -158,7 +160,7 @@ func (p *policydStub) serve(t *testing.T, network, addr string) string {
 			}
 			p.conns.Add(1)
 			go func() {
-				defer c.Close()
+				defer func() { c.Close(); p.closed.Add(1) }()
 				br := bufio.NewReader(c)
 				var req policy.Request
 				for policy.ReadRequest(br, &req, 4096) == nil {
@@ -197,7 +199,9 @@ func TestClientConnections(t *testing.T) {
 			if out := c.Count(msg("Q" + string(rune('A'+i)))); !out.Counted || out.Held != "mxdetour: x" || out.LocalUser != "root" {
 				t.Fatalf("closeAfter %v: %+v", closeAfter, out)
 			}
-			time.Sleep(10 * time.Millisecond) // let a closed connection be seen closed
+			if closeAfter { // the connection closed before the next request
+				testutil.Eventually(t, "the stub closing its connection", func() bool { return p.closed.Load() == int32(i+1) })
+			}
 		}
 		if want := map[bool]int32{false: 1, true: 5}[closeAfter]; p.conns.Load() != want || p.asked.Load() != 5 {
 			t.Errorf("closeAfter %v: %d connections for %d requests, want %d", closeAfter, p.conns.Load(), p.asked.Load(), want)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
 	"github.com/mxdetour/mxdetour/policyd/limits"
 )
@@ -142,24 +143,14 @@ func TestCountersRedisDown(t *testing.T) {
 	}
 
 	r.Restart()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Alone() && time.Now().Before(deadline) {
+	testutil.EventuallyWithin(t, 5*time.Second, "counting together again after Redis came back", func() bool {
 		a.Count(key, w, now)
-		time.Sleep(50 * time.Millisecond)
-	}
-	if a.Alone() {
-		t.Fatal("still counting alone 5 s after Redis came back")
-	}
+		return !a.Alone()
+	})
 	// The Redis that came back is empty: mx01 writes back all it counted,
 	// the 3 before the outage and the 2 during it.
 	b, _ := newCounters(t, r, "mx02")
-	deadline = time.Now().Add(5 * time.Second)
-	for b.Count(key, w, now) != 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("mx02 counts %d for carol 5 s after Redis came back, want 5 (all mx01 counted)", b.Count(key, w, now))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 5*time.Second, "mx02 counting carol's 5 (all mx01 counted)", func() bool { return b.Count(key, w, now) == 5 })
 	if _, ok := b.Take(key, 1, 6, w, now); !ok {
 		t.Error("mx02 Take 1 of 6 after mx01's 5 refused")
 	}
@@ -170,7 +161,7 @@ func TestCountersRedisDown(t *testing.T) {
 		t.Error("no 'answers again' line")
 	}
 	// The write-back logs when done (and must before the test ends).
-	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "a line for what was written back", func() bool {
 		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
 	})
 }
@@ -183,33 +174,37 @@ func TestCountersRedisLostData(t *testing.T) {
 	r := fleettest.Start(t)
 	a, logs := newCounters(t, r, "mx01")
 	b, _ := newCounters(t, r, "mx02")
-	a.Check, b.Check = 100*time.Millisecond, 100*time.Millisecond
 	now := time.Unix(1_800_000_000, 0)
+	clock := testutil.NewClock(now)
+	a.now, b.now = clock.Now, clock.Now
 	const key, w = "limit0|dave", time.Hour
 	a.Take(key, 3, 100, w, now)
 	b.Take(key, 2, 100, w, now)
 	if c := a.Count(key, w, now); c != 5 {
 		t.Fatalf("count %d, want 5", c)
 	}
-	time.Sleep(300 * time.Millisecond)
+	clock.Advance(a.Check)
 	a.Count(key, w, now) // looks: its mark is there
 	b.Count(key, w, now)
-	time.Sleep(200 * time.Millisecond)
+	repaid(t, a)
+	repaid(t, b)
 	if c := a.Count(key, w, now); c != 5 {
 		t.Fatalf("count %d with Redis intact, want 5 (nothing written twice)", c)
 	}
 	r.Stop()
 	r.Restart()
-	eventually(t, 5*time.Second, "both hosts' counts back in Redis", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "both hosts' counts back in Redis", func() bool {
+		clock.Advance(a.Check) // each host looks for its mark again (and past Retry, asks a Redis it lost)
 		a.Count(key, w, now)
 		b.Count(key, w, now)
 		return a.Count(key, w, now) == 5
 	})
-	time.Sleep(300 * time.Millisecond)
+	repaid(t, a)
+	repaid(t, b)
 	if c := b.Count(key, w, now); c != 5 {
 		t.Errorf("count %d after both wrote back, want 5", c)
 	}
-	eventually(t, 5*time.Second, "a line for what was written back", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "a line for what was written back", func() bool {
 		return logs.FilterMessageSnippet("Redis had lost it) to Redis").Len() == 1
 	})
 }
@@ -275,4 +270,14 @@ func TestCountersRedisHangs(t *testing.T) {
 	if cnt := c.Memory.Count("limit0|hal", time.Hour, now); cnt < 100 {
 		t.Errorf("counted alone: %d, want every Take counted", cnt)
 	}
+}
+
+// repaid waits until c's write-back, if one runs, is done.
+func repaid(t *testing.T, c *Counters) {
+	t.Helper()
+	testutil.Eventually(t, "the write-back done", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.repaying
+	})
 }

@@ -106,9 +106,6 @@ func New(o Options, s *learn.Store, log *zap.Logger) (*Fleet, error) {
 	return f, nil
 }
 
-// Name is this host's name in the fleet.
-func (f *Fleet) Name() string { return f.o.Name }
-
 // Connected reports whether the fleet is connected and in step (a gauge).
 func (f *Fleet) Connected() bool { return f.up.Load() }
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/fleet/fleettest"
 	"github.com/mxdetour/mxdetour/policyd/learn"
@@ -39,7 +40,7 @@ func newHost(t *testing.T, r *fleettest.Redis, name string, mutate func(*Options
 		t.Fatal(err)
 	}
 	c, _ := learn.NewClassifier(nil, nil)
-	core, logs := observer.New(zapcore.InfoLevel)
+	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())).Named(name)
 	o := Options{URL: r.URL(), Name: name, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Ping: 200 * time.Millisecond}
 	if mutate != nil {
@@ -55,7 +56,7 @@ func newHost(t *testing.T, r *fleettest.Redis, name string, mutate func(*Options
 	t.Cleanup(func() { cancel(); <-done })
 	h := &host{name: name, store: s, f: f, logs: logs,
 		l: learn.NewLearner(learn.Options{LogFile: "/nonexistent", BlockTTL: time.Hour}, c, s, log)}
-	eventually(t, 5*time.Second, name+" connected", f.Connected)
+	testutil.EventuallyWithin(t, 5*time.Second, name+" connected", f.Connected)
 	return h
 }
 
@@ -71,17 +72,6 @@ func (h *host) has(dom string) bool {
 	return ok
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A block learned on one host is applied on the other within a second,
 // naming the host that learned it; in Redis it expires with the block.
 func TestBlockShared(t *testing.T) {
@@ -89,7 +79,7 @@ func TestBlockShared(t *testing.T) {
 	a, b := newHost(t, r, "mx01", nil), newHost(t, r, "mx02", nil)
 	start := time.Now()
 	a.refuse("shared.example", "192.0.2.5")
-	eventually(t, time.Second, "mx02 applies mx01's block", func() bool { return b.has("shared.example") })
+	testutil.EventuallyWithin(t, time.Second, "mx02 applies mx01's block", func() bool { return b.has("shared.example") })
 	t.Logf("applied on mx02 %s after mx01 learned it", time.Since(start))
 	got, _ := b.store.Lookup("shared.example", nil, time.Now())
 	if got.Host != "mx01" || got.Client != netip.MustParseAddr("192.0.2.5") || got.MXHost != "mx.shared.example" {
@@ -120,7 +110,7 @@ func TestForgetFleetWide(t *testing.T) {
 	a, b := newHost(t, r, "mx01", nil), newHost(t, r, "mx02", nil)
 	a.refuse("gone.example", "192.0.2.5")
 	b.refuse("gone.example", "192.0.2.6")
-	eventually(t, time.Second, "both hosts know both blocks", func() bool {
+	testutil.EventuallyWithin(t, time.Second, "both hosts know both blocks", func() bool {
 		l, _ := a.f.Blocks(context.Background(), time.Now())
 		return len(l) == 2 && a.has("gone.example") && b.has("gone.example")
 	})
@@ -131,7 +121,7 @@ func TestForgetFleetWide(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("Forget: %d keys, %v; want 2", n, err)
 	}
-	eventually(t, time.Second, "mx01 forgets", func() bool { return !a.has("gone.example") })
+	testutil.EventuallyWithin(t, time.Second, "mx01 forgets", func() bool { return !a.has("gone.example") })
 	if l, _ := a.f.Blocks(context.Background(), time.Now()); len(l) != 0 {
 		t.Errorf("blocks left in the fleet: %+v", l)
 	}
@@ -150,25 +140,27 @@ func TestOutage(t *testing.T) {
 	r := fleettest.Start(t)
 	a, b := newHost(t, r, "mx01", nil), newHost(t, r, "mx02", nil)
 	a.refuse("before.example", "192.0.2.5")
-	eventually(t, time.Second, "mx02 knows the block", func() bool { return b.has("before.example") })
+	testutil.EventuallyWithin(t, time.Second, "mx02 knows the block", func() bool { return b.has("before.example") })
 
 	r.Stop()
-	eventually(t, 5*time.Second, "both notice", func() bool { return !a.f.Connected() && !b.f.Connected() })
+	testutil.EventuallyWithin(t, 5*time.Second, "both notice", func() bool { return !a.f.Connected() && !b.f.Connected() })
 	a.refuse("during.example", "192.0.2.5")
 	b.refuse("other.example", "192.0.2.6")
 	// (>= 1: a block in flight when Redis stopped may be counted too)
-	eventually(t, 5*time.Second, "the unshared block is counted", func() bool { return a.f.PublishFailures() >= 1 })
-	time.Sleep(1500 * time.Millisecond) // several reconnection attempts fail meanwhile
+	testutil.EventuallyWithin(t, 5*time.Second, "the unshared block is counted", func() bool { return a.f.PublishFailures() >= 1 })
+	testutil.Eventually(t, "several reconnection attempts fail", func() bool {
+		return a.logs.FilterMessageSnippet("still unreachable").Len() >= 3 && b.logs.FilterMessageSnippet("still unreachable").Len() >= 3
+	})
 	if !b.has("before.example") || !a.has("before.example") {
 		t.Error("a block was lost while Redis was down")
 	}
 
 	r.Restart()
 	back := time.Now()
-	eventually(t, 5*time.Second, "mx02 gets what mx01 learned during the outage", func() bool { return b.has("during.example") })
-	eventually(t, 5*time.Second, "mx01 gets what mx02 learned during the outage", func() bool { return a.has("other.example") })
+	testutil.EventuallyWithin(t, 5*time.Second, "mx02 gets what mx01 learned during the outage", func() bool { return b.has("during.example") })
+	testutil.EventuallyWithin(t, 5*time.Second, "mx01 gets what mx02 learned during the outage", func() bool { return a.has("other.example") })
 	t.Logf("in step %s after Redis came back", time.Since(back))
-	eventually(t, 5*time.Second, "Redis holds the blocks again", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "Redis holds the blocks again", func() bool {
 		l, _ := a.f.Blocks(context.Background(), time.Now())
 		return len(l) == 3
 	})
@@ -192,7 +184,7 @@ func TestShareOwn(t *testing.T) {
 	})
 	a.refuse("theirs.example", "192.0.2.5")
 	a.refuse("ours.example", "192.0.2.6")
-	eventually(t, time.Second, "mx02 applies the block of its address", func() bool { return b.has("ours.example") })
+	testutil.EventuallyWithin(t, time.Second, "mx02 applies the block of its address", func() bool { return b.has("ours.example") })
 	if b.has("theirs.example") {
 		t.Error("mx02 applied a block of mx01's address")
 	}
@@ -238,7 +230,7 @@ func TestSentinel(t *testing.T) {
 	viaSentinel := func(o *Options) { o.URL = s.URL() }
 	a, b := newHost(t, r, "mx01", viaSentinel), newHost(t, r, "mx02", viaSentinel)
 	a.refuse("sentinel.example", "192.0.2.5")
-	eventually(t, 2*time.Second, "mx02 applies mx01's block through the Sentinel's master", func() bool { return b.has("sentinel.example") })
+	testutil.EventuallyWithin(t, 2*time.Second, "mx02 applies mx01's block through the Sentinel's master", func() bool { return b.has("sentinel.example") })
 	if got := r.Do("EXISTS", blockKey("sentinel.example", "mx01")); got != "1" {
 		t.Errorf("the block is not on the master the Sentinel names: EXISTS = %q", got)
 	}
@@ -273,7 +265,7 @@ func TestCluster(t *testing.T) {
 	for _, d := range doms {
 		a.refuse(d, "192.0.2.5")
 	}
-	eventually(t, 3*time.Second, "mx02 applies mx01's blocks through the cluster", func() bool {
+	testutil.EventuallyWithin(t, 3*time.Second, "mx02 applies mx01's blocks through the cluster", func() bool {
 		for _, d := range doms {
 			if !b.has(d) {
 				return false

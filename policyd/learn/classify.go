@@ -127,7 +127,8 @@ var (
 	// receiverErrors look like DNSBL blocks but are the receiver's own
 	// failure: Spamhaus answers 127.255.255.x with these texts when the
 	// receiver queries through a public resolver or too often, and the
-	// receiver rejects every client (reference §6.4).
+	// receiver rejects every client (Spamhaus's DNSBL return codes,
+	// docs.spamhaus.com; the texts link to www.spamhaus.org/returnc/).
 	receiverErrors = []pattern{
 		rule("receiver-dnsbl-error", `(?i)open resolver|/returnc/|excessive number of queries|query refused|typing error in dnsbl|blocklist\.address\.is\.wrong|127\.255\.255\.25[2-5]`),
 	}
@@ -138,7 +139,8 @@ var (
 	}
 
 	// builtin are the IP-block texts of the big receivers and blocklists
-	// (reference §6.2-6.6): provider codes first, wording after.
+	// (each with its source in classify_test.go): provider codes first,
+	// wording after.
 	builtin = []pattern{
 		rule("gmail-ip-reputation", `(?i)reputation of the sending IP|unsolicited mail originating from your IP|UnsolicitedRateLimitError|UnsolicitedIPError|NotAuthorizedError|IP you're using to send mail is not authorized`),
 		rule("microsoft-S3140", `\bA?S3140\b`),

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // postfixUID is the uid the tests' Postfix runs as (Options.MailOwner).
@@ -186,7 +188,7 @@ func TestJournalLearnsOnlyFromPostfix(t *testing.T) {
 	}})
 	core, logs := observer.New(zapcore.InfoLevel)
 	_, s, _ := journalLearner(t, cmd, filepath.Join(t.TempDir(), "state.json"), zap.New(core))
-	eventually(t, "real.example is learned", func() bool { return blocked(s, "real.example") })
+	testutil.Eventually(t, "real.example is learned", func() bool { return blocked(s, "real.example") })
 	if b, _ := s.Lookup("real.example", nil, time.Now()); !b.Learned.Equal(at) {
 		t.Errorf("learned at %v, want the record's __REALTIME_TIMESTAMP %v", b.Learned, at)
 	}
@@ -226,7 +228,7 @@ func TestJournalCursorResumes(t *testing.T) {
 	}})
 	_, s, stop := journalLearner(t, cmd, state, zaptest.NewLogger(t))
 	s.SetOffset(Offset{Path: "/var/log/mail.log", Inode: 7, Pos: 99})
-	eventually(t, "the last record is read", func() bool { return s.JournalPos().Cursor == "s=1;i=2" })
+	testutil.Eventually(t, "the last record is read", func() bool { return s.JournalPos().Cursor == "s=1;i=2" })
 	stop()
 	var st stateFile
 	data, err := os.ReadFile(state)
@@ -240,7 +242,7 @@ func TestJournalCursorResumes(t *testing.T) {
 		journalLine("s=1;i=3", postfixUID, "postfix/smtp", now, refusal("AAAAA2", "two.example")),
 	}})
 	_, s2, _ := journalLearner(t, cmd2, state, zaptest.NewLogger(t))
-	eventually(t, "two.example is learned", func() bool { return blocked(s2, "two.example") })
+	testutil.Eventually(t, "two.example is learned", func() bool { return blocked(s2, "two.example") })
 	if got := starts()[0]; !slices.Contains(got, "--after-cursor=s=1;i=2") || slices.ContainsFunc(got, func(a string) bool { return strings.HasPrefix(a, "--since") }) {
 		t.Errorf("second start: journalctl %q, want --after-cursor=s=1;i=2 and no --since", got)
 	}
@@ -260,7 +262,7 @@ func TestJournalctlRestarted(t *testing.T) {
 		fakeRun{lines: []string{journalLine("c2", postfixUID, "postfix-out/lmtp", now, refusal("BBBBB2", "second.example"))}})
 	core, logs := observer.New(zapcore.InfoLevel)
 	_, s, _ := journalLearner(t, cmd, filepath.Join(t.TempDir(), "state.json"), zap.New(core))
-	eventually(t, "second.example is learned after two restarts", func() bool { return blocked(s, "second.example") })
+	testutil.Eventually(t, "second.example is learned after two restarts", func() bool { return blocked(s, "second.example") })
 	if !blocked(s, "first.example") {
 		t.Error("first.example not learned")
 	}
@@ -290,7 +292,7 @@ func TestJournalBadCursor(t *testing.T) {
 	cmd, starts := fakeJournalctl(t, fakeRun{exit: true, stderr: "Failed to seek to cursor: Invalid argument"},
 		fakeRun{lines: []string{journalLine("c9", postfixUID, "postfix/smtp", time.Now(), refusal("CCCCC1", "after.example"))}})
 	_, s, _ := journalLearner(t, cmd, state, zaptest.NewLogger(t))
-	eventually(t, "after.example is learned", func() bool { return blocked(s, "after.example") })
+	testutil.Eventually(t, "after.example is learned", func() bool { return blocked(s, "after.example") })
 	st := starts()
 	want := [][]string{{"--after-cursor=garbage"}, {"--since=@" + strconv.FormatInt(then.Unix(), 10)}}
 	for i, w := range want {
@@ -398,7 +400,7 @@ func TestFileSourceWarns(t *testing.T) {
 	appendLog(t, logFile, forged, forged, ipv4Refusal(time.Now(), "DDDDD2", "real.example"))
 	core, logs := observer.New(zapcore.InfoLevel)
 	s, _ := running(t, Options{LogFile: logFile, Source: SourceAuto, MailOwner: postfixUID}, zap.New(core))
-	eventually(t, "real.example is learned", func() bool { return blocked(s, "real.example") })
+	testutil.Eventually(t, "real.example is learned", func() bool { return blocked(s, "real.example") })
 	if blocked(s, "victim.example") {
 		t.Error("learned from a delivery result inside smtpd's line")
 	}
@@ -481,7 +483,7 @@ func TestRealJournal(t *testing.T) {
 	}
 	logAs(nobody.Uid, "forged-"+tag+".example")
 	logAs(js.uid, "real-"+tag+".example")
-	eventually(t, "the record of Postfix's user is learned", func() bool { return blocked(s, "real-"+tag+".example") })
+	testutil.Eventually(t, "the record of Postfix's user is learned", func() bool { return blocked(s, "real-"+tag+".example") })
 	if blocked(s, "forged-"+tag+".example") {
 		t.Error("learned from a record of user nobody")
 	}

@@ -306,14 +306,10 @@ func (l *Learner) requeueLater(id string, now time.Time) {
 }
 
 func (l *Learner) requeue(id string) {
-	argv := []string{PostqueueBeside(l.o.Postsuper)}
-	if argv[0] == "" {
+	argv := PostfixArgv(l.o.Postsuper, l.o.PostfixConfig, "postqueue", "-i", id)
+	if argv == nil {
 		return
 	}
-	if l.o.PostfixConfig != "" {
-		argv = append(argv, "-c", l.o.PostfixConfig)
-	}
-	argv = append(argv, "-i", id)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
@@ -323,6 +319,25 @@ func (l *Learner) requeue(id string) {
 		return
 	}
 	l.log.Info("asked Postfix to deliver a deferred message now, on its new route", zap.String("queue_id", id))
+}
+
+// PostfixArgv is the command line of Postfix's command name (postsuper or
+// postqueue) as learn.postsuper says: postsuper runs as written there (it
+// may start with sudo), postqueue from the same directory without sudo
+// (it needs no privilege); both with -c dir when dir is set, then args.
+// nil when postsuper is empty.
+func PostfixArgv(postsuper, dir, name string, args ...string) []string {
+	argv := strings.Fields(postsuper)
+	if len(argv) == 0 {
+		return nil
+	}
+	if name == "postqueue" {
+		argv = []string{PostqueueBeside(postsuper)}
+	}
+	if dir != "" {
+		argv = append(argv, "-c", dir)
+	}
+	return append(argv, args...)
 }
 
 // PostqueueBeside is the postqueue in the directory of the postsuper that

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
@@ -73,7 +74,7 @@ func running(t *testing.T, o Options, log *zap.Logger) (*Store, func()) {
 func waitQueueID(t *testing.T, s *Store, dom, id string) Block {
 	t.Helper()
 	var b Block
-	eventually(t, dom+" has seen "+id, func() bool {
+	testutil.Eventually(t, dom+" has seen "+id, func() bool {
 		var ok bool
 		b, ok = s.Lookup(dom, nil, time.Now())
 		return ok && slices.Contains(b.QueueIDs, id)
@@ -174,7 +175,7 @@ func TestOldRefusalsCounted(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, "the old refusals are counted", func() bool { return len(counted()) == 1 })
+	testutil.Eventually(t, "the old refusals are counted", func() bool { return len(counted()) == 1 })
 	for _, d := range []string{"a.example", "b.example", "c.example"} {
 		if _, ok := s.Lookup(d, nil, now); ok {
 			t.Errorf("%s learned from a line older than block_ttl", d)
@@ -182,7 +183,7 @@ func TestOldRefusalsCounted(t *testing.T) {
 	}
 	// The log ends with old lines: reported once the ticks find no more.
 	appendLog(t, logFile, ipv4Refusal(old, "CCCCC6", "d.example"), ipv4Refusal(old, "CCCCC7", "e.example"))
-	eventually(t, "a log ending with old lines is reported at a quiet tick", func() bool { return len(counted()) == 2 })
+	testutil.Eventually(t, "a log ending with old lines is reported at a quiet tick", func() bool { return len(counted()) == 2 })
 	if diff := cmp.Diff([]int{3, 2}, counted()); diff != "" {
 		t.Errorf("counts logged (-want +got):\n%s", diff)
 	}

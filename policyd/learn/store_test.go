@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 func blk(dom string, learned time.Time) Block {
@@ -43,18 +45,6 @@ func fileDomains(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return domains(st.Blocks)
-}
-
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // The README's recipe: the daemon learned c.example but has not saved it
@@ -347,7 +337,7 @@ func TestLearnerSavesPromptly(t *testing.T) {
 	fmt.Fprintf(f, "%s mx1 postfix/smtp[1]: ABCDE1: to=<u@new.example>, relay=mx.new.example[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host mx.new.example[192.0.2.1] said: 554 5.7.1 blocked using zen.spamhaus.org (in reply to RCPT TO command))\n",
 		time.Now().Format(time.RFC3339))
 	f.Close()
-	eventually(t, "the learned block is in the state file", func() bool {
+	testutil.Eventually(t, "the learned block is in the state file", func() bool {
 		st, _, err := readState(path)
 		return err == nil && len(st.Blocks) == 1 && st.Blocks[0].Domain == "new.example"
 	})
@@ -356,7 +346,7 @@ func TestLearnerSavesPromptly(t *testing.T) {
 	if !cli.Forget("new.example") || cli.Save() != nil {
 		t.Fatal("forget")
 	}
-	eventually(t, "the daemon drops the forgotten block", func() bool {
+	testutil.Eventually(t, "the daemon drops the forgotten block", func() bool {
 		_, ok := s.Lookup("new.example", nil, time.Now())
 		return !ok
 	})

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 const rcptRequest = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nqueue_id=\n" +
@@ -130,7 +132,7 @@ func TestServerPersistentAndConcurrent(t *testing.T) {
 	if n := s.Stats().Requests.Load(); n != 4000 {
 		t.Errorf("%d requests counted, want 4000", n)
 	}
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, "connection goroutines to end")
+	testutil.Eventually(t, "connection goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
 
 func TestServerMalformedAndPanic(t *testing.T) {
@@ -159,12 +161,12 @@ func TestServerMalformedAndPanic(t *testing.T) {
 }
 
 func TestServerIdleAndLimit(t *testing.T) {
-	addr, _ := start(t, Options{IdleTimeout: 100 * time.Millisecond, MaxConnections: 2})
+	addr, s := start(t, Options{IdleTimeout: 100 * time.Millisecond, MaxConnections: 2})
 	c1, _ := net.Dial("tcp", addr)
 	defer c1.Close()
 	c2, _ := net.Dial("tcp", addr)
 	defer c2.Close()
-	time.Sleep(20 * time.Millisecond)
+	testutil.Eventually(t, "two connections open", func() bool { return s.Stats().Open.Load() == 2 })
 	c3, _ := net.Dial("tcp", addr)
 	c3.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := c3.Read(make([]byte, 1)); err != io.EOF {
@@ -177,8 +179,8 @@ func TestServerIdleAndLimit(t *testing.T) {
 }
 
 func TestShutdownDrains(t *testing.T) {
-	block := make(chan struct{})
-	s := NewServer(handlerFunc(func(r *Request) string { <-block; return "DUNNO" }), Options{}, zaptest.NewLogger(t))
+	block, asked := make(chan struct{}), make(chan struct{})
+	s := NewServer(handlerFunc(func(r *Request) string { close(asked); <-block; return "DUNNO" }), Options{}, zaptest.NewLogger(t))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go s.Serve(ln)
 	idle, _ := net.Dial("tcp", ln.Addr().String())
@@ -186,10 +188,15 @@ func TestShutdownDrains(t *testing.T) {
 	c, _ := net.Dial("tcp", ln.Addr().String())
 	defer c.Close()
 	fmt.Fprint(c, "request=smtpd_access_policy\nrecipient=x@y\n\n")
-	time.Sleep(50 * time.Millisecond)
+	<-asked
 	done := make(chan error)
 	go func() { done <- s.Shutdown(context.Background()) }()
-	time.Sleep(50 * time.Millisecond)
+	// Shutdown closes the idle connection at once: then it has begun,
+	// and the request in flight is answered still.
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection after shutdown: %v", err)
+	}
 	close(block)
 	r := bufio.NewReader(c)
 	if line, _ := r.ReadString('\n'); line != "action=DUNNO\n" {
@@ -198,27 +205,11 @@ func TestShutdownDrains(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Error(err)
 	}
-	idle.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("idle connection after shutdown: %v", err)
-	}
 }
 
 type handlerFunc func(*Request) string
 
 func (f handlerFunc) Policy(_ context.Context, r *Request) string { return f(r) }
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("timed out waiting for %s", what)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func FuzzReadRequest(f *testing.F) {
 	f.Add([]byte(rcptRequest))

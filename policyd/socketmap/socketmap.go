@@ -39,9 +39,6 @@ func NotFound() Reply { return Reply{Status: "NOTFOUND"} }
 // Temp is a temporary failure: Postfix defers (451 4.3.0 at RCPT).
 func Temp(reason string) Reply { return Reply{"TEMP", reason} }
 
-// Perm is a configuration error.
-func Perm(reason string) Reply { return Reply{"PERM", reason} }
-
 // String is the reply as sent, without netstring framing.
 func (r Reply) String() string { return r.Status + " " + r.Data }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // The delivery status filter (DESIGN, third round: block-class permanent
@@ -78,7 +80,7 @@ func TestBlockDeferredNotBounced(t *testing.T) {
 	unknown := submitOne(t, w.pf, "unknown-sender@sender.e2e", "nobody@plain.e2e")
 	w.pf.waitLog(fmt.Sprintf(`%s: to=<nobody@plain\.e2e>, relay=127\.0\.0\.2\[127\.0\.0\.2\]:%d, .*dsn=5\.1\.1, status=bounced \(host 127\.0\.0\.2\[127\.0\.0\.2\] said: 550 5\.1\.1 `, unknown, dport), 20*time.Second)
 	w.pf.waitLog(unknown+`: sender non-delivery notification: `, 10*time.Second)
-	eventually(t, 20*time.Second, "the bounce at unknown-sender@sender.e2e", func() bool { return sentTo("unknown-sender@sender.e2e", w.direct, w.relay) })
+	testutil.EventuallyWithin(t, 20*time.Second, "the bounce at unknown-sender@sender.e2e", func() bool { return sentTo("unknown-sender@sender.e2e", w.direct, w.relay) })
 	t.Logf("550 user unknown: bounced, bounce delivered, %s after start", time.Since(start).Round(100*time.Millisecond))
 
 	// 1. The block: deferred, learned, requeued, at the relay.
@@ -88,10 +90,10 @@ func TestBlockDeferredNotBounced(t *testing.T) {
 	t.Logf("first attempt (%s after submission): %s", time.Since(sent).Round(100*time.Millisecond), deferred)
 	w.policyd.waitOutput("deferred, not bounced", 5*time.Second)
 	w.policyd.waitOutput("asked Postfix to deliver a deferred message now", 60*time.Second)
-	eventually(t, 60*time.Second-time.Since(sent), "victim@blocked.e2e at the relay within 60 s of submission", func() bool { return w.relay.has("victim@blocked.e2e") })
+	testutil.EventuallyWithin(t, 60*time.Second-time.Since(sent), "victim@blocked.e2e at the relay within 60 s of submission", func() bool { return w.relay.has("victim@blocked.e2e") })
 	t.Logf("at the relay %s after submission", time.Since(sent).Round(100*time.Millisecond))
 	w.pf.waitLog(fmt.Sprintf(`%s: to=<victim@blocked\.e2e>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent`, blocked, w.relay.port()), 10*time.Second)
-	eventually(t, 10*time.Second, "an empty queue", func() bool {
+	testutil.EventuallyWithin(t, 10*time.Second, "an empty queue", func() bool {
 		return strings.Contains(w.pf.cmd("postqueue", "-p"), "Mail queue is empty")
 	})
 

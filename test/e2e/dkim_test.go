@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"go.uber.org/zap"
 )
 
@@ -148,7 +149,7 @@ key_file = %q
 			t.Fatalf("%s: not accepted: %+v", c.name, res)
 		}
 	}
-	eventually(t, 30*time.Second, "three messages delivered", func() bool { return len(w.direct.Received()) == 3 })
+	testutil.EventuallyWithin(t, 30*time.Second, "three messages delivered", func() bool { return len(w.direct.Received()) == 3 })
 	for _, c := range cases {
 		var msg string
 		for _, m := range w.direct.Messages() {

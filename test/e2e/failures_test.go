@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/milter/pickup"
 )
 
@@ -63,21 +64,21 @@ interval = "0s"
 			as("nobody", fmt.Sprintf("n%d@plain.e2e", i))
 		}
 	}
-	eventually(t, 90*time.Second, "a result for each of nobody's 30 messages in the log", func() bool { return results("n") >= 30 })
+	testutil.EventuallyWithin(t, 90*time.Second, "a result for each of nobody's 30 messages in the log", func() bool { return results("n") >= 30 })
 	w.policyd.waitOutput(`failure ratio reached`, 20*time.Second)
 	as("nobody", "after@plain.e2e")
-	eventually(t, 60*time.Second, "nobody's next message in the hold queue", func() bool {
+	testutil.EventuallyWithin(t, 60*time.Second, "nobody's next message in the hold queue", func() bool {
 		return slices.Contains(w.pf.heldQueue(), "after@plain.e2e")
 	})
 
 	w.flushUntil(90*time.Second, "a result for each of daemon's 30 messages", func() bool { return results("d") >= 30 })
 	as("daemon", "d-after@plain.e2e")
-	eventually(t, 60*time.Second, "daemon's next message delivered", func() bool { return w.direct.has("d-after@plain.e2e") })
+	testutil.EventuallyWithin(t, 60*time.Second, "daemon's next message delivered", func() bool { return w.direct.has("d-after@plain.e2e") })
 	if held := w.pf.heldQueue(); len(held) != 1 {
 		t.Errorf("held: %v, want nobody's after@plain.e2e alone", held)
 	}
 
-	eventually(t, 20*time.Second, "the compromise alert at the webhook", func() bool { return len(h.kind("compromise")) >= 1 })
+	testutil.EventuallyWithin(t, 20*time.Second, "the compromise alert at the webhook", func() bool { return len(h.kind("compromise")) >= 1 })
 	ev := h.kind("compromise")
 	f := ev[0].Fields
 	if len(ev) != 1 || f["key"] != "local_user:nobody" || f["failed"] != "24" || f["count"] != "30" ||

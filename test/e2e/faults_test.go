@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 func runCmd(name string, args ...string) (string, error) {
@@ -26,7 +27,7 @@ func TestFaultPolicydDownPolicyWiring(t *testing.T) {
 			t.Fatalf("%s not accepted with policyd down: %+v", rc, res)
 		}
 	}
-	eventually(t, 30*time.Second, "both delivered direct", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "both delivered direct", func() bool {
 		return w.direct.has("p1@gmail.e2e") && w.direct.has("p2@plain.e2e")
 	})
 }
@@ -57,7 +58,7 @@ func TestFaultPolicydDownSocketmapWiring(t *testing.T) {
 	}
 	// As systemd would, start it again; the next queue run routes the mail.
 	w.policyd.start()
-	eventually(t, 60*time.Second, "both at the relay", func() bool {
+	testutil.EventuallyWithin(t, 60*time.Second, "both at the relay", func() bool {
 		return w.relay.has("queued@gmail.e2e") && w.relay.has("new@gmail.e2e")
 	})
 	if n := len(w.relay.Received()) + len(w.direct.Received()); n != 2 {
@@ -74,7 +75,7 @@ func TestFaultMilterDown(t *testing.T) {
 	if !res.accepted() {
 		t.Fatalf("not accepted with the milter down: %+v", res)
 	}
-	eventually(t, 30*time.Second, "delivered unsigned", func() bool { return w.direct.has("m1@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "delivered unsigned", func() bool { return w.direct.has("m1@plain.e2e") })
 	if sigs := dkimTags(w.direct.Messages()[0].Data); len(sigs) != 0 {
 		t.Errorf("message signed although the milter was down: %v", sigs)
 	}
@@ -100,13 +101,13 @@ func TestFaultDNSHangs(t *testing.T) {
 			t.Logf("submission took %v with DNS hung", time.Since(start))
 			w.policyd.waitOutput("deadline", 5*time.Second)
 			if wiring == "policy" {
-				eventually(t, 30*time.Second, "delivered direct", func() bool { return w.direct.has("h1@hang.e2e") })
+				testutil.EventuallyWithin(t, 30*time.Second, "delivered direct", func() bool { return w.direct.has("h1@hang.e2e") })
 				return
 			}
 			w.pf.waitLog(`to=<h1@hang\.e2e>.*status=deferred.*address resolver failure`, 30*time.Second)
 			w.policyd.waitOutput(`"route": "TEMP"`, 5*time.Second)
 			w.dns.SetFault("hang.e2e", dnstest.NoFault)
-			eventually(t, 60*time.Second, "delivered to the relay once DNS answers", func() bool { return w.relay.has("h1@hang.e2e") })
+			testutil.EventuallyWithin(t, 60*time.Second, "delivered to the relay once DNS answers", func() bool { return w.relay.has("h1@hang.e2e") })
 			if w.direct.has("h1@hang.e2e") {
 				t.Error("delivered direct while DNS hung")
 			}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // writeCountryDB writes a MaxMind-format country database placing the
@@ -59,7 +61,7 @@ mmdb_file = %q
 	if !res.accepted() {
 		t.Errorf("client from an allowed country refused: %+v", res)
 	}
-	eventually(t, 30*time.Second, "two messages delivered", func() bool { return len(w.direct.Received()) == 2 })
+	testutil.EventuallyWithin(t, 30*time.Second, "two messages delivered", func() bool { return len(w.direct.Received()) == 2 })
 	if w.direct.has("g1@plain.e2e") {
 		t.Error("mail from the blocked country was delivered")
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // Issue 29: the [[milter.geo.rules]] table on a real Postfix, clients
@@ -33,7 +34,7 @@ mmdb_file = %q
 dns_zone = "origin.asn.e2e"
 %s`, db, rules))
 		reloads++
-		eventually(t, 10*time.Second, "the milter reloaded", func() bool {
+		testutil.EventuallyWithin(t, 10*time.Second, "the milter reloaded", func() bool {
 			return strings.Count(w.milter.output(), "new keys and country data in use") == reloads
 		})
 	}
@@ -49,7 +50,7 @@ action = "log"
 	if !res.accepted() {
 		t.Errorf("log-only: a client from RU refused: %+v", res)
 	}
-	eventually(t, 30*time.Second, "the log-only message delivered", func() bool { return w.direct.has("l1@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "the log-only message delivered", func() bool { return w.direct.has("l1@plain.e2e") })
 	if line := lineWith(w.milter.output(), "would refuse"); !strings.Contains(line, "milter.geo.rules[1]") || !strings.Contains(line, "country RU") ||
 		!strings.Contains(line, "203.0.113.9") {
 		t.Errorf("log-only line %q, want the rule (milter.geo.rules[1]), what matched (country RU) and the client", line)
@@ -80,14 +81,14 @@ countries = ["*"]
 			t.Errorf("%s: MAIL FROM got %q, want %q", c.client, res.Mail, c.want)
 		}
 	}
-	eventually(t, 30*time.Second, "the two admitted messages delivered", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the two admitted messages delivered", func() bool {
 		return w.direct.has("a2@plain.e2e") && w.direct.has("a3@plain.e2e")
 	})
 	if w.direct.has("a1@plain.e2e") || w.direct.has("a4@plain.e2e") {
 		t.Error("refused mail was delivered")
 	}
 	// The milter's output reaches the test through a pipe: wait for it.
-	eventually(t, 10*time.Second, "the refusal logged with its rule", func() bool {
+	testutil.EventuallyWithin(t, 10*time.Second, "the refusal logged with its rule", func() bool {
 		line := lineWith(w.milter.output(), "AS 64496")
 		return strings.Contains(line, "rejected by a country rule") && strings.Contains(line, "milter.geo.rules[0]")
 	})

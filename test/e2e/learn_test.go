@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // flushUntil retries deferred mail until cond holds: Postfix's own retry
@@ -11,7 +13,7 @@ import (
 func (w *world) flushUntil(within time.Duration, what string, cond func() bool) {
 	w.t.Helper()
 	last := time.Now()
-	eventually(w.t, within, what, func() bool {
+	testutil.EventuallyWithin(w.t, within, what, func() bool {
 		if cond() {
 			return true
 		}
@@ -95,7 +97,7 @@ func TestRequeueAfterBlock(t *testing.T) {
 	w.pf.waitLog(`to=<later@blocked.e2e>.*status=SOFTBOUNCE`, 30*time.Second)
 	learned := time.Now()
 	w.policyd.waitOutput("asked Postfix to deliver a deferred message now", 60*time.Second)
-	eventually(t, 20*time.Second, "the deferred message at the relay, without a flush", func() bool { return w.relay.has("later@blocked.e2e") })
+	testutil.EventuallyWithin(t, 20*time.Second, "the deferred message at the relay, without a flush", func() bool { return w.relay.has("later@blocked.e2e") })
 	t.Logf("at the relay %s after the block was learned", time.Since(learned).Round(time.Second))
 	if w.direct.has("later@blocked.e2e") {
 		t.Error("the refusing destination accepted the message after all")

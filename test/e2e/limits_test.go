@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/alert"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // hook is a webhook on loopback that keeps the alerts it is sent.
@@ -116,14 +117,14 @@ interval = "0s"
 	// alice: 2 + 1 recipients, within her 3 (each counted once).
 	submit("alice", "a1@plain.e2e", "a2@gmail.e2e")
 	submit("alice", "a3@plain.e2e")
-	eventually(t, 30*time.Second, "alice's first three recipients delivered", func() bool { return delivered("a1@plain.e2e", "a2@gmail.e2e", "a3@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "alice's first three recipients delivered", func() bool { return delivered("a1@plain.e2e", "a2@gmail.e2e", "a3@plain.e2e") })
 	// Past the limit: held.
 	submit("alice", "a4@plain.e2e")
 	submit("alice", "a5@gmail.e2e", "a6@plain.e2e")
 	// bob has a window of his own.
 	submit("bob", "b1@plain.e2e", "b2@plain.e2e", "b3@gmail.e2e")
-	eventually(t, 30*time.Second, "bob's mail delivered", func() bool { return delivered("b1@plain.e2e", "b2@plain.e2e", "b3@gmail.e2e") })
-	eventually(t, 30*time.Second, "alice's next two messages in the hold queue", func() bool { return len(w.pf.heldQueue()) == 3 })
+	testutil.EventuallyWithin(t, 30*time.Second, "bob's mail delivered", func() bool { return delivered("b1@plain.e2e", "b2@plain.e2e", "b3@gmail.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "alice's next two messages in the hold queue", func() bool { return len(w.pf.heldQueue()) == 3 })
 	// bob's later mail is through, and the hold queue is never delivered:
 	// alice's are not at the sinks, nor ever will be until released.
 	for _, r := range []string{"a4@plain.e2e", "a5@gmail.e2e", "a6@plain.e2e"} {
@@ -144,7 +145,7 @@ interval = "0s"
 	w.pf.waitLog(`hold: RCPT from .*<a4@plain\.e2e>: Recipient address mxdetour: sasl_username limit exceeded \(4/3 in 1h\)`, 10*time.Second)
 
 	// One alert, naming the account, the count, destinations and clients.
-	eventually(t, 20*time.Second, "the limit alert at the webhook", func() bool { return len(h.kind("limit")) > 0 })
+	testutil.EventuallyWithin(t, 20*time.Second, "the limit alert at the webhook", func() bool { return len(h.kind("limit")) > 0 })
 	ev := h.kind("limit")
 	f := ev[0].Fields
 	if len(ev) != 1 || f["key"] != "sasl_username:alice" || f["count"] != "4" || f["max"] != "3" ||
@@ -161,7 +162,7 @@ interval = "0s"
 			} `json:"messages"`
 		} `json:"keys"`
 	}
-	eventually(t, 20*time.Second, "holds -json listing alice's two messages", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "holds -json listing alice's two messages", func() bool {
 		out, err := runCmd(binPolicyd, "holds", "-config", w.cfgPath, "-json")
 		if err != nil || json.Unmarshal([]byte(out), &listed) != nil {
 			t.Logf("holds: %v\n%s", err, out)
@@ -184,7 +185,7 @@ interval = "0s"
 	})
 	w.policyd.waitOutput("limits reset", 10*time.Second)
 	submit("alice", "a7@plain.e2e")
-	eventually(t, 30*time.Second, "alice's mail after the release delivered", func() bool { return delivered("a7@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "alice's mail after the release delivered", func() bool { return delivered("a7@plain.e2e") })
 	if held := w.pf.heldQueue(); len(held) != 0 {
 		t.Errorf("still held: %v", held)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // Issue #12: the built-in provider "default" sends every destination no
@@ -164,9 +165,9 @@ check_interval = %q
 	if res := send(t, w.pf.addr(), submission{From: "sender@sender.e2e", To: []string{"carol@plain.e2e"}}); !res.accepted() {
 		t.Fatalf("not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "carol at the ipv4 sink", func() bool { return v4.has("carol@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "carol at the ipv4 sink", func() bool { return v4.has("carol@plain.e2e") })
 	w.pf.waitLog(`postfix/smtp-ipv4/smtp\[\d+\]: \w+: to=<carol@plain\.e2e>.*status=sent`, 10*time.Second)
-	eventually(t, 30*time.Second, "the listing alert at a sink", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the listing alert at a sink", func() bool {
 		msg, _ := alertTo("postmaster@alerts.e2e", []string{selfIPv6, "is listed on zen.spamhaus.org"}, v4, w.direct, w.relay)
 		return msg != ""
 	})
@@ -175,7 +176,7 @@ check_interval = %q
 	// interval, so the next check sees it, whatever the listing's TTL.
 	w.dns.Delete(listed)
 	delisted := time.Now()
-	eventually(t, 3*interval, "socketmap answering direct after the delisting", func() bool {
+	testutil.EventuallyWithin(t, 3*interval, "socketmap answering direct after the delisting", func() bool {
 		return w.transportOf("dave@plain.e2e") == ""
 	})
 	took := time.Since(delisted)
@@ -188,8 +189,8 @@ check_interval = %q
 	if res := send(t, w.pf.addr(), submission{From: "sender@sender.e2e", To: []string{"dave@plain.e2e"}}); !res.accepted() {
 		t.Fatalf("not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "dave at the direct sink", func() bool { return w.direct.has("dave@plain.e2e") })
-	eventually(t, 30*time.Second, "the delisting alert at a sink", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "dave at the direct sink", func() bool { return w.direct.has("dave@plain.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "the delisting alert at a sink", func() bool {
 		msg, _ := alertTo("postmaster@alerts.e2e", []string{selfIPv6, "no longer listed on zen.spamhaus.org"}, v4, w.direct, w.relay)
 		return msg != ""
 	})
@@ -249,19 +250,19 @@ ipv6 = [%q]
 	w.pf.waitLog(`to=<first@v6\.e2e>.*status=deferred.*IPv6 sending guidelines`, 30*time.Second)
 
 	// Learned: the next recipient there goes by the ipv4 transport at once.
-	eventually(t, 15*time.Second, "socketmap answering the ipv4 transport for v6.e2e", func() bool {
+	testutil.EventuallyWithin(t, 15*time.Second, "socketmap answering the ipv4 transport for v6.e2e", func() bool {
 		return w.transportOf("second@v6.e2e") == ipv4TP
 	})
 	t.Logf("v6.e2e routed over IPv4 %v after the submission", time.Since(start).Round(time.Millisecond))
 	if res := send(t, w.pf.addr(), submission{From: "sender@sender.e2e", To: []string{"second@v6.e2e"}}); !res.accepted() {
 		t.Fatalf("not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "second@v6.e2e at the ipv4 sink", func() bool { return v4.has("second@v6.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "second@v6.e2e at the ipv4 sink", func() bool { return v4.has("second@v6.e2e") })
 
 	// The postmaster's alert, sent through sendmail, delivered by Postfix.
 	var msg string
 	var at *sink
-	eventually(t, 30*time.Second, "the block alert at a sink", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the block alert at a sink", func() bool {
 		msg, at = alertTo("postmaster@alerts.e2e", []string{"v6.e2e"}, w.direct, v4, w.relay)
 		return msg != ""
 	})

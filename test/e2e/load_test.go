@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // The steady load of the fault matrix: one message every interval, each to
@@ -216,7 +217,7 @@ func (l *load) submitted() int {
 func (l *load) waitMore(n int) {
 	l.t.Helper()
 	target := l.submitted() + n
-	eventually(l.t, time.Duration(n)*loadInterval*3+10*time.Second, fmt.Sprintf("%d messages submitted", target), func() bool {
+	testutil.EventuallyWithin(l.t, time.Duration(n)*loadInterval*3+10*time.Second, fmt.Sprintf("%d messages submitted", target), func() bool {
 		return l.submitted() >= target
 	})
 }

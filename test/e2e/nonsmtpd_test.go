@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // Mail that Postfix's cleanup submits itself (sendmail, pickup) runs
@@ -31,7 +33,7 @@ func TestNonSMTPDReservedRecipient(t *testing.T) {
 			for _, rcpt := range []string{"user@example.org", "root"} {
 				sendmail(t, w.pf, "sender@sender.e2e", rcpt)
 			}
-			eventually(t, 15*time.Second, "the maildrop emptied by pickup", func() bool {
+			testutil.EventuallyWithin(t, 15*time.Second, "the maildrop emptied by pickup", func() bool {
 				ents, err := os.ReadDir(maildrop)
 				return err == nil && len(ents) == 0
 			})
@@ -65,7 +67,7 @@ func TestNonSMTPDReservedRecipient(t *testing.T) {
 			if !res.accepted() {
 				t.Fatalf("smtpd message not accepted for the other recipient: %+v", res)
 			}
-			eventually(t, 30*time.Second, "carol delivered", func() bool { return w.direct.has("carol@plain.e2e") })
+			testutil.EventuallyWithin(t, 30*time.Second, "carol delivered", func() bool { return w.direct.has("carol@plain.e2e") })
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/milter/pickup"
 )
 
@@ -78,8 +79,8 @@ interval = "0s"
 		}
 		return k
 	}
-	eventually(t, 60*time.Second, "nobody's 20 messages past the limit in the hold queue", func() bool { return len(w.pf.heldQueue()) == n-10 })
-	eventually(t, 60*time.Second, "nobody's first 10 delivered", func() bool { return delivered(nobody...) == 10 })
+	testutil.EventuallyWithin(t, 60*time.Second, "nobody's 20 messages past the limit in the hold queue", func() bool { return len(w.pf.heldQueue()) == n-10 })
+	testutil.EventuallyWithin(t, 60*time.Second, "nobody's first 10 delivered", func() bool { return delivered(nobody...) == 10 })
 
 	// root is another account: its mail goes, counted under its own key.
 	as("root", "r1@plain.e2e")
@@ -90,10 +91,10 @@ interval = "0s"
 			t.Fatalf("alice's message %d not accepted: %+v", i, res)
 		}
 	}
-	eventually(t, 30*time.Second, "root's and alice's first three delivered", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "root's and alice's first three delivered", func() bool {
 		return delivered("r1@plain.e2e", "a0@plain.e2e", "a1@plain.e2e", "a2@plain.e2e") == 4
 	})
-	eventually(t, 30*time.Second, "alice's 4th held too", func() bool { return len(w.pf.heldQueue()) == n-10+1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "alice's 4th held too", func() bool { return len(w.pf.heldQueue()) == n-10+1 })
 	if delivered(nobody...) != 10 || delivered("a3@plain.e2e") != 0 {
 		t.Errorf("held mail delivered: nobody %d, alice's 4th %d", delivered(nobody...), delivered("a3@plain.e2e"))
 	}
@@ -108,7 +109,7 @@ interval = "0s"
 	w.milter.waitOutput(`"local_user": "nobody"`, 10*time.Second)
 
 	// One alert for nobody, with the count and the destination.
-	eventually(t, 20*time.Second, "the limit alerts at the webhook", func() bool { return len(h.kind("limit")) >= 2 })
+	testutil.EventuallyWithin(t, 20*time.Second, "the limit alerts at the webhook", func() bool { return len(h.kind("limit")) >= 2 })
 	var mine []map[string]string
 	for _, e := range h.kind("limit") {
 		if e.Fields["key"] == "local_user:nobody" {
@@ -128,7 +129,7 @@ interval = "0s"
 			} `json:"messages"`
 		} `json:"keys"`
 	}
-	eventually(t, 20*time.Second, "holds -json listing nobody's 20 and alice's 1", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "holds -json listing nobody's 20 and alice's 1", func() bool {
 		out, err := runCmd(binPolicyd, "holds", "-config", w.cfgPath, "-json")
 		if err != nil || json.Unmarshal([]byte(out), &listed) != nil {
 			t.Logf("holds: %v\n%s", err, out)
@@ -185,7 +186,7 @@ interval = "0s"
 	// The window is reset: nobody's next message goes.
 	w.policyd.waitOutput("limits reset", 10*time.Second)
 	as("nobody", "n-after@plain.e2e")
-	eventually(t, 30*time.Second, "nobody's mail after the release delivered", func() bool { return delivered("n-after@plain.e2e") == 1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "nobody's mail after the release delivered", func() bool { return delivered("n-after@plain.e2e") == 1 })
 }
 
 // localSubmitter returns a function that submits a message with p's

@@ -18,7 +18,7 @@ import (
 
 // postfix is a throwaway Postfix instance: private config and queue
 // directories, listening on loopback only, logging to a file (there is no
-// syslog here). The recipe is ../shared/reference/postfix.md section 4.
+// syslog here: maillog_file, Postfix ≥ 3.4).
 type postfix struct {
 	t       *testing.T
 	dir     string
@@ -211,23 +211,11 @@ func (p *postfix) waitLog(re string, within time.Duration) string {
 	p.t.Helper()
 	rx := regexp.MustCompile(re)
 	var m string
-	eventually(p.t, within, "maillog matching "+re, func() bool {
+	testutil.EventuallyWithin(p.t, within, "maillog matching "+re, func() bool {
 		m = rx.FindString(p.log())
 		return m != ""
 	})
 	return m
-}
-
-// eventually polls cond until it holds or within has passed.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func run(t *testing.T, name string, args ...string) {

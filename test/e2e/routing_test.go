@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // Scenario 1: Google- and Microsoft-hosted recipients go to the relay, the
@@ -18,7 +20,7 @@ func TestRoutingSocketmapSplitsPerRecipient(t *testing.T) {
 	if !res.accepted() {
 		t.Fatalf("message not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "all four recipients delivered", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "all four recipients delivered", func() bool {
 		return len(w.relay.Received())+len(w.direct.Received()) == 4
 	})
 	relayed := w.relay.Received()
@@ -41,7 +43,7 @@ func TestRoutingPolicyFilter(t *testing.T) {
 			t.Fatalf("message to %s not accepted: %+v", rc, res)
 		}
 	}
-	eventually(t, 30*time.Second, "three messages delivered", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "three messages delivered", func() bool {
 		return len(w.relay.Received())+len(w.direct.Received()) == 3
 	})
 	relayed := w.relay.Received()
@@ -57,7 +59,7 @@ func TestRoutingPolicyFilter(t *testing.T) {
 	if !res.accepted() {
 		t.Fatalf("mixed message not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "mixed message at the relay", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "mixed message at the relay", func() bool {
 		return w.relay.has("erin@plain.e2e") && w.relay.has("frank@gmail.e2e")
 	})
 }
@@ -77,7 +79,7 @@ func TestReservedRecipientRejected(t *testing.T) {
 			if !res.accepted() {
 				t.Fatalf("message not accepted for the other recipient: %+v", res)
 			}
-			eventually(t, 30*time.Second, "carol delivered", func() bool { return w.direct.has("carol@plain.e2e") })
+			testutil.EventuallyWithin(t, 30*time.Second, "carol delivered", func() bool { return w.direct.has("carol@plain.e2e") })
 			for _, s := range []*sink{w.direct, w.relay} {
 				if s.has("nobody@Example.COM") {
 					t.Errorf("%s sink received the reserved recipient", s.name)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // s3150Reply is Microsoft's refusal of our network (policyd/learn's
@@ -54,7 +55,7 @@ func TestProviderWideBlock(t *testing.T) {
 
 	var out string
 	var err error
-	eventually(t, 10*time.Second, "`blocks` showing tenanta.e2e's block as provider-wide", func() bool { // saved within a second
+	testutil.EventuallyWithin(t, 10*time.Second, "`blocks` showing tenanta.e2e's block as provider-wide", func() bool { // saved within a second
 		out, err = runCmd(binPolicyd, "blocks", "-config", w.cfgPath)
 		return err == nil && strings.Contains(out, "tenanta.e2e") && strings.Contains(out, "scope=provider-wide (every destination of microsoft)")
 	})

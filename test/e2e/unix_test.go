@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // spool is where the shipped unix drop-ins put the sockets; the test maps
@@ -120,7 +121,7 @@ window = "1h"
 	if !res.accepted() {
 		t.Fatalf("first message not accepted: %+v", res)
 	}
-	eventually(t, 30*time.Second, "u1@gmail.e2e at the relay", func() bool { return w.relay.has("u1@gmail.e2e") })
+	testutil.EventuallyWithin(t, 30*time.Second, "u1@gmail.e2e at the relay", func() bool { return w.relay.has("u1@gmail.e2e") })
 	msg := w.relay.Messages()[0].Data
 	if sigs := dkimTags(msg); len(sigs) != 1 || sigs[0]["a"] != "ed25519-sha256" {
 		t.Errorf("signatures over the unix milter socket: %v, want one ed25519-sha256", sigs)
@@ -131,7 +132,7 @@ window = "1h"
 	if !res.accepted() {
 		t.Fatalf("second message not accepted (HOLD accepts it): %+v", res)
 	}
-	eventually(t, 30*time.Second, "alice's second message in the hold queue", func() bool { return len(w.pf.heldQueue()) == 1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "alice's second message in the hold queue", func() bool { return len(w.pf.heldQueue()) == 1 })
 	for _, d := range []*daemonProc{w.policyd, w.milter} {
 		if out := d.output(); strings.Contains(out, "not the configured one") || !strings.Contains(out, "systemd") {
 			t.Errorf("%s does not serve the passed sockets as configured:\n%s", filepath.Base(d.bin), out)

@@ -283,7 +283,7 @@ func (d *daemonProc) start() {
 	// Generous: the fault matrix starts 13 Postfix instances and their
 	// daemons at once on two cores.
 	for _, p := range d.ports {
-		eventually(d.t, 30*time.Second, fmt.Sprintf("%s listening on %d", filepath.Base(d.bin), p), func() bool {
+		testutil.EventuallyWithin(d.t, 30*time.Second, fmt.Sprintf("%s listening on %d", filepath.Base(d.bin), p), func() bool {
 			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err == nil {
 				c.Close()
@@ -338,7 +338,7 @@ func (d *daemonProc) output() string {
 
 func (d *daemonProc) waitOutput(substr string, within time.Duration) {
 	d.t.Helper()
-	eventually(d.t, within, fmt.Sprintf("%q in %s output", substr, filepath.Base(d.bin)), func() bool {
+	testutil.EventuallyWithin(d.t, within, fmt.Sprintf("%q in %s output", substr, filepath.Base(d.bin)), func() bool {
 		return strings.Contains(d.output(), substr)
 	})
 }

@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 var policydBin, milterBin string
@@ -115,7 +117,7 @@ func start(t *testing.T, bin, cfg, metrics string, addrs ...string) *daemon {
 			t.Logf("%s output (last %d bytes):\n%s", filepath.Base(bin), tailSize, d.out.String())
 		}
 	})
-	eventually(t, 10*time.Second, "daemon listening", func() bool {
+	testutil.EventuallyWithin(t, 10*time.Second, "daemon listening", func() bool {
 		for _, a := range append(addrs, metrics) {
 			c, err := net.Dial("tcp", a)
 			if err != nil {
@@ -189,12 +191,15 @@ func (d *daemon) goroutines(t *testing.T) int {
 func (d *daemon) baseline(t *testing.T) (goroutines int, rss int64) {
 	t.Helper()
 	prev := -1
-	eventually(t, settle, "goroutines steady after warm-up", func() bool {
+	// poll, not testutil.Eventually: "steady" means equal 100 ms apart.
+	if !poll(settle, func() bool {
 		n := d.goroutines(t)
 		ok := n == prev
 		prev = n
 		return ok
-	})
+	}) {
+		t.Fatalf("timed out after %v waiting for goroutines steady after warm-up", settle)
+	}
 	return prev, d.rss(t)
 }
 
@@ -368,14 +373,6 @@ func randomBytes(r *rand.Rand, n int) []byte {
 
 // cut returns a strict prefix of p (a request cut short).
 func cut(r *rand.Rand, p []byte) []byte { return p[:r.IntN(len(p))] }
-
-// eventually fails the test unless cond becomes true within d.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(d, cond) {
-		t.Fatalf("timed out after %v waiting for %s", d, what)
-	}
-}
 
 // poll calls cond until it is true or d has passed.
 func poll(d time.Duration, cond func() bool) bool {
