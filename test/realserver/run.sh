@@ -400,6 +400,14 @@ key = "sasl_username"
 max = 3
 window = "1h"
 exempt = ["sender:alice@sender-c.zz", "local_user:root"]
+
+# Issue "catch the abused web script": mail from the sendmail command,
+# counted by the local account that ran it (root's is the suite's own).
+[[limits]]
+key = "local_user"
+max = 20
+window = "1h"
+exempt = ["local_user:root"]
 TOML
 check "config: mxdetour-policyd -check-config" inside mxdetour-policyd -check-config
 # README step 3: start the daemons.
@@ -741,6 +749,62 @@ printf '%s\n' "$out" | has 'dsn=5\.1\.1, status=bounced' && pass "block: a 550 5
 	fail "block: a 550 5.1.1 user unknown still bounces" "$out"
 ndn_e() { grep -l 'rs-unknown-e@rs.zz' "$ROOT"/var/lib/rs-sink/direct/*.eml >/dev/null 2>&1; }
 wait_for 10 ndn_e && pass "block: its sender got the bounce" || fail "block: its sender got the bounce" "$(jsince "$T" | grep -F 'non-delivery' | tail -4)"
+phase_end
+
+# ---------------------------------------------------------------- the abused web script
+# Issue "catch the abused web script": a local account (a customer's PHP
+# mail(), which runs the sendmail command) sends 50 messages against a
+# limit of 20 an hour: 20 leave, 30 are on hold in Postfix's own hold
+# queue, policyd names the account, and `holds release` delivers the 30.
+# A second local account is not affected.
+phase_start "the abused web script"
+T=$(now)
+inside useradd -M -N -s /usr/sbin/nologin webapp || fail "web script: useradd webapp"
+inside useradd -M -N -s /usr/sbin/nologin webapp2 || fail "web script: useradd webapp2"
+for i in $(seq 1 50); do
+	printf 'Subject: rs-web-%s\n\nfrom a web script\n' "$i" | inside runuser -u webapp -- /usr/sbin/sendmail "web$i@plain-b.zz"
+done
+for i in 1 2; do
+	printf 'Subject: rs-web2-%s\n\nfrom another account\n' "$i" | inside runuser -u webapp2 -- /usr/sbin/sendmail "other$i@plain-b.zz"
+done
+# web_sent PREFIX: how many messages with Subject PREFIX-N reached the direct sink
+web_sent() { grep -lP "^Subject: $1-\\d+\r?\$" "$ROOT"/var/lib/rs-sink/direct/*.eml 2>/dev/null | wc -l; }
+# web_held: how many of webapp's messages are in the hold queue
+web_held() {
+	inside postqueue -j | python3 -c 'import json, sys
+print(sum(1 for l in sys.stdin if l.strip() and json.loads(l)["queue_name"] == "hold"
+          and any(r["address"].startswith("web") for r in json.loads(l)["recipients"])))'
+}
+settled() { [ "$(web_sent rs-web)" -ge 20 ] && [ "$(web_held)" -ge 30 ] && [ "$(web_sent rs-web2)" -ge 2 ]; }
+wait_for 90 settled
+sleep 2 # anything more that was going to leave has left
+nsent=$(web_sent rs-web) nheld=$(web_held) nother=$(web_sent rs-web2)
+[ "$nsent" = 20 ] && [ "$nheld" = 30 ] &&
+	pass "web script: 50 messages from webapp's sendmail against 20/h: 20 delivered, 30 on hold (postqueue)" ||
+	fail "web script: 50 messages from webapp's sendmail against 20/h: 20 delivered, 30 on hold (postqueue)" \
+		"delivered $nsent, held $nheld" "$(jsince "$T" | grep -E 'mxdetour|hold|milter' | grep -v decision | tail -12)"
+[ "$nother" = 2 ] && pass "web script: webapp2's 2 messages delivered, not held" ||
+	fail "web script: webapp2's 2 messages delivered, not held" "delivered $nother"
+out=$(jsince "$T" -u mxdetour-policyd -o cat | grep -F 'alert:' | grep -F 'webapp')
+n=$(printf '%s\n' "$out" | grep -c .)
+[ "$n" = 1 ] && printf '%s\n' "$out" | has -F 'local_user' &&
+	pass "web script: one alert naming local_user webapp" || fail "web script: one alert naming local_user webapp" "$n alert lines:" "$out"
+out=$(inside mxdetour-policyd holds 2>&1)
+printf '%s\n' "$out" | has 'webapp' && ! printf '%s\n' "$out" | has 'webapp2' &&
+	pass "web script: mxdetour-policyd holds lists webapp (not webapp2)" || fail "web script: mxdetour-policyd holds lists webapp (not webapp2)" "$out"
+out=$(inside mxdetour-policyd holds counts local_user=webapp 2>&1)
+printf '%s\n' "$out" | has -E '\b(2[1-9]|[3-9][0-9])/20\b' &&
+	pass "web script: holds counts local_user=webapp shows the count past 20" || fail "web script: holds counts local_user=webapp shows the count past 20" "$out"
+if out=$(inside mxdetour-policyd holds release local_user:webapp 2>&1); then
+	released() { [ "$(web_sent rs-web)" -ge 50 ]; }
+	if wait_for 90 released && [ "$(web_held)" = 0 ]; then
+		pass "web script: holds release local_user:webapp delivered the 30"
+	else
+		fail "web script: holds release local_user:webapp delivered the 30" "delivered $(web_sent rs-web) of 50, held $(web_held)" "$out"
+	fi
+else
+	fail "web script: holds release local_user:webapp" "$out"
+fi
 phase_end
 
 # ---------------------------------------------------------------- DNS down: local mail
