@@ -8,6 +8,7 @@
 //	mxdetour-milter keygen -all [-domains FILE] [-dir DIR] [-config FILE]
 //	mxdetour-milter doctor [-config FILE] [-json]
 //	mxdetour-milter import-opendkim /etc/opendkim.conf
+//	mxdetour-milter explain -from ADDR [-auth USER] [-client IP|local] [-to ADDR]
 //	mxdetour-milter -check-config [-config FILE] | -version
 //
 // Under systemd it takes its socket by FileDescriptorName= "milter"
@@ -58,6 +59,8 @@ const usage = `usage:
   mxdetour-milter keygen -all [-domains FILE] [-dir DIR]   keys for every domain of Postfix without one
   mxdetour-milter doctor [-config FILE] [-json]   check DNS: keys, SPF, DMARC, reverse DNS (exit 0/1/2)
   mxdetour-milter import-opendkim FILE            print mxdetour.toml sections for an opendkim.conf
+  mxdetour-milter explain -from ADDR [-auth USER] [-client IP|local] [-to ADDR] [-config FILE]
+                                                  what the milter would do with such a message, and why
 `
 
 func main() {
@@ -73,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return doctor(args[1:], stdout, stderr)
 		case "import-opendkim":
 			return importOpenDKIM(args[1:], stdout, stderr)
+		case "explain":
+			return explain(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-milter", flag.ContinueOnError)

@@ -82,6 +82,13 @@ func ReadRotation(overlap time.Duration, path string) (*Rotation, error) {
 	return r, r.load()
 }
 
+// ReadOnlyRotation is a rotation that has seen no record, and keeps
+// nothing: what a milter without a state file starts with.
+func ReadOnlyRotation(overlap time.Duration) *Rotation {
+	return &Rotation{overlap: overlap, readOnly: true, log: zap.NewNop(), now: time.Now,
+		seen: map[string]time.Time{}, said: map[string]string{}}
+}
+
 // Overlap is how long old keys sign beside a new one.
 func (r *Rotation) Overlap() time.Duration { return r.overlap }
 
