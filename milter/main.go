@@ -139,13 +139,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	m.report(b)
 	// Key rotation: a new key signs once its record is published (see
 	// README "Rotating keys"); the keys of each reload are followed.
-	if err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log); err != nil {
+	stopRotation, err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if daemon.Activated() {
 			return failOpen(*cfgPath, err, stderr)
 		}
 		return exitConfig
 	}
+	m.stopRotation = stopRotation
 	if err := m.serve(); err != nil {
 		log.Error("exiting", zap.Error(err))
 		return exitFailure
@@ -313,6 +315,8 @@ type milterd struct {
 	log    *zap.Logger
 	filter *filter.Filter
 	cur    atomic.Pointer[built] // what the filter was last given
+	// stopRotation ends the rotation's DNS checks (at SIGTERM).
+	stopRotation func()
 }
 
 // serve hands the milter to the runner, which serves until SIGTERM and
@@ -334,7 +338,7 @@ func (m *milterd) serve() error {
 			Server: srv}},
 		Reload: m.reload,
 		Health: m.health,
-		Stop:   func(context.Context) { ms.Close() },
+		Stop:   func(context.Context) { ms.Close(); m.stopRotation() },
 		Grace:  30 * time.Second,
 		Log:    m.log,
 	})
