@@ -528,6 +528,11 @@ func (s *session) countLocal(queueID string, m milter.Modifier) {
 	if s.st == nil || s.st.Pickup == nil || !s.nonSMTPD || s.smtpdRcpt {
 		return
 	}
+	if s.localHdr == "" && s.sender == "" {
+		// Postfix's own bounce or notice (internal_mail_filter_classes):
+		// no local account's mail, nothing to count.
+		return
+	}
 	s.local = s.st.Pickup.Count(&pickup.Message{QueueID: queueID, Sender: s.sender, Recipients: s.rcpts,
 		Domains: s.domains, Header: s.localHdr})
 	switch {
