@@ -61,7 +61,8 @@ func doctor(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	d := dkim.Doctor{Keys: keys, Addrs: outbound(cfg.Self), Helo: cfg.Self.HeloName}
+	d := dkim.Doctor{Keys: keys, Addrs: outbound(cfg.Self), Helo: cfg.Self.HeloName,
+		Alternate: cfg.Milter.DKIM.RotationSelectors == "alternate"}
 	var stateErr error
 	if f := cfg.Milter.DKIM.RotationStateFile; f != "" {
 		d.Rotation, stateErr = dkim.ReadRotation(cfg.Milter.DKIM.RotationOverlap.Duration, f)
@@ -165,16 +166,23 @@ var rotationInterval = dkim.RotationCheckInterval
 // startRotation starts the milter's side of key rotation: the key check
 // of the doctor, at once and every dkim.RotationCheckInterval, against
 // the keys in use (keys is read at each check, so reloads are followed),
-// and hands the rotation to f. [milter.dkim] rotation_overlap and
-// rotation_state_file, and [dns], are read here once: they change on
-// restart.
-func startRotation(f *filter.Filter, cfg *config.Config, keys func() *dkim.Table, log *zap.Logger) error {
+// and hands the rotation to f. [milter.dkim] rotation_overlap,
+// rotation_state_file and rotation_selectors, and [dns], are read here
+// once: they change on restart. stop ends the checks and waits for the
+// one under way.
+func startRotation(f *filter.Filter, cfg *config.Config, keys func() *dkim.Table, log *zap.Logger) (stop func(), err error) {
 	res, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	r := dkim.NewRotation(cfg.Milter.DKIM.RotationOverlap.Duration, cfg.Milter.DKIM.RotationStateFile, log.Named("rotation"))
+	r := dkim.NewRotation(cfg.Milter.DKIM.RotationOverlap.Duration, cfg.Milter.DKIM.RotationStateFile, log.Named("rotation")).
+		Alternate(cfg.Milter.DKIM.RotationSelectors == "alternate")
 	f.Rotate(r)
-	go r.Run(context.Background(), res, keys, rotationInterval)
-	return nil
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx, res, keys, rotationInterval)
+	}()
+	return func() { cancel(); <-done }, nil
 }

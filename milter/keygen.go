@@ -89,7 +89,11 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 		name = req.keyDir.Name(d, req.selector)
 	}
 	path := filepath.Join(req.dir, name)
-	if err := dkim.WriteKeyFile(path, k); err != nil {
+	write := dkim.WriteKeyFile
+	if req.replace != "" {
+		path, write = req.replace, dkim.ReplaceKeyFile
+	}
+	if err := write(path, k); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
 	}
@@ -103,12 +107,19 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 		owned = ", owned by " + *owner
 	}
 	fmt.Fprintf(stdout, "; private key written to %s (mode 0600%s)\n; publish this record:\n%s\n", abs, owned, dkim.ZoneLine(req.selector, d, k.Public()))
-	if req.keyDir != nil {
+	switch {
+	case req.replace != "":
+		fmt.Fprintf(stdout, "; it replaces the retired key of %s: publish the record in place of the old one, at the same name\n"+
+			"; (or at the target of its CNAME: a customer who delegated %s._domainkey.%s changes nothing), then reload\n", req.selector, req.selector, d)
+	case req.keyDir != nil:
 		fmt.Fprintf(stdout, "; it is in [milter.dkim] key_dir: the milter reads it at the next reload, no row to add\n")
-	} else {
+	default:
 		fmt.Fprintf(stdout, "; and add to mxdetour.toml:\n; [[milter.dkim.keys]]\n; domain = %q\n; selector = %q\n; key_file = %q\n", d, req.selector, abs)
 	}
-	if req.current != "" {
+	if req.replace != "" {
+		fmt.Fprintf(stdout, "; the milter signs with it once it sees its record, with %s beside it for rotation_overlap;\n"+
+			"; %s then waits, on standby, for the next rotation.\n", req.current, req.current)
+	} else if req.current != "" {
 		keep := "the row"
 		if req.keyDir != nil {
 			keep = "the key file"
@@ -125,6 +136,7 @@ type keyRequest struct {
 	domain, selector, algorithm, dir string
 	bits                             int
 	current                          string         // with -next: the selector it follows
+	replace                          string         // with -next, alternate: the retired key's file, written over
 	keyDir                           *dkim.Template // with -next in key_dir: the name it takes there
 }
 
@@ -182,7 +194,25 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 		}
 		return r, fmt.Errorf("%s has several keys for %s: %s; say which with -algorithm, or -selector", orEmbedded(used), r.domain, strings.Join(names, ", "))
 	}
-	cur := fams[0][len(fams[0])-1]
+	fam := fams[0]
+	cur := fam[len(fam)-1]
+	if cfg.Milter.DKIM.RotationSelectors == "alternate" && len(fam) > 1 && r.selector == "" {
+		// Two fixed selectors: the new key goes over the retired one.
+		if cur, err = standby(cfg, fam, orEmbedded(used)); err != nil {
+			return r, err
+		}
+		r.replace = cur.File
+		r.selector, r.algorithm, r.dir = cur.Selector, cur.Algorithm, filepath.Dir(cur.File)
+		if r.bits == 0 && cur.Algorithm == "rsa" {
+			r.bits = max(cur.Bits, 2048)
+		}
+		for _, k := range fam {
+			if k != cur {
+				r.current = k.Selector
+			}
+		}
+		return r, nil
+	}
 	r.current = cur.Selector
 	if r.selector == "" {
 		r.selector = dkim.NextSelector(cur.Selector)
@@ -205,6 +235,43 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 		}
 	}
 	return r, nil
+}
+
+// standby is the key of a two-selector family (rotation_selectors =
+// "alternate") whose selector takes the next key: the one retired, never
+// one that still signs or whose record is not yet published.
+func standby(cfg *config.Config, fam []*dkim.Key, cfgName string) (*dkim.Key, error) {
+	if len(fam) != 2 {
+		return nil, fmt.Errorf("%s: rotation_selectors = \"alternate\" rotates two selectors per family; %s has %d (%s): remove the extra keys",
+			cfgName, fam[0].Domain, len(fam), familySelectors(fam))
+	}
+	c := cfg.Milter.DKIM
+	if c.RotationStateFile == "" {
+		return nil, fmt.Errorf("%s: rotation_selectors = \"alternate\" needs rotation_state_file: without it no one knows which key of %s is retired", cfgName, familySelectors(fam))
+	}
+	rot, err := dkim.ReadRotation(c.RotationOverlap.Duration, c.RotationStateFile)
+	if err != nil {
+		return nil, fmt.Errorf("rotation state: %w (run keygen as root or as the milter's user)", err)
+	}
+	p := rot.PhaseOf(fam, time.Now())
+	switch {
+	case len(p.Retired) == 1:
+		return p.Retired[0], nil
+	case len(p.Old) == 1:
+		return nil, fmt.Errorf("%s still signs beside %s until %s: the next key can be written after that",
+			p.Old[0].Selector, p.Current.Selector, p.Until.Format(time.RFC3339))
+	case p.Since.IsZero():
+		return nil, fmt.Errorf("the milter has not seen the record of %s published yet (mxdetour-milter doctor): publish it first", familySelectors(fam))
+	}
+	return nil, fmt.Errorf("the record of %s's new key is not published yet (mxdetour-milter doctor prints it): publish it, and rotate once it signs", p.Pending[0].Selector)
+}
+
+func familySelectors(fam []*dkim.Key) string {
+	s := make([]string, len(fam))
+	for i, k := range fam {
+		s[i] = k.Selector
+	}
+	return strings.Join(s, ", ")
 }
 
 // keygenAll writes the keys missing for the domains Postfix serves and

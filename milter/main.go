@@ -8,6 +8,7 @@
 //	mxdetour-milter keygen -all [-domains FILE] [-dir DIR] [-config FILE]
 //	mxdetour-milter doctor [-config FILE] [-json]
 //	mxdetour-milter import-opendkim /etc/opendkim.conf
+//	mxdetour-milter explain -from ADDR [-auth USER] [-client IP|local] [-to ADDR]
 //	mxdetour-milter -check-config [-config FILE] | -version
 //
 // Under systemd it takes its socket by FileDescriptorName= "milter"
@@ -58,6 +59,8 @@ const usage = `usage:
   mxdetour-milter keygen -all [-domains FILE] [-dir DIR]   keys for every domain of Postfix without one
   mxdetour-milter doctor [-config FILE] [-json]   check DNS: keys, SPF, DMARC, reverse DNS (exit 0/1/2)
   mxdetour-milter import-opendkim FILE            print mxdetour.toml sections for an opendkim.conf
+  mxdetour-milter explain -from ADDR [-auth USER] [-client IP|local] [-to ADDR] [-config FILE]
+                                                  what the milter would do with such a message, and why
 `
 
 func main() {
@@ -73,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return doctor(args[1:], stdout, stderr)
 		case "import-opendkim":
 			return importOpenDKIM(args[1:], stdout, stderr)
+		case "explain":
+			return explain(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-milter", flag.ContinueOnError)
@@ -134,13 +139,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	m.report(b)
 	// Key rotation: a new key signs once its record is published (see
 	// README "Rotating keys"); the keys of each reload are followed.
-	if err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log); err != nil {
+	stopRotation, err := startRotation(m.filter, cfg, func() *dkim.Table { return m.cur.Load().st.Keys }, log)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if daemon.Activated() {
 			return failOpen(*cfgPath, err, stderr)
 		}
 		return exitConfig
 	}
+	m.stopRotation = stopRotation
 	if err := m.serve(); err != nil {
 		log.Error("exiting", zap.Error(err))
 		return exitFailure
@@ -309,6 +316,8 @@ type milterd struct {
 	log    *zap.Logger
 	filter *filter.Filter
 	cur    atomic.Pointer[built] // what the filter was last given
+	// stopRotation ends the rotation's DNS checks (at SIGTERM).
+	stopRotation func()
 }
 
 // serve hands the milter to the runner, which serves until SIGTERM and
@@ -330,7 +339,7 @@ func (m *milterd) serve() error {
 			Server: srv}},
 		Reload: func(context.Context) error { return m.reload() },
 		Health: m.health,
-		Stop:   func(context.Context) { ms.Close() },
+		Stop:   func(context.Context) { ms.Close(); m.stopRotation() },
 		Grace:  30 * time.Second,
 		Log:    m.log,
 	})

@@ -6,6 +6,8 @@
 # what a local Postfix uses); NET=tcp puts them on loopback TCP instead.
 #   test/bench-milter.sh [DURATION]      (default 10s per measurement)
 #   NET=tcp test/bench-milter.sh 5s
+#   KEYS=300 test/bench-milter.sh        our milters also load key_dir with
+#                                        299 more domains' keys (the hoster's case)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
@@ -22,11 +24,18 @@ go build -o "$tmp/null" ./test/nullmilter
 go build -o "$tmp/load" ./test/loadmilter
 "$tmp/milter" keygen -domain example.org -selector rsa -algorithm rsa -dir "$tmp" >/dev/null
 "$tmp/milter" keygen -domain example.org -selector ed -algorithm ed25519 -dir "$tmp" >/dev/null
+keys=${KEYS:-1}
+mkdir -p "$tmp/keydir"
+if [ "$keys" -gt 1 ]; then
+  seq -f 'customer%03g.zz' 1 $((keys - 1)) > "$tmp/domains"
+  "$tmp/milter" keygen -all -config /dev/null -postfix-config - -domains "$tmp/domains" -dir "$tmp/keydir" \
+    -algorithms ed25519 -owner "" >/dev/null
+fi
 # addr NAME PORT: the address of one milter, in loadmilter's syntax.
 addr() { if [ "$net" = tcp ]; then echo "127.0.0.1:$2"; else echo "unix:$tmp/$1.sock"; fi; }
 conf() { # name, then key selectors
   local f="$tmp/$1.toml" a; a=$(addr "$1" "$2"); shift 2
-  printf '[log]\nlevel = "warn"\n[milter]\nlisten = "%s"\n' "$a" > "$f"
+  printf '[log]\nlevel = "warn"\n[milter]\nlisten = "%s"\n[milter.dkim]\nkey_dir = "%s"\n' "$a" "$tmp/keydir" > "$f"
   for s in "$@"; do
     printf '[[milter.dkim.keys]]\ndomain = "example.org"\nselector = "%s"\nkey_file = "%s"\n' "$s" "$tmp/example.org.$s.key" >> "$f"
   done
@@ -64,7 +73,7 @@ for i in $(seq 100); do
   sleep 0.1
 done
 [ -s "$tmp/opendkim.log" ] && cat "$tmp/opendkim.log" >&2
-echo "milters on $net sockets, $dur per measurement"
+echo "milters on $net sockets, $dur per measurement, $keys domain(s) with keys"
 # measure LABEL PID NAME PORT: one load run, with the milter's own CPU time
 # per message (the load tool shares the cores and skews the rates, not
 # this).

@@ -178,6 +178,7 @@ type DKIM struct {
 	AllowGroupReadable bool      `toml:"allow_group_readable_keys"`
 	RotationOverlap    Duration  `toml:"rotation_overlap"`    // old keys sign beside a newly published one this long
 	RotationStateFile  string    `toml:"rotation_state_file"` // when each key was first seen published; "" = memory only
+	RotationSelectors  string    `toml:"rotation_selectors"`  // "generations" (mail, mail2, mail3) or "alternate" (s1, s2, s1, ...)
 	KeyDir             string    `toml:"key_dir"`             // key files found by name, read at start and reload; "" = none
 	KeyFileTemplate    string    `toml:"key_file_template"`   // their names: {domain} and {selector}
 	DefaultDomain      string    `toml:"default_domain"`      // signs mail of domains without keys of their own; "" = none
@@ -405,6 +406,7 @@ func Default() *Config {
 				// stops, every queued message also has the new signature.
 				RotationOverlap:   d("168h"),
 				RotationStateFile: "/var/lib/mxdetour/dkim-rotation.json",
+				RotationSelectors: "generations",
 				// The name keygen gives a key file.
 				KeyFileTemplate: "{domain}.{selector}.key",
 			},

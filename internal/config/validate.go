@@ -134,6 +134,7 @@ func (c *Config) validate(p *parser) Errors {
 	if f := c.Milter.DKIM.RotationStateFile; f != "" && !filepath.IsAbs(f) {
 		p.add("milter.dkim.rotation_state_file", "must be an absolute path (or \"\" to keep it in memory)")
 	}
+	oneOf(p, "milter.dkim.rotation_selectors", c.Milter.DKIM.RotationSelectors, "generations", "alternate")
 	if dir := c.Milter.DKIM.KeyDir; dir != "" && !filepath.IsAbs(dir) {
 		p.add("milter.dkim.key_dir", "must be an absolute path (or \"\" for none)")
 	}

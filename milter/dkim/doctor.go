@@ -130,6 +130,9 @@ type Doctor struct {
 	Helo     string       // the name Postfix says in HELO; "" = not checked
 	Rotation *Rotation    // the milter's rotation state; nil = none kept
 	Now      time.Time
+	// Alternate: selectors alternate ([milter.dkim] rotation_selectors),
+	// a retired key is on standby, not a record to remove.
+	Alternate bool
 }
 
 // Run makes every check, one finding each, in a stable order: keys and
@@ -191,6 +194,9 @@ func (d Doctor) family(ctx context.Context, res lookup.Resolver, fam []*Key) []F
 			f.Status = OK
 			f.Message = "retired, no longer signs: " + f.Message
 			f.Fix = "remove its [[milter.dkim.keys]] row"
+			if d.Alternate {
+				f.Fix = "keygen -next writes its selector's next key"
+			}
 		}
 		out = append(out, f)
 	}
@@ -203,6 +209,9 @@ func (d Doctor) family(ctx context.Context, res lookup.Resolver, fam []*Key) []F
 	case len(p.Old) > 0:
 		out = append(out, rf.is(OK, fmt.Sprintf("%s signs since %s; %s signs beside it until %s, then its record can go",
 			p.Current.Selector, p.Since.Format(time.RFC3339), selectors(p.Old), p.Until.Format(time.RFC3339)), ""))
+	case len(p.Retired) > 0 && d.Alternate:
+		out = append(out, rf.is(OK, fmt.Sprintf("%s signs since %s; %s no longer signs since %s and waits for the next rotation (keygen -next writes the new key over it)",
+			p.Current.Selector, p.Since.Format(time.RFC3339), selectors(p.Retired), p.Until.Format(time.RFC3339)), ""))
 	case len(p.Retired) > 0:
 		out = append(out, rf.is(Warning, fmt.Sprintf("%s no longer signs since %s: its record can go", selectors(p.Retired), p.Until.Format(time.RFC3339)),
 			"remove the TXT record of "+names(p.Retired)+" and its [[milter.dkim.keys]] row"))

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -58,6 +59,38 @@ func WriteKeyFile(path string, k crypto.Signer) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ReplaceKeyFile writes k over the key file at path, atomically: a new
+// file (mode 0600, hidden from key_dir by its leading dot) renamed over
+// it, so the milter reads the old key or the new one, never half of one.
+// The owner is the writer's; Chown gives it away.
+func ReplaceKeyFile(path string, k crypto.Signer) error {
+	data, err := MarshalPrivateKey(k)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename: nothing left to remove
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // TXTRecord is the DNS TXT value publishing pub (RFC 6376 section 3.6.1;

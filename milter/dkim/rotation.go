@@ -53,8 +53,12 @@ type Rotation struct {
 	overlap  time.Duration
 	path     string // "" = memory only
 	readOnly bool
-	log      *zap.Logger
-	now      func() time.Time
+	// alternate: selectors alternate (s1, s2, s1, ...), a retired key
+	// waits for the next key to be written over it ([milter.dkim]
+	// rotation_selectors = "alternate").
+	alternate bool
+	log       *zap.Logger
+	now       func() time.Time
 
 	mu     sync.RWMutex
 	seen   map[string]time.Time // KeyID -> first seen published
@@ -80,6 +84,22 @@ func ReadRotation(overlap time.Duration, path string) (*Rotation, error) {
 	r := &Rotation{overlap: overlap, path: path, readOnly: true, log: zap.NewNop(), now: time.Now,
 		seen: map[string]time.Time{}, said: map[string]string{}}
 	return r, r.load()
+}
+
+// ReadOnlyRotation is a rotation that has seen no record, and keeps
+// nothing: what a milter without a state file starts with.
+func ReadOnlyRotation(overlap time.Duration) *Rotation {
+	return &Rotation{overlap: overlap, readOnly: true, log: zap.NewNop(), now: time.Now,
+		seen: map[string]time.Time{}, said: map[string]string{}}
+}
+
+// Alternate sets the two-selector mode: a retired key is on standby for
+// the next rotation, not a record to remove. It returns r.
+func (r *Rotation) Alternate(on bool) *Rotation {
+	if r != nil {
+		r.alternate = on
+	}
+	return r
 }
 
 // Overlap is how long old keys sign beside a new one.
@@ -226,27 +246,47 @@ type Phase struct {
 // Signing is the keys that sign in this phase: Current and Old.
 func (p Phase) Signing() []*Key { return append([]*Key{p.Current}, p.Old...) }
 
-// PhaseOf says where fam (one family, oldest first) stands at now.
+// PhaseOf says where fam (one family, oldest generation first) stands
+// at now. A key's place in its rotation is when its record was first
+// seen published, not its selector: in the two-selector mode (selectors
+// that alternate, s1 → s2 → s1, each new key written over the retired
+// one) the newest key may have the lower generation. The generation only
+// orders keys seen at the same check, and picks the signer before any
+// record was seen. A key not seen published never signs beside one that
+// was.
 func (r *Rotation) PhaseOf(fam []*Key, now time.Time) Phase {
-	cur := -1
-	var since time.Time
-	for i := len(fam) - 1; i >= 0; i-- {
-		if t, ok := r.Since(fam[i]); ok {
-			cur, since = i, t
-			break
+	type sighting struct {
+		k     *Key
+		since time.Time
+	}
+	var seen []sighting
+	var unseen []*Key
+	for _, k := range fam {
+		if t, ok := r.Since(k); ok {
+			seen = append(seen, sighting{k, t})
+		} else {
+			unseen = append(unseen, k)
 		}
 	}
-	if cur < 0 || len(fam) == 1 {
+	if len(seen) == 0 || len(fam) == 1 {
 		// Nothing seen yet (or nothing to rotate): the oldest key signs
 		// as it did before the newer ones were added.
-		return Phase{Current: fam[0], Pending: fam[1:], Since: since}
+		p := Phase{Current: fam[0], Pending: fam[1:]}
+		if len(seen) == 1 {
+			p.Since = seen[0].since
+		}
+		return p
 	}
-	p := Phase{Current: fam[cur], Pending: fam[cur+1:], Since: since, Until: since.Add(r.overlap)}
-	for _, k := range fam[:cur] {
+	// fam is in generation order, and the sort is stable: equal times
+	// keep it.
+	slices.SortStableFunc(seen, func(a, b sighting) int { return a.since.Compare(b.since) })
+	cur := seen[len(seen)-1]
+	p := Phase{Current: cur.k, Pending: unseen, Since: cur.since, Until: cur.since.Add(r.overlap)}
+	for _, o := range seen[:len(seen)-1] {
 		if now.Before(p.Until) {
-			p.Old = append(p.Old, k)
+			p.Old = append(p.Old, o.k)
 		} else {
-			p.Retired = append(p.Retired, k)
+			p.Retired = append(p.Retired, o.k)
 		}
 	}
 	return p
@@ -301,8 +341,16 @@ func (r *Rotation) logPhase(fam []*Key, now time.Time) {
 	switch {
 	case len(p.Old) > 0:
 		phase = "overlap " + p.Current.Selector
-		say = (fmt.Sprintf("%s is published: signing with %s and %s until %s, then %s alone; the records of %s can go after that",
-			recordName(p.Current), p.Current.Selector, selectors(p.Old), p.Until.Format(time.RFC3339), p.Current.Selector, selectors(p.Old)))
+		after := "the records of " + selectors(p.Old) + " can go after that"
+		if r.alternate {
+			after = selectors(p.Old) + " then waits, on standby, for the next rotation"
+		}
+		say = (fmt.Sprintf("%s is published: signing with %s and %s until %s, then %s alone; %s",
+			recordName(p.Current), p.Current.Selector, selectors(p.Old), p.Until.Format(time.RFC3339), p.Current.Selector, after))
+	case len(p.Retired) > 0 && r.alternate:
+		phase = "standby " + p.Current.Selector
+		say = (fmt.Sprintf("%s no longer signs since %s: its selector waits for the next rotation (keygen -next writes the new key over it); keep its record, or the CNAME to it, as it is",
+			selectors(p.Retired), p.Until.Format(time.RFC3339)))
 	case len(p.Retired) > 0:
 		phase = "retired " + p.Current.Selector
 		say = (fmt.Sprintf("%s no longer signs since %s: remove the TXT records of %s and their [[milter.dkim.keys]] rows",

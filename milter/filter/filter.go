@@ -270,6 +270,12 @@ func emulatedClient(port uint16, m milter.Modifier) bool {
 	return port == 0 || m.Get(milter.MacroDaemonAddr) == ""
 }
 
+// postedLocally tells whether Postfix's cleanup posted the message itself
+// (sendmail, pickup, bounces): its emulated client, always on loopback,
+// so that an smtpd that sends no {daemon_addr} (Postfix before 3.2) is
+// never taken for it.
+func (s *session) postedLocally() bool { return s.nonSMTPD && s.addr.IsLoopback() }
+
 // cleanupEmulated tells whether the recipient at hand comes from Postfix's
 // cleanup (non_smtpd_milters), which cannot apply a reject at RCPT. We ask
 // for {rcpt_addr} and {rcpt_mailer} at RCPT: smtpd answers both (its
@@ -302,7 +308,7 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 	}
 	s.auth = m.Get(milter.MacroAuthAuthen)
 	s.trusted = inAny(s.addr, s.st.Cfg.Milter.TrustedNetworks)
-	if s.auth != "" || s.trusted || !s.st.Geo.Active() {
+	if countryExempt(s.st, Sender{Auth: s.auth, Trusted: s.trusted}) != "" {
 		return milter.RespContinue, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -366,11 +372,11 @@ func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Respon
 	if s.nonSMTPD && s.st != nil && s.st.Pickup != nil {
 		s.noteRecipient(rcpt, m)
 	}
-	if s.st == nil || !s.st.Cfg.Milter.RejectReserved {
+	if s.st == nil {
 		return milter.RespContinue, nil
 	}
-	d, err := domain.FromAddress(rcpt)
-	if err != nil || !domain.Reserved(d, s.st.Cfg.Domains.Reserved) {
+	text := reservedReply(s.st, rcpt)
+	if text == "" {
 		return milter.RespContinue, nil
 	}
 	if mailer := m.Get(milter.MacroRcptMailer); mailer == "local" || mailer == "virtual" {
@@ -387,8 +393,7 @@ func (s *session) RcptTo(rcpt, _ string, m milter.Modifier) (resp *milter.Respon
 	}
 	s.f.stats.RejectedReserved.Add(1)
 	s.rejected = append(s.rejected, rcpt)
-	addr := milter.RemoveAngle(rcpt)
-	return milter.RejectWithCodeAndReason(550, fmt.Sprintf("5.1.2 <%s>: Recipient address rejected: %s is a reserved domain and does not receive mail", addr, d))
+	return milter.RejectWithCodeAndReason(550, text)
 }
 
 // noteRecipient keeps what policyd is told of a cleanup message's
@@ -452,27 +457,11 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 	if s.st == nil {
 		return milter.RespContinue, nil
 	}
-	ds := s.st.Cfg.Milter.DKIM
-	switch {
-	case s.st.Keys.Len() == 0:
-		s.why = "no DKIM keys configured"
-	case !(s.auth != "" && ds.SignAuthenticated) && !(s.trusted && ds.SignTrusted):
-		s.why = "client neither authenticated nor in trusted_networks"
+	p := PlanSigning(s.st, s.f.rotation.Load(), Sender{Auth: s.auth, Trusted: s.trusted, Local: s.postedLocally()}, s.from, s.dkimSigs)
+	for _, k := range p.AlreadySigned {
+		s.f.log.Info("already signed by us", zap.String("d", k.Domain), zap.String("s", k.Selector))
 	}
-	if s.why == "" {
-		d, ferr := dkim.FromDomain(s.from)
-		switch {
-		case ferr != nil:
-			s.why = ferr.Error()
-		default:
-			s.keys = s.f.rotation.Load().Signers(s.st.Keys.For(d))
-			if len(s.keys) == 0 {
-				s.why = "no key for " + d
-			} else {
-				s.skipOurSignatures()
-			}
-		}
-	}
+	s.keys, s.why = p.Keys, p.Why
 	if s.why == "" {
 		s.sdomain = s.keys[0].Domain
 		s.signing, err = dkim.Start(s.header.Bytes(), s.names, s.keys, s.st.Opts, s.sdomain)
@@ -481,19 +470,6 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 		}
 	}
 	return milter.RespContinue, nil
-}
-
-// skipOurSignatures drops the keys whose signature (same d= and s=) the
-// message already carries: never sign twice with one key.
-func (s *session) skipOurSignatures() {
-	todo, done := dkim.NotYetSigned(s.keys, s.dkimSigs, s.keys[0].Domain)
-	for _, k := range done {
-		s.f.log.Info("already signed by us", zap.String("d", k.Domain), zap.String("s", k.Selector))
-	}
-	s.keys = todo
-	if len(todo) == 0 {
-		s.why = "already signed by us"
-	}
 }
 
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (resp *milter.Response, err error) {
@@ -550,6 +526,11 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 // never asked about: Postfix's own policy requests count it.
 func (s *session) countLocal(queueID string, m milter.Modifier) {
 	if s.st == nil || s.st.Pickup == nil || !s.nonSMTPD || s.smtpdRcpt {
+		return
+	}
+	if s.localHdr == "" && s.sender == "" {
+		// Postfix's own bounce or notice (internal_mail_filter_classes):
+		// no local account's mail, nothing to count.
 		return
 	}
 	s.local = s.st.Pickup.Count(&pickup.Message{QueueID: queueID, Sender: s.sender, Recipients: s.rcpts,

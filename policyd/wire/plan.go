@@ -331,6 +331,12 @@ func (pl *planner) milter() error {
 			return err
 		}
 	}
+	// Postfix's bounces (From MAILER-DAEMON@$myhostname) pass
+	// non_smtpd_milters only when so classed: then they are signed, else
+	// they fail DMARC where the receiver asks for it.
+	if err := pl.addToList("internal_mail_filter_classes", "bounce", false); err != nil {
+		return err
+	}
 	cur, set, err := pl.current("milter_default_action")
 	if err != nil {
 		return err

@@ -142,7 +142,7 @@ func TestWireStockDebian(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range []string{"transport_maps", "smtpd_milters", "non_smtpd_milters", "milter_default_action",
 		"milter_protocol", "smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions", "mxdetour_limits",
-		"smtp_delivery_status_filter", "header_checks"} {
+		"smtp_delivery_status_filter", "header_checks", "internal_mail_filter_classes"} {
 		got[p] = in.Param(p)
 	}
 	want := map[string]string{
@@ -156,6 +156,7 @@ func TestWireStockDebian(t *testing.T) {
 		"mxdetour_limits":                "check_policy_service { inet:127.0.0.1:10040, timeout=2s, try_limit=1, default_action=DUNNO, policy_context=limits }",
 		"smtp_delivery_status_filter":    "$default_delivery_status_filter, socketmap:inet:" + ln.Addr().String() + ":status",
 		"header_checks":                  "regexp:$config_directory/mxdetour_header_checks",
+		"internal_mail_filter_classes":   "bounce",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("main.cf (-want +got):\n%s", d)
