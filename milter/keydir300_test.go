@@ -91,7 +91,7 @@ func TestKeyDir300Verifiers(t *testing.T) {
 	start := time.Now()
 	p := daemontest.Start(t, exec.Command(bin, "-config", cfg))
 	addr := fmt.Sprintf("127.0.0.1:%d", lport)
-	waitFor(t, "the milter listening", func() bool { return canDial(addr) })
+	testutil.Eventually(t, "the milter listening", func() bool { return canDial(addr) })
 	t.Logf("start with 606 keys of 303 domains: %v (exec to accepting, polled every 10ms)", time.Since(start))
 	if !regexp.MustCompile(`dkim_keys.{0,4}606`).MatchString(p.Output()) {
 		t.Errorf("start does not log 606 keys:\n%s", p.Output())
@@ -119,7 +119,7 @@ func TestKeyDir300Verifiers(t *testing.T) {
 	pid := p.Cmd.Process.Pid
 	hup := time.Now()
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
+	testutil.Eventually(t, "the reload", func() bool { return strings.Contains(p.Output(), "new keys and country data in use") })
 	t.Logf("reload with 608 keys: %v (SIGHUP to the log line, polled every 10ms)", time.Since(hup))
 	if p.Cmd.Process.Pid != pid || !regexp.MustCompile(`new keys and country data in use.*dkim_keys.{0,4}608`).MatchString(p.Output()) {
 		t.Errorf("the reload does not log 608 keys:\n%s", p.Output())

@@ -190,7 +190,7 @@ func TestAlternateRotation(t *testing.T) {
 	}
 	eventually := func(want, what string) {
 		t.Helper()
-		waitFor(t, what, func() bool { return signedWith() == want })
+		testutil.Eventually(t, what, func() bool { return signedWith() == want })
 	}
 
 	during("s1", "one key")

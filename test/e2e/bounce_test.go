@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // TestBounceSigned: a bounce Postfix writes itself (From
@@ -35,7 +37,7 @@ key_file = %q
 		t.Fatalf("not accepted: %+v", res)
 	}
 	var bounce message
-	eventually(t, 60*time.Second, "the bounce delivered to alice", func() bool {
+	testutil.EventuallyWithin(t, 60*time.Second, "the bounce delivered to alice", func() bool {
 		for _, m := range w.direct.Messages() {
 			if len(m.Rcpts) == 1 && m.Rcpts[0] == "alice@sender.e2e" && m.From == "" {
 				bounce = m
