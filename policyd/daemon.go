@@ -144,35 +144,35 @@ func (d *policyd) build(cfg *config.Config, old *runtime) (*runtime, error) {
 	if d.store != nil && cfg.Learn.Enabled {
 		blocks = d.store
 	}
-	rt.engine = route.New(d.withPostfixDomains(cfg), rt.resolver, listings, blocks)
+	rt.engine = route.New(d.routeOptions(cfg), rt.resolver, listings, blocks)
 	return rt, nil
 }
 
-// withPostfixDomains returns cfg with the domains Postfix delivers itself
-// added to [domains] local, when from_postfix is on: mail to root@ our
-// own host name must never be routed, nor deferred while DNS fails. cfg
-// itself is left as the file says (reloads compare it). Without Postfix
-// (a developer's machine) there is nothing to add.
-func (d *policyd) withPostfixDomains(cfg *config.Config) *config.Config {
+// routeOptions are the decision's options of cfg, with the domains
+// Postfix delivers itself added to [domains] local when from_postfix is
+// on: mail to root@ our own host name must never be routed, nor deferred
+// while DNS fails. Without Postfix (a developer's machine) there is
+// nothing to add.
+func (d *policyd) routeOptions(cfg *config.Config) route.Options {
+	o := setup.Route(cfg)
 	if !cfg.Domains.FromPostfix {
-		return cfg
+		return o
 	}
 	doms, skipped, err := postfix.OwnDomains(context.Background(), cfg.Learn.PostfixConfig)
 	if errors.Is(err, postfix.ErrNotInstalled) {
 		d.log.Debug("Postfix's own domains not read: postconf not found")
-		return cfg
+		return o
 	}
 	if err != nil {
 		d.log.Error("Postfix's own domains not read; only [domains] local is never routed", zap.Error(err))
-		return cfg
+		return o
 	}
 	for _, e := range skipped {
 		d.log.Warn("some of Postfix's own domains cannot be listed; name them in [domains] local", zap.Error(e))
 	}
-	c := *cfg
-	c.Domains.Local = slices.Concat(cfg.Domains.Local, doms)
+	o.Local = slices.Concat(o.Local, doms)
 	d.log.Info("Postfix's own domains are never routed", zap.Strings("domains", doms))
-	return &c
+	return o
 }
 
 // selfCheckLookup is the resolver of the blocklist self-check: [dns] with

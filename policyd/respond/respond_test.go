@@ -40,7 +40,7 @@ func responder(t testing.TB, log *zap.Logger) *Responder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(route.New(cfg, r, nil, nil), 300*time.Millisecond, log)
+	return New(route.New(setup.Route(cfg), r, nil, nil), 300*time.Millisecond, log)
 }
 
 func TestAnswers(t *testing.T) {
@@ -247,7 +247,7 @@ func TestKeptContextEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := &keeper{Resolver: cl}
-	r := New(route.New(cfg, k, nil, nil), time.Minute, zap.NewNop())
+	r := New(route.New(setup.Route(cfg), k, nil, nil), time.Minute, zap.NewNop())
 	for i := range 2 {
 		r.Lookup(context.Background(), "transport", "a@d"+strconv.Itoa(2*i)+".mxd")
 		r.Policy(context.Background(), &policy.Request{ProtocolState: "RCPT", Recipient: "b@d" + strconv.Itoa(2*i+1) + ".mxd"})
