@@ -488,7 +488,18 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 	}
 	d.Route, d.Reason = Direct, ReasonNotListed
 	if d.explain {
-		d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		for _, u := range l.Unknown {
+			known := "as last known: " + u.Known.String()
+			if u.Known == dnsbl.Unknown {
+				known = "as not listed: nothing known yet"
+			}
+			d.why("whether our address %s is listed on %s is unknown (%s): routed %s", u.Addr, u.Zone, u.Cause, known)
+		}
+		if len(l.Unknown) == 0 {
+			d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		} else {
+			d.why("provider route: %s; none of our addresses is known to be listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		}
 	}
 	return d
 }

@@ -495,3 +495,28 @@ func TestDecideProviderWide(t *testing.T) {
 		})
 	}
 }
+
+// fixedListing is a self-check that answers one Listing for any zones.
+type fixedListing dnsbl.Listing
+
+func (f fixedListing) Listing([]string) dnsbl.Listing { return dnsbl.Listing(f) }
+
+// TestExplainUnknownZone: with the self-check unable to learn anything
+// about a zone, `check` says so, and never "none of our addresses is
+// listed"; the route is the one nothing-known gives (direct).
+func TestExplainUnknownZone(t *testing.T) {
+	addr := netip.MustParseAddr("192.0.2.25")
+	unknown := fixedListing{Unknown: []dnsbl.Result{{Zone: "bl.mxd", Addr: addr, State: dnsbl.Unknown,
+		Cause: dnsbl.CauseLookupFailed, Known: dnsbl.Unknown}}}
+	e, _ := newEngine(t, func(o *Options) {
+		withProvider(o, "google", func(p *provider.Provider) { p.Route = provider.WhenListed; p.Zones = []string{"bl.mxd"} })
+	}, unknown, nil)
+	d := e.Explain(context.Background(), "a@gmail.mxd")
+	why := strings.Join(d.Detail, "\n")
+	if d.Route != Direct || d.Reason != ReasonNotListed {
+		t.Errorf("route %s reason %s, want direct, %s", d.Route, d.Reason, ReasonNotListed)
+	}
+	if !strings.Contains(why, "whether our address 192.0.2.25 is listed on bl.mxd is unknown") || strings.Contains(why, "none of our addresses is listed") {
+		t.Errorf("explanation:\n%s", why)
+	}
+}
