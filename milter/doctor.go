@@ -51,7 +51,7 @@ func doctor(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	keys, _, err := dkim.Load(cfg.Milter.DKIM) // rows and key_dir
+	keys, _, err := dkim.Load(keyTable(cfg.Milter.DKIM)) // rows and key_dir
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n(the doctor compares each record with the private key: run it as root or as the milter's user)\n", err)
 		return exitConfig

@@ -160,11 +160,11 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 	if err != nil {
 		return r, err
 	}
-	all, _, err := dkim.Rows(cfg.Milter.DKIM) // rows and key_dir
+	all, _, err := dkim.Rows(keyTable(cfg.Milter.DKIM)) // rows and key_dir
 	if err != nil {
 		return r, err
 	}
-	var rows []config.DKIMKey
+	var rows []dkim.KeyRow
 	for _, k := range all {
 		if k.Domain == r.domain {
 			rows = append(rows, k)
@@ -339,7 +339,7 @@ func keygenAll(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(exitConfig, "%v", err)
 	}
-	rows, _, err := dkim.Rows(dc)
+	rows, _, err := dkim.Rows(keyTable(dc))
 	if err != nil {
 		return fail(exitFailure, "%v", err)
 	}
@@ -478,7 +478,7 @@ func signingDomains(names []string) (doms, skipped []string) {
 
 // keyed names the selectors of d's keys in rows (rows and key_dir), or
 // of the parent whose rows sign for subdomains; "" when d has none.
-func keyed(rows []config.DKIMKey, d string) string {
+func keyed(rows []dkim.KeyRow, d string) string {
 	var sels []string
 	for _, r := range rows {
 		rd, err := domain.Normalize(r.Domain)

@@ -179,6 +179,7 @@ func buildState(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 
 // built is a filter state and what it was built without.
 type built struct {
+	cfg      *config.Config // what st was built from
 	st       *filter.State
 	geo      geoState
 	geoErr   error    // why the country source did not open
@@ -222,8 +223,8 @@ func (b *built) problems() []error {
 // that key is still what DNS publishes), and a country source that fails
 // to open keeps the one in use (geo.Blocker.Reuse).
 func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
-	keys, warnings, kerr := dkim.Load(cfg.Milter.DKIM) // rows and key_dir
-	b := &built{keyErr: kerr, warnings: warnings, geo: geoNone}
+	keys, warnings, kerr := dkim.Load(keyTable(cfg.Milter.DKIM)) // rows and key_dir
+	b := &built{cfg: cfg, keyErr: kerr, warnings: warnings, geo: geoNone}
 	if prev != nil {
 		keys.KeepFrom(prev.st.Keys)
 	}
@@ -245,7 +246,7 @@ func newState(cfg *config.Config, log *zap.Logger, prev *built) *built {
 	default:
 		blocker, b.geo, b.geoErr = geo.NewBlocker(nil, policy), geoFailed, gerr
 	}
-	b.st = &filter.State{Cfg: cfg, Keys: keys, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: blocker,
+	b.st = &filter.State{Opts: filterOptions(cfg), Keys: keys, Sign: signOptions(cfg.Milter.DKIM), Geo: blocker,
 		Pickup: pickupCounter(cfg, log)}
 	return b
 }
@@ -302,10 +303,10 @@ func (m *milterd) report(b *built) {
 	case geoKept:
 		m.log.Error("country source not opened: still using the one loaded before", zap.Error(b.geoErr))
 	}
-	if age, stale := b.st.Geo.Stale(b.st.Cfg.Milter.Geo.MaxAge.Duration, time.Now()); stale {
+	if age, stale := b.st.Geo.Stale(b.cfg.Milter.Geo.MaxAge.Duration, time.Now()); stale {
 		m.log.Warn("country data older than milter.geo.max_age: update it (geoipupdate, the RIR files) and reload",
 			zap.Duration("age", age.Round(time.Hour)), zap.Time("built", b.st.Geo.Built()),
-			zap.Duration("max_age", b.st.Cfg.Milter.Geo.MaxAge.Duration))
+			zap.Duration("max_age", b.cfg.Milter.Geo.MaxAge.Duration))
 	}
 }
 
@@ -324,7 +325,7 @@ type milterd struct {
 // reloads on SIGHUP.
 func (m *milterd) serve() error {
 	b := m.cur.Load()
-	cfg := b.st.Cfg
+	cfg := b.cfg
 	srv := milter.NewServer(m.filter.ServerOptions()...)
 	ms, err := serveMetrics(cfg.Metrics.MilterListen, cfg.Metrics.Pprof, m.filter, srv.MilterCount, m.cur.Load, m.log)
 	if err != nil {
@@ -361,7 +362,7 @@ func (m *milterd) reload() error {
 	}
 	old := m.cur.Load()
 	b := newState(next, m.log, old)
-	if changed := restartOnly(old.st.Cfg, next); len(changed) > 0 {
+	if changed := restartOnly(old.cfg, next); len(changed) > 0 {
 		m.log.Warn("these settings change only on restart; still running with the old values", zap.Strings("changed", changed))
 	}
 	m.filter.Swap(b.st)

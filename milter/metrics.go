@@ -89,7 +89,7 @@ func stateCollector(cur func() *built) prometheus.Collector {
 			ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, float64(v), string(state))
 		}
 		ch <- prometheus.MustNewConstMetric(geoDesc, prometheus.GaugeValue, 1, string(b.geo))
-		maxAge := b.st.Cfg.Milter.Geo.MaxAge.Duration
+		maxAge := b.cfg.Milter.Geo.MaxAge.Duration
 		ch <- prometheus.MustNewConstMetric(geoMaxAgeDesc, prometheus.GaugeValue, maxAge.Seconds())
 		if age, stale := b.st.Geo.Stale(maxAge, time.Now()); !b.st.Geo.Built().IsZero() {
 			ch <- prometheus.MustNewConstMetric(geoAgeDesc, prometheus.GaugeValue, age.Seconds())

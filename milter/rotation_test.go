@@ -149,8 +149,12 @@ func TestAlternateRotation(t *testing.T) {
 		return st
 	}
 	cur.Store(load())
+	cfg0, err := config.Load(cfgPath) // the rotation reads its settings once
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := filter.New(cur.Load(), log)
-	stop, err := startRotation(f, cur.Load().Cfg, func() *dkim.Table { return cur.Load().Keys }, log)
+	stop, err := startRotation(f, cfg0, func() *dkim.Table { return cur.Load().Keys }, log)
 	if err != nil {
 		t.Fatal(err)
 	}
