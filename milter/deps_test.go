@@ -9,7 +9,7 @@ import (
 
 // TestLibrariesStayClean: the signer and the filter take options of their
 // own, never the configuration file's types, and run no programs: the
-// set-up (this package) maps the file onto their options, and what needs
+// set-up (milter/server) maps the file onto their options, and what needs
 // os/exec (keygen's postconf) lives outside them. A dependency that
 // brings either in fails here.
 func TestLibrariesStayClean(t *testing.T) {

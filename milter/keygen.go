@@ -18,6 +18,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/postfix"
 	"github.com/mxdetour/mxdetour/milter/dkim"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 const keygenUsage = `usage: mxdetour-milter keygen -domain D -selector S [-algorithm rsa|ed25519] [-bits N] [-dir DIR] [-owner USER]
@@ -160,7 +161,7 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 	if err != nil {
 		return r, err
 	}
-	all, _, err := dkim.Rows(keyTable(cfg.Milter.DKIM)) // rows and key_dir
+	all, _, err := dkim.Rows(server.KeyTable(cfg.Milter.DKIM)) // rows and key_dir
 	if err != nil {
 		return r, err
 	}
@@ -339,7 +340,7 @@ func keygenAll(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(exitConfig, "%v", err)
 	}
-	rows, _, err := dkim.Rows(keyTable(dc))
+	rows, _, err := dkim.Rows(server.KeyTable(dc))
 	if err != nil {
 		return fail(exitFailure, "%v", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"strings"
@@ -10,11 +10,11 @@ import (
 
 // The milter's libraries know nothing of the configuration file: these
 // map its sections onto their options (internal/setup does the same for
-// the shared libraries).
+// the shared libraries). The admin commands use them too.
 
-// filterOptions are the filter's choices of [milter], [milter.dkim] and
+// FilterOptions are the filter's choices of [milter], [milter.dkim] and
 // [domains].
-func filterOptions(c *config.Config) filter.Options {
+func FilterOptions(c *config.Config) filter.Options {
 	return filter.Options{
 		TrustedNetworks:   c.Milter.TrustedNetworks,
 		RejectReserved:    c.Milter.RejectReserved,
@@ -26,21 +26,21 @@ func filterOptions(c *config.Config) filter.Options {
 	}
 }
 
-// signOptions are the signing choices of [milter.dkim].
-func signOptions(c config.DKIM) dkim.Options {
+// SignOptions are the signing choices of [milter.dkim].
+func SignOptions(c config.DKIM) dkim.Options {
 	h, b, _ := strings.Cut(c.Canonicalization, "/")
 	return dkim.Options{HeaderCanon: h, BodyCanon: b, Headers: c.Headers, Oversign: c.OversignHeaders}
 }
 
-// keyTable says where the keys of [milter.dkim] come from: its rows,
+// KeyTable says where the keys of [milter.dkim] come from: its rows,
 // key_dir, default_domain.
-func keyTable(c config.DKIM) dkim.TableOptions {
-	return dkim.TableOptions{Keys: keyRows(c.Keys), KeyDir: c.KeyDir, KeyFileTemplate: c.KeyFileTemplate,
+func KeyTable(c config.DKIM) dkim.TableOptions {
+	return dkim.TableOptions{Keys: KeyRows(c.Keys), KeyDir: c.KeyDir, KeyFileTemplate: c.KeyFileTemplate,
 		DefaultDomain: c.DefaultDomain, AllowGroupReadable: c.AllowGroupReadable}
 }
 
-// keyRows are the [[milter.dkim.keys]] rows.
-func keyRows(ks []config.DKIMKey) []dkim.KeyRow {
+// KeyRows are the [[milter.dkim.keys]] rows.
+func KeyRows(ks []config.DKIMKey) []dkim.KeyRow {
 	rows := make([]dkim.KeyRow, len(ks))
 	for i, k := range ks {
 		rows[i] = dkim.KeyRow{Domain: k.Domain, Selector: k.Selector, KeyFile: k.KeyFile, Subdomains: k.Subdomains}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"net/netip"
@@ -28,16 +28,16 @@ func TestOptionsFromConfig(t *testing.T) {
 	eq := cmpopts.EquateComparable(netip.Prefix{})
 	wantFilter := filter.Options{TrustedNetworks: c.Milter.TrustedNetworks, RejectReserved: true, Reserved: []string{"corp.invalid"},
 		TempfailOnError: true, SignAuthenticated: true, SignTrusted: false, DefaultDomain: "example.org"}
-	if d := cmp.Diff(wantFilter, filterOptions(c), eq); d != "" {
+	if d := cmp.Diff(wantFilter, FilterOptions(c), eq); d != "" {
 		t.Errorf("filter options (-want +got):\n%s", d)
 	}
 	wantSign := dkim.Options{HeaderCanon: "simple", BodyCanon: "relaxed", Headers: c.Milter.DKIM.Headers, Oversign: c.Milter.DKIM.OversignHeaders}
-	if d := cmp.Diff(wantSign, signOptions(c.Milter.DKIM)); d != "" {
+	if d := cmp.Diff(wantSign, SignOptions(c.Milter.DKIM)); d != "" {
 		t.Errorf("signing options (-want +got):\n%s", d)
 	}
 	wantTable := dkim.TableOptions{Keys: []dkim.KeyRow{{Domain: "example.net", Selector: "s1", KeyFile: "/k", Subdomains: true}},
 		KeyDir: "/etc/mxdetour/dkim", KeyFileTemplate: "{domain}.{selector}.key", DefaultDomain: "example.org", AllowGroupReadable: true}
-	if d := cmp.Diff(wantTable, keyTable(c.Milter.DKIM)); d != "" {
+	if d := cmp.Diff(wantTable, KeyTable(c.Milter.DKIM)); d != "" {
 		t.Errorf("key table options (-want +got):\n%s", d)
 	}
 }
