@@ -13,6 +13,10 @@
 //
 // Under systemd it takes its socket by FileDescriptorName= "milter"
 // (contrib/systemd); see internal/daemon.
+//
+// This file parses the flags and wires the parts: the daemon is assembled
+// in milter/server, the commands (keygen, doctor, explain,
+// import-opendkim) live in milter/admin.
 package main
 
 import (
@@ -27,6 +31,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/logging"
+	"github.com/mxdetour/mxdetour/milter/admin"
 	"github.com/mxdetour/mxdetour/milter/server"
 )
 
@@ -61,13 +66,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "keygen":
-			return keygen(args[1:], stdout, stderr)
+			return admin.Keygen(args[1:], stdout, stderr)
 		case "doctor":
-			return doctor(args[1:], stdout, stderr)
+			return admin.Doctor(args[1:], stdout, stderr)
 		case "import-opendkim":
-			return importOpenDKIM(args[1:], stdout, stderr)
+			return admin.ImportOpenDKIM(args[1:], stdout, stderr)
 		case "explain":
-			return explain(args[1:], stdout, stderr)
+			return admin.Explain(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-milter", flag.ContinueOnError)

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -27,10 +27,10 @@ const explainUsage = `usage: mxdetour-milter explain -from ADDR [-auth USER] [-c
   -client local is mail Postfix posts itself: the sendmail command, bounces and notices.
 `
 
-// explain answers "what would the milter do with this message?" from the
+// Explain answers "what would the milter do with this message?" from the
 // configuration, the keys and the country data, as the daemon loads them,
 // and the rotation state the daemon keeps.
-func explain(args []string, stdout, stderr io.Writer) int {
+func Explain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, explainUsage, "\nflags:\n"); fs.PrintDefaults() }

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -27,9 +27,9 @@ const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
 	"  and that the country data ([milter.geo]) loads and is younger than max_age;\n" +
 	"  exit 0 ok, 1 warning, 2 critical (as Nagios plugins)\n"
 
-// doctor checks DNS against the configuration: every key's record, SPF,
+// Doctor checks DNS against the configuration: every key's record, SPF,
 // DMARC, reverse DNS and the HELO name, one line each with its fix.
-func doctor(args []string, stdout, stderr io.Writer) int {
+func Doctor(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage, "\nflags:\n"); fs.PrintDefaults() }
