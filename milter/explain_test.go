@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/milter/filter"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 // Issue #28: "why was this message not signed?" answered before it is
@@ -141,7 +142,7 @@ func TestExplainSameWordsAsLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.InfoLevel)
-	st, err := buildState(cfg, zap.New(core))
+	st, err := server.Check(cfg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}

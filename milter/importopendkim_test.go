@@ -14,6 +14,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/milter/dkim"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 // genkey makes a key as an OpenDKIM site did, with opendkim-genkey, and
@@ -118,7 +119,7 @@ ExternalIgnoreList	refile:%s/ExternalIgnoreList
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl, _, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, false)
+	tbl, _, err := dkim.LoadTable(server.KeyRows(cfg.Milter.DKIM.Keys), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ ExternalIgnoreList	refile:%s/ExternalIgnoreList
 		d, _ := dkim.FromDomain([]string{" " + from})
 		keys := tbl.For(d)
 		msg := "From: " + from + "\r\nTo: x@partner.example\r\nSubject: moved from OpenDKIM\r\n\r\nHello\r\n"
-		sigs, err := dkim.Sign(strings.NewReader(msg), keys, dkim.OptionsFrom(cfg.Milter.DKIM), keys[0].Domain)
+		sigs, err := dkim.Sign(strings.NewReader(msg), keys, server.SignOptions(cfg.Milter.DKIM), keys[0].Domain)
 		if err != nil || len(sigs) != 1 {
 			t.Fatalf("%s: %v %v", from, sigs, err)
 		}

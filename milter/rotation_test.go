@@ -23,14 +23,14 @@ import (
 	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 // TestRotationInDaemon: the milter signs with a new key only once its
 // record resolves, then with both keys (the overlap), as wired by
-// startRotation.
+// server.StartRotation.
 func TestRotationInDaemon(t *testing.T) {
-	rotationInterval = 50 * time.Millisecond
-	defer func() { rotationInterval = dkim.RotationCheckInterval }()
+	const rotationInterval = 50 * time.Millisecond
 	dir := t.TempDir()
 	var rows []config.DKIMKey
 	txt := map[string]string{}
@@ -52,12 +52,12 @@ func TestRotationInDaemon(t *testing.T) {
 	state := filepath.Join(dir, "rotation.json")
 	cfg.Milter.DKIM.RotationStateFile = state
 	log := zaptest.NewLogger(t)
-	st, err := buildState(cfg, log)
+	st, err := server.Check(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := filter.New(st, log)
-	stop, err := startRotation(f, cfg, func() *dkim.Table { return st.Keys }, log)
+	stop, err := server.StartRotation(f, cfg, func() *dkim.Table { return st.Keys }, rotationInterval, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +88,7 @@ func TestRotationInDaemon(t *testing.T) {
 // (through the customer's CNAME, on a DNS server on loopback), and every
 // message it signs verifies at once against what DNS then publishes.
 func TestAlternateRotation(t *testing.T) {
-	rotationInterval = 20 * time.Millisecond
-	defer func() { rotationInterval = dkim.RotationCheckInterval }()
+	const rotationInterval = 20 * time.Millisecond
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "dkim")
 	os.Mkdir(keys, 0o700)
@@ -142,15 +141,19 @@ func TestAlternateRotation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := buildState(cfg, log)
+		st, err := server.Check(cfg, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return st
 	}
 	cur.Store(load())
+	cfg0, err := config.Load(cfgPath) // the rotation reads its settings once
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := filter.New(cur.Load(), log)
-	stop, err := startRotation(f, cur.Load().Cfg, func() *dkim.Table { return cur.Load().Keys }, log)
+	stop, err := server.StartRotation(f, cfg0, func() *dkim.Table { return cur.Load().Keys }, rotationInterval, log)
 	if err != nil {
 		t.Fatal(err)
 	}

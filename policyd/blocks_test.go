@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/admin"
 	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
@@ -152,7 +153,7 @@ func TestBlocksAndCheckShowRoute(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
 	}
-	var res []checkResult
+	var res []admin.CheckResult
 	if err := json.Unmarshal(out, &res); err != nil || len(res) != 1 {
 		t.Fatalf("check -json: %v\n%s", err, out)
 	}

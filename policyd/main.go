@@ -28,8 +28,8 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/logging"
-	"github.com/mxdetour/mxdetour/policyd/policy"
-	"github.com/mxdetour/mxdetour/policyd/socketmap"
+	"github.com/mxdetour/mxdetour/policyd/admin"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
 var version = "dev"
@@ -61,15 +61,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "check":
-			return checkCommand(args[1:], stdout, stderr)
+			return admin.Check(args[1:], stdout, stderr)
 		case "blocks":
-			return blocksCommand(args[1:], stdout, stderr)
+			return admin.Blocks(args[1:], stdout, stderr)
 		case "holds":
-			return holdsCommand(args[1:], stdout, stderr)
+			return admin.Holds(args[1:], stdout, stderr)
 		case "wire":
-			return wireCommand(args[1:], stdout, stderr)
+			return admin.Wire(args[1:], stdout, stderr)
 		case "unwire":
-			return unwireCommand(args[1:], stdout, stderr)
+			return admin.Unwire(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("mxdetour-policyd", flag.ContinueOnError)
@@ -94,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "mxdetour-policyd", version)
 		return 0
 	}
-	cfg, used, err := load(*cfgPath)
+	cfg, used, err := server.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if !*checkOnly && daemon.Activated() {
@@ -102,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitConfig
 	}
-	stateErr := checkStateFile(cfg)
+	stateErr := server.CheckStateFile(cfg)
 	if *checkOnly {
 		rc := 0
 		if stateErr != nil {
@@ -132,7 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
 	if err := serve(cfg, used, *cfgPath, level, log); err != nil {
 		log.Error("exiting", zap.Error(err))
-		var ce configError
+		var ce server.ConfigError
 		if errors.As(err, &ce) {
 			if daemon.Activated() {
 				return failOpen(*cfgPath, err, stderr)
@@ -144,71 +144,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// load reads the configuration and checks everything a start needs of it
-// beyond the file itself (learn patterns, [fleet], the compromise
-// signal's country data): -check-config, a start and a reload all call
-// it, so that what the check accepts, a start accepts.
-func load(path string) (*config.Config, string, error) {
-	cfg, used, err := config.LoadDefault(path)
-	if err == nil {
-		err = checkDeps(cfg)
-	}
-	return cfg, used, err
-}
-
-// failOpen serves Postfix the fail-open answers (socketmap NOTFOUND,
-// policy DUNNO) on systemd's sockets while the configuration is unusable,
-// and starts again in full service at the first reload that finds it
-// usable (daemon.RunFailOpen). Run by hand, a bad file still exits 78.
-func failOpen(path string, reason error, stderr io.Writer) int {
-	log, _, err := logging.New(logging.Options(config.Default().Log))
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitConfig
-	}
-	defer log.Sync() //nolint:errcheck
-	o := policy.Options{IdleTimeout: 5 * time.Minute, MaxRequestSize: 65536, MaxConnections: 1000}
-	err = daemon.RunFailOpen(context.Background(), daemon.FailOpenOptions{
-		Sockets: []daemon.Socket{
-			{Name: "policy", Server: policy.NewServer(dunno{}, o, log.Named("policy"))},
-			{Name: "socketmap", Server: socketmap.NewServer(notFound{}, o, log.Named("socketmap"))},
-		},
-		Reason: reason,
-		Usable: func() error { _, _, err := load(path); return err },
-		Log:    log,
-	})
-	if err != nil {
-		log.Error("exiting", zap.Error(err))
-		return exitConfig
-	}
-	return 0
-}
-
-// dunno and notFound are the fail-open answers: Postfix goes its default way.
-type dunno struct{}
-
-func (dunno) Policy(context.Context, *policy.Request) string { return "DUNNO" }
-
-type notFound struct{}
-
-func (notFound) Lookup(context.Context, string, string) socketmap.Reply { return socketmap.NotFound() }
-
-// serve builds the daemon and hands it to the runner, which serves until
+// serve starts the daemon and hands it to the runner, which serves until
 // SIGTERM and reloads on SIGHUP.
 func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log *zap.Logger) error {
-	d, err := start(cfg, log)
+	s, err := server.Start(cfg, server.Options{Log: log, Version: version})
 	if err != nil {
 		return err
 	}
 	log.Info("started", zap.String("version", version), zap.String("config", orEmbedded(used)))
-	if d.runtime().engine.DryRun() {
+	if s.DryRun() {
 		log.Warn("dry run: no relay transport configured ([transports] relay); decisions are logged and Postfix is always told to go direct")
 	}
 	return daemon.Run(context.Background(), daemon.Options{
-		Sockets: d.sockets(),
-		Reload:  func(ctx context.Context) error { return d.reloadFrom(ctx, flagPath, level) },
-		Health:  d.health,
-		Stop:    d.stop,
+		Sockets: s.Sockets(),
+		Reload:  func(ctx context.Context) error { return s.ReloadFrom(ctx, flagPath, level) },
+		Health:  s.Health,
+		Stop:    s.Stop,
 		Grace:   10 * time.Second,
 		Log:     log,
 	})
@@ -219,16 +170,6 @@ func orEmbedded(path string) string {
 		return "embedded defaults"
 	}
 	return path
-}
-
-// configError marks errors that mean "fix the configuration", exit 78.
-type configError struct{ error }
-
-func (e configError) Unwrap() error { return e.error }
-
-// ctxTimeout is a small helper for commands.
-func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }
 
 // checkMilterPart has mxdetour-milter check what only it can (the DKIM

@@ -154,3 +154,47 @@ func check(b *Blocker, ctx context.Context, ip netip.Addr) (blocked bool, cc str
 	v, err := b.Check(ctx, ip)
 	return v.Refuse(), v.Country, err
 }
+
+// TestGuardedClose: a Guarded source is closed exactly once, not under a
+// lookup in flight, and a lookup after Close answers ErrClosed without
+// touching it.
+func TestGuardedClose(t *testing.T) {
+	src := &tracked{gate: make(chan struct{})}
+	in := make(chan struct{})
+	g := Guard(entering{src, in})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if cc, err := g.Country(context.Background(), ru); cc != "RU" || err != nil {
+			t.Errorf("in flight: %q, %v", cc, err)
+		}
+	}()
+	<-in // the lookup is in the source
+	g.Close()
+	g.Close()
+	if n := src.closes.Load(); n != 0 {
+		t.Errorf("closed %d times under a lookup in flight", n)
+	}
+	close(src.gate)
+	<-done
+	if n := src.closes.Load(); n != 1 {
+		t.Errorf("closed %d times, want once", n)
+	}
+	if _, err := g.Country(context.Background(), ru); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+	if n := src.lateUses.Load(); n != 0 {
+		t.Errorf("%d lookups after Close", n)
+	}
+}
+
+// entering is a source that says when a lookup has entered it.
+type entering struct {
+	*tracked
+	in chan struct{}
+}
+
+func (e entering) Country(ctx context.Context, ip netip.Addr) (string, error) {
+	e.in <- struct{}{}
+	return e.tracked.Country(ctx, ip)
+}

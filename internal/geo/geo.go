@@ -267,3 +267,39 @@ func (b *Blocker) Stale(maxAge time.Duration, now time.Time) (age time.Duration,
 	age = now.Sub(t)
 	return age, maxAge > 0 && age > maxAge
 }
+
+// Guarded is a Source that may be closed while lookups are in flight, as
+// a reload closes the country data it replaced: Close closes the source it
+// wraps once the last lookup using it returns (an MMDB is a file mapping:
+// a lookup in an unmapped database crashes the daemon). A lookup that
+// starts after Close answers ErrClosed without touching the source.
+type Guarded struct {
+	sh     *shared
+	closed atomic.Bool
+}
+
+// Guard returns src, closed by the Guarded's Close.
+func Guard(src Source) *Guarded {
+	g := &Guarded{sh: &shared{src: src}}
+	g.sh.acquire()
+	return g
+}
+
+// Country asks the source, unless g is closed.
+func (g *Guarded) Country(ctx context.Context, ip netip.Addr) (string, error) {
+	g.sh.acquire()
+	defer g.sh.release()
+	if g.closed.Load() {
+		return "", ErrClosed
+	}
+	return g.sh.src.Country(ctx, ip)
+}
+
+// Close gives up the source: closed now, or when the last lookup using it
+// returns. Close twice is harmless.
+func (g *Guarded) Close() error {
+	if g.closed.CompareAndSwap(false, true) {
+		g.sh.release()
+	}
+	return nil
+}

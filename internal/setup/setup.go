@@ -1,7 +1,7 @@
 // Package setup maps the configuration file (internal/config) onto the
 // options of the shared libraries, so that the libraries know nothing of
 // the file format: a test builds them without a config, and the schema can
-// change without touching them. Both daemons' mains call it.
+// change without touching them. Both daemons' set-up code calls it.
 package setup
 
 import (
@@ -12,6 +12,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/provider"
+	"github.com/mxdetour/mxdetour/policyd/route"
 )
 
 // Lookup returns the resolver options of the [dns] section.
@@ -79,4 +80,19 @@ func GeoPolicy(c config.Geo, r lookup.Resolver) geo.Policy {
 // (and so needs a resolver).
 func GeoUsesASN(c config.Geo) bool {
 	return slices.ContainsFunc(c.Rules, func(r config.GeoRule) bool { return len(r.ASNs) > 0 })
+}
+
+// Route returns the decision's options: [domains], [[rules]],
+// [providers], [transports] and the decision keys of [policyd]. Postfix's
+// own domains (from_postfix) are the daemon's to add, as it reads them.
+func Route(c *config.Config) route.Options {
+	o := route.Options{
+		Local: c.Domains.Local, Reserved: c.Domains.Reserved, Providers: Providers(c),
+		Relay: c.Transports.Relay, IPv4: c.Transports.IPv4,
+		RejectNullMX: c.Policyd.NullMX == "reject", TempOnDNSFailure: c.Policyd.OnDNSFailure == "temp",
+	}
+	for _, r := range c.Rules {
+		o.Rules = append(o.Rules, route.Rule{Domain: r.Domain, Address: r.Address, Route: route.Route(r.Route)})
+	}
+	return o
 }

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
@@ -29,7 +28,7 @@ var abortMsg = crlf("From: alice@example.org\nTo: bob@example.net\nSubject: abor
 func start(tb testing.TB, keys []*Key) *Signing {
 	tb.Helper()
 	header, body := splitMessage([]byte(abortMsg))
-	s, err := Start(header, fieldNames(header), keys, OptionsFrom(config.Default().Milter.DKIM), "example.org")
+	s, err := Start(header, fieldNames(header), keys, defaultOptions(), "example.org")
 	if err != nil {
 		tb.Fatal(err)
 	}

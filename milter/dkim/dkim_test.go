@@ -105,11 +105,20 @@ var messages = map[string]string{
 	"over 1 MB":  crlf("From: alice@example.org\nSubject: big\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", 17000)),
 }
 
+// defaultOptions are the signing options of the default configuration.
+func defaultOptions() Options { return canonOptions(config.Default().Milter.DKIM.Canonicalization) }
+
+// canonOptions are the default options with canon ("header/body").
+func canonOptions(canon string) Options {
+	h, b, _ := strings.Cut(canon, "/")
+	d := config.Default().Milter.DKIM
+	return Options{HeaderCanon: h, BodyCanon: b, Headers: d.Headers, Oversign: d.OversignHeaders}
+}
+
 func TestSignVerify(t *testing.T) {
 	r, e := testKeys(t)
 	for _, canon := range []string{"simple/simple", "relaxed/relaxed", "relaxed/simple"} {
-		o := OptionsFrom(config.DKIM{Canonicalization: canon, Headers: config.Default().Milter.DKIM.Headers,
-			OversignHeaders: config.Default().Milter.DKIM.OversignHeaders})
+		o := canonOptions(canon)
 		for name, msg := range messages {
 			out := signed(t, msg, []*Key{r, e}, o)
 			vs := verifyGo(t, out, txtMap(r, e))
@@ -125,7 +134,7 @@ func TestSignVerify(t *testing.T) {
 
 func TestOversigning(t *testing.T) {
 	r, _ := testKeys(t)
-	o := OptionsFrom(config.Default().Milter.DKIM)
+	o := defaultOptions()
 	out := signed(t, messages["folded"], []*Key{r}, o)
 	// A second From added after signing must break the signature.
 	tampered := bytes.Replace(out, []byte("From: Alice"), []byte("From: mallory@evil.example\r\nFrom: Alice"), 1)
@@ -147,7 +156,7 @@ func TestOpenDKIMVerifies(t *testing.T) {
 		t.Skip("opendkim not installed (.ci/run installs it)")
 	}
 	r, e := testKeys(t)
-	out := signed(t, messages["folded"], []*Key{r, e}, OptionsFrom(config.Default().Milter.DKIM))
+	out := signed(t, messages["folded"], []*Key{r, e}, defaultOptions())
 	dir := t.TempDir()
 	var keys strings.Builder
 	for n, v := range txtMap(r, e) {
@@ -178,7 +187,7 @@ func TestLoadTable(t *testing.T) {
 	if err := WriteKeyFile(rsaFile, r.Signer); err == nil {
 		t.Error("WriteKeyFile overwrote a key")
 	}
-	rows := []config.DKIMKey{
+	rows := []KeyRow{
 		{Domain: "Example.org", Selector: "rsa", KeyFile: rsaFile, Subdomains: true},
 		{Domain: "example.org", Selector: "ed", KeyFile: edFile},
 	}
@@ -202,12 +211,12 @@ func TestLoadTable(t *testing.T) {
 	txt := TXTRecord(e.Signer.Public())
 	pubFile := filepath.Join(dir, "pub.key")
 	os.WriteFile(pubFile, []byte(txt[strings.Index(txt, "p=")+2:]+"\n"), 0o600)
-	_, _, err = LoadTable([]config.DKIMKey{{Domain: "a.example", Selector: "s", KeyFile: pubFile}}, false)
+	_, _, err = LoadTable([]KeyRow{{Domain: "a.example", Selector: "s", KeyFile: pubFile}}, false)
 	if err == nil || !strings.Contains(err.Error(), "dkim key "+pubFile+" holds a public key (the DNS record's p= value") {
 		t.Errorf("public key as key_file: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "junk.key"), []byte("junk"), 0o600)
-	_, _, err = LoadTable([]config.DKIMKey{{Domain: "a.example", Selector: "s", KeyFile: filepath.Join(dir, "junk.key")}, {Domain: "b.example", Selector: "s", KeyFile: filepath.Join(dir, "missing.key")}}, false)
+	_, _, err = LoadTable([]KeyRow{{Domain: "a.example", Selector: "s", KeyFile: filepath.Join(dir, "junk.key")}, {Domain: "b.example", Selector: "s", KeyFile: filepath.Join(dir, "missing.key")}}, false)
 	if err == nil || !strings.Contains(err.Error(), "junk.key") || !strings.Contains(err.Error(), "missing.key") {
 		t.Errorf("both bad rows should be reported: %v", err)
 	}
@@ -291,7 +300,7 @@ func TestKeyFilesFromTools(t *testing.T) {
 	dir := t.TempDir()
 	load := func(file string) error {
 		os.Chmod(file, 0o600)
-		_, _, err := LoadTable([]config.DKIMKey{{Domain: "example.org", Selector: "s", KeyFile: file}}, false)
+		_, _, err := LoadTable([]KeyRow{{Domain: "example.org", Selector: "s", KeyFile: file}}, false)
 		return err
 	}
 	t.Run("opendkim-genkey", func(t *testing.T) {
@@ -340,7 +349,7 @@ func TestGeneratedRecordVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := &Key{Selector: "new", Signer: k}
-	out := signed(t, messages["folded"], []*Key{key}, OptionsFrom(config.Default().Milter.DKIM))
+	out := signed(t, messages["folded"], []*Key{key}, defaultOptions())
 	line := ZoneLine("new", "example.org", k.Public())
 	if !strings.HasPrefix(line, `new._domainkey.example.org. IN TXT ( "v=DKIM1; k=ed25519; p=`) {
 		t.Errorf("zone line %q", line)
@@ -390,7 +399,7 @@ func FuzzParsePrivateKey(f *testing.F) {
 
 func benchSign(b *testing.B, keys []*Key) {
 	msg := crlf("From: alice@example.org\nTo: bob@example.net\nSubject: bench\nDate: Mon, 24 Nov 2026 10:00:00 +0000\n\n" + strings.Repeat("A typical line of a typical message body.\n", 240))
-	o := OptionsFrom(config.Default().Milter.DKIM)
+	o := defaultOptions()
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/domain"
 )
 
@@ -92,7 +91,7 @@ func (t *Template) Match(name string) (domainName, selector string, ok bool) {
 // directories are not keys. The domain of a row is normalised when it
 // can be; when it cannot, loading the row says why. Only a directory
 // that cannot be read is an error.
-func DirRows(dir, template string) ([]config.DKIMKey, error) {
+func DirRows(dir, template string) ([]KeyRow, error) {
 	if dir == "" {
 		return nil, nil
 	}
@@ -104,7 +103,7 @@ func DirRows(dir, template string) ([]config.DKIMKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dkim key_dir: %w%s", err, ReadHint(dir, err))
 	}
-	var rows []config.DKIMKey
+	var rows []KeyRow
 	for _, e := range ents { // sorted by name
 		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -116,17 +115,28 @@ func DirRows(dir, template string) ([]config.DKIMKey, error) {
 		if n, err := domain.Normalize(d); err == nil {
 			d = n
 		}
-		rows = append(rows, config.DKIMKey{Domain: d, Selector: sel, KeyFile: filepath.Join(dir, e.Name())})
+		rows = append(rows, KeyRow{Domain: d, Selector: sel, KeyFile: filepath.Join(dir, e.Name())})
 	}
 	return rows, nil
 }
 
-// Rows is the key table of c: its [[milter.dkim.keys]] rows, then the
+// TableOptions say where the keys of the table come from ([milter.dkim]).
+type TableOptions struct {
+	Keys            []KeyRow // the configured rows, in order
+	KeyDir          string   // a directory of key files; "" = none
+	KeyFileTemplate string   // their names: {domain} and {selector}
+	DefaultDomain   string   // signs mail of domains without keys of their own; "" = none
+	// AllowGroupReadable accepts key files readable by their group (see
+	// LoadTable).
+	AllowGroupReadable bool
+}
+
+// Rows is the key table of c: its configured rows, then the
 // files of key_dir that no row (nor an earlier file) names with the same
 // domain and selector. fromDir is how many rows at the end came from
 // key_dir. err says why key_dir could not be read (the rows are still
 // returned).
-func Rows(c config.DKIM) (rows []config.DKIMKey, fromDir int, err error) {
+func Rows(c TableOptions) (rows []KeyRow, fromDir int, err error) {
 	found, err := DirRows(c.KeyDir, c.KeyFileTemplate)
 	rows = slices.Clip(c.Keys)
 	type id struct{ d, s string }
@@ -147,11 +157,11 @@ func Rows(c config.DKIM) (rows []config.DKIMKey, fromDir int, err error) {
 	return rows, fromDir, err
 }
 
-// Load builds the key table of the [milter.dkim] section c: its rows,
+// Load builds the key table of c: its rows,
 // the files of key_dir (see Rows) and the default domain. As with
 // LoadTable, the table holds every key that loaded, and err joins what
 // did not: each key (a *KeyError) and a key_dir that could not be read.
-func Load(c config.DKIM) (*Table, []string, error) {
+func Load(c TableOptions) (*Table, []string, error) {
 	rows, fromDir, dirErr := Rows(c)
 	t, warnings, err := loadTable(rows, len(rows)-fromDir, c.AllowGroupReadable)
 	if d, nerr := domain.Normalize(c.DefaultDomain); nerr == nil {
@@ -160,7 +170,7 @@ func Load(c config.DKIM) (*Table, []string, error) {
 	if dirErr != nil {
 		// Reported as a key that did not load, so the log, the metrics
 		// and -check-config name it.
-		t.rows = append(t.rows, row{cfg: config.DKIMKey{KeyFile: c.KeyDir}, err: dirErr, state: Failed, dir: true, whole: true})
+		t.rows = append(t.rows, row{cfg: KeyRow{KeyFile: c.KeyDir}, err: dirErr, state: Failed, dir: true, whole: true})
 		t.dirErr = dirErr
 		err = errors.Join(err, &KeyError{File: c.KeyDir, Err: dirErr})
 	}

@@ -87,10 +87,8 @@ func writeKey(t testing.TB, dir string, k NewKey, txt map[string]string) {
 	txt[k.Selector+"._domainkey."+k.Domain] = TXTRecord(k.Signer.Public())
 }
 
-func dirConfig(dir string) config.DKIM {
-	c := config.Default().Milter.DKIM
-	c.KeyDir = dir
-	return c
+func dirConfig(dir string) TableOptions {
+	return TableOptions{KeyDir: dir, KeyFileTemplate: config.Default().Milter.DKIM.KeyFileTemplate}
 }
 
 // signedFrom signs a message from d with the table's keys for d and
@@ -102,7 +100,7 @@ func signedFrom(t *testing.T, tbl *Table, d string, txt map[string]string) []*dk
 		t.Fatalf("no key for %s", d)
 	}
 	msg := crlf("From: Customer <info@" + d + ">\nTo: bob@example.net\nSubject: hello\nDate: Mon, 24 Nov 2026 10:00:00 +0000\n\nHello\n")
-	sigs, err := Sign(strings.NewReader(msg), keys, OptionsFrom(config.Default().Milter.DKIM), keys[0].Domain)
+	sigs, err := Sign(strings.NewReader(msg), keys, defaultOptions(), keys[0].Domain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +237,7 @@ func TestKeyDirRowsWin(t *testing.T) {
 	writeKey(t, rowDir, NewKey{Domain: "customer000.zz", Selector: "ed1", Algorithm: "ed25519"}, rtxt)
 	writeKey(t, dir, NewKey{Domain: "customer000.zz", Selector: "ed2", Algorithm: "ed25519"}, txt)
 	c := dirConfig(dir)
-	c.Keys = []config.DKIMKey{{Domain: "customer000.zz", Selector: "ed1", KeyFile: filepath.Join(rowDir, "customer000.zz.ed1.key")}}
+	c.Keys = []KeyRow{{Domain: "customer000.zz", Selector: "ed1", KeyFile: filepath.Join(rowDir, "customer000.zz.ed1.key")}}
 	tbl, _, err := Load(c)
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,15 @@ import (
 	"os"
 	"strings"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/domain"
 )
+
+// KeyRow is one key of the table as configured ([[milter.dkim.keys]]) or
+// found in key_dir: a domain, its selector, and the private key's file.
+type KeyRow struct {
+	Domain, Selector, KeyFile string
+	Subdomains                bool // also sign for subdomains of Domain
+}
 
 // Key is one row of the key table, with its private key loaded.
 type Key struct {
@@ -42,7 +48,7 @@ type Table struct {
 
 // row is one configured key and what became of it.
 type row struct {
-	cfg   config.DKIMKey
+	cfg   KeyRow
 	key   *Key  // nil when the row failed and nothing was kept
 	err   error // why the file did not load
 	state KeyState
@@ -92,13 +98,13 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // key that loaded, always, and err joins one *KeyError per row that did
 // not (nil when all loaded). The daemon signs with that table and logs err
 // (degraded, not down); -check-config refuses it.
-func LoadTable(rows []config.DKIMKey, allowGroupReadable bool) (*Table, []string, error) {
+func LoadTable(rows []KeyRow, allowGroupReadable bool) (*Table, []string, error) {
 	return loadTable(rows, len(rows), allowGroupReadable)
 }
 
 // loadTable is LoadTable where the rows from configured on are files
 // found in key_dir.
-func loadTable(rows []config.DKIMKey, configured int, allowGroupReadable bool) (*Table, []string, error) {
+func loadTable(rows []KeyRow, configured int, allowGroupReadable bool) (*Table, []string, error) {
 	t := &Table{}
 	var warnings []string
 	var errs []error
@@ -204,7 +210,7 @@ func (r row) status() KeyStatus {
 	return KeyStatus{Domain: r.cfg.Domain, Selector: r.cfg.Selector, File: r.cfg.KeyFile, State: r.state, Err: r.err, FromDir: r.dir}
 }
 
-func loadKey(r config.DKIMKey, allowGroupReadable bool) (*Key, string, error) {
+func loadKey(r KeyRow, allowGroupReadable bool) (*Key, string, error) {
 	d, err := domain.Normalize(r.Domain)
 	if err != nil {
 		return nil, "", fmt.Errorf("dkim key %s: %w", r.KeyFile, err)

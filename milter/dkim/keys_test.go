@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // keyFiles writes the test keys as key files in a new directory.
@@ -55,7 +53,7 @@ func TestLoadTableDegraded(t *testing.T) {
 		{"wrong format", junk, junk + " holds no PEM private key"},
 		{"readable by others", open, open + " has mode 0644: readable by others"},
 	} {
-		tbl, _, err := LoadTable([]config.DKIMKey{
+		tbl, _, err := LoadTable([]KeyRow{
 			{Domain: "example.org", Selector: "ed", KeyFile: edFile},
 			{Domain: "example.org", Selector: "bad", KeyFile: tc.file},
 		}, false)
@@ -90,7 +88,7 @@ func TestPermissionAdvice(t *testing.T) {
 // with the key loaded before, under its own domain and selector only.
 func TestKeepFrom(t *testing.T) {
 	_, rsaFile, edFile := keyFiles(t)
-	rows := []config.DKIMKey{
+	rows := []KeyRow{
 		{Domain: "example.org", Selector: "rsa", KeyFile: rsaFile},
 		{Domain: "example.org", Selector: "ed", KeyFile: edFile},
 	}
@@ -100,7 +98,7 @@ func TestKeepFrom(t *testing.T) {
 	}
 	os.WriteFile(rsaFile, []byte("overwritten by mistake"), 0o600)
 	rows[1].Subdomains = true
-	rows = append(rows, config.DKIMKey{Domain: "example.net", Selector: "rsa", KeyFile: rsaFile})
+	rows = append(rows, KeyRow{Domain: "example.net", Selector: "rsa", KeyFile: rsaFile})
 	next, _, err := LoadTable(rows, false)
 	if err == nil {
 		t.Fatal("the overwritten key loaded")

@@ -12,20 +12,15 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/domain"
 )
 
-// Options are the signing choices of the configuration.
+// Options are the signing choices: the canonicalization of header and
+// body ("relaxed" or "simple", RFC 6376 section 3.4), the header fields
+// signed once if present, and those signed once more than present.
 type Options struct {
 	HeaderCanon, BodyCanon string
 	Headers, Oversign      []string
-}
-
-// OptionsFrom reads them from the [milter.dkim] section.
-func OptionsFrom(c config.DKIM) Options {
-	h, b, _ := strings.Cut(c.Canonicalization, "/")
-	return Options{HeaderCanon: h, BodyCanon: b, Headers: c.Headers, Oversign: c.OversignHeaders}
 }
 
 // HeaderKeys returns the h= list for a message whose header field names

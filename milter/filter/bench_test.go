@@ -11,7 +11,7 @@ import (
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap"
 
-	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/milter/dkim"
 )
 
 // countingConn counts the milter packets the server writes: each one is
@@ -74,7 +74,7 @@ var benchHeader = [][2]string{
 // DATA, ten header fields, a 4 kB body, end of message. It reports the
 // packets our milter wrote per message (replies the MTA waited for, plus
 // the inserted signatures).
-func benchSession(b *testing.B, auth string, mutate func(*config.Config)) {
+func benchSession(b *testing.B, auth string, mutate func(*fixture)) {
 	f := New(state(b, mutate), zap.NewNop())
 	benchServer(b, auth, f.ServerOptions())
 }
@@ -139,15 +139,15 @@ func benchMessage(c *milter.Client, auth, body string) error {
 	return err
 }
 
-func oneKey(sel string) func(*config.Config) {
-	return func(c *config.Config) {
-		var ks []config.DKIMKey
-		for _, k := range c.Milter.DKIM.Keys {
+func oneKey(sel string) func(*fixture) {
+	return func(fx *fixture) {
+		var ks []dkim.KeyRow
+		for _, k := range fx.keys {
 			if k.Selector == sel {
 				ks = append(ks, k)
 			}
 		}
-		c.Milter.DKIM.Keys = ks
+		fx.keys = ks
 	}
 }
 

@@ -111,11 +111,11 @@ func countryAt(ctx context.Context, st *State, s Sender, client netip.Addr) Coun
 // reserved domain (RFC 2606/6761 and [domains] reserved) at RCPT, ""
 // when the recipient is not refused for that.
 func reservedReply(st *State, rcpt string) string {
-	if !st.Cfg.Milter.RejectReserved {
+	if !st.Opts.RejectReserved {
 		return ""
 	}
 	d, err := domain.FromAddress(rcpt)
-	if err != nil || !domain.Reserved(d, st.Cfg.Domains.Reserved) {
+	if err != nil || !domain.Reserved(d, st.Opts.Reserved) {
 		return ""
 	}
 	return fmt.Sprintf("5.1.2 <%s>: Recipient address rejected: %s is a reserved domain and does not receive mail", milter.RemoveAngle(rcpt), d)

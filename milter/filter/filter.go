@@ -53,18 +53,38 @@ import (
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/pickup"
 )
 
+// Options are the filter's own choices ([milter] and [domains]): whom it
+// trusts, what it refuses, whom it signs for, what a failure does.
+type Options struct {
+	// TrustedNetworks: clients whose mail is signed as trusted, and who
+	// are exempt from the country rules.
+	TrustedNetworks []netip.Prefix
+	// RejectReserved refuses recipients in reserved domains (RFC 2606,
+	// RFC 6761, and Reserved) at RCPT.
+	RejectReserved bool
+	Reserved       []string
+	// TempfailOnError tempfails a message on an internal error; false:
+	// it is accepted unsigned.
+	TempfailOnError bool
+	// SignAuthenticated signs the mail of clients that authenticated,
+	// SignTrusted that of trusted networks and of Postfix itself.
+	SignAuthenticated, SignTrusted bool
+	// DefaultDomain is default_domain as configured, "" when none; the
+	// key table applies it, the reasons name it.
+	DefaultDomain string
+}
+
 // State is what a reload replaces, all at once.
 type State struct {
-	Cfg  *config.Config
+	Opts Options
 	Keys *dkim.Table
-	Opts dkim.Options
+	Sign dkim.Options
 	Geo  *geo.Blocker
 	// Pickup counts the mail local accounts submit with the sendmail
 	// command against policyd's [[limits]]; nil: not counted.
@@ -307,7 +327,7 @@ func (s *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Resp
 		s.sender = milter.RemoveAngle(from)
 	}
 	s.auth = m.Get(milter.MacroAuthAuthen)
-	s.trusted = inAny(s.addr, s.st.Cfg.Milter.TrustedNetworks)
+	s.trusted = inAny(s.addr, s.st.Opts.TrustedNetworks)
 	if countryExempt(s.st, Sender{Auth: s.auth, Trusted: s.trusted}) != "" {
 		return milter.RespContinue, nil
 	}
@@ -464,7 +484,7 @@ func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) 
 	s.keys, s.why = p.Keys, p.Why
 	if s.why == "" {
 		s.sdomain = s.keys[0].Domain
-		s.signing, err = dkim.Start(s.header.Bytes(), s.names, s.keys, s.st.Opts, s.sdomain)
+		s.signing, err = dkim.Start(s.header.Bytes(), s.names, s.keys, s.st.Sign, s.sdomain)
 		if err != nil {
 			return s.fail("starting DKIM signature", err), nil
 		}
@@ -597,7 +617,7 @@ func (s *session) fail(what string, err error) *milter.Response {
 	s.f.stats.Errors.Add(1)
 	s.abortSigning()
 	s.why = what + " failed"
-	if s.st != nil && s.st.Cfg.Milter.OnError == "tempfail" {
+	if s.st != nil && s.st.Opts.TempfailOnError {
 		s.f.log.Error(what+" failed; tempfailing the message", zap.Error(err))
 		return milter.RespTempFail
 	}

@@ -32,7 +32,7 @@ var (
 )
 
 // keys writes an RSA and an Ed25519 key (mode 0600) once per test binary.
-func keys(t testing.TB) []config.DKIMKey {
+func keys(t testing.TB) []dkim.KeyRow {
 	keyOnce.Do(func() {
 		var err error
 		keyDir, _ = os.MkdirTemp("", "filter-keys-")
@@ -46,7 +46,7 @@ func keys(t testing.TB) []config.DKIMKey {
 			panic(err)
 		}
 	})
-	return []config.DKIMKey{{Domain: "example.org", Selector: "rsa", KeyFile: rsaF}, {Domain: "example.org", Selector: "ed", KeyFile: edF}}
+	return []dkim.KeyRow{{Domain: "example.org", Selector: "rsa", KeyFile: rsaF}, {Domain: "example.org", Selector: "ed", KeyFile: edF}}
 }
 
 func countryDB(t testing.TB) string {
@@ -60,23 +60,41 @@ func countryDB(t testing.TB) string {
 	return p
 }
 
-func state(t testing.TB, mutate func(*config.Config)) *State {
-	cfg := config.Default()
-	cfg.Milter.DKIM.Keys = keys(t)
-	cfg.Milter.Geo = config.Geo{BlockCountries: []string{"RU"}, Source: "mmdb", MMDBFile: countryDB(t),
-		Allow: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}}
+// fixture is what a test may change before its state is built: the
+// filter's options, the key rows, the signing options, and the country
+// rules (a [milter.geo] section, mapped by internal/setup as the
+// milter's set-up maps it).
+type fixture struct {
+	opts Options
+	keys []dkim.KeyRow
+	sign dkim.Options
+	geo  config.Geo
+}
+
+// state builds the test state: the default configuration's choices, the
+// two test keys, and a country block of RU with an allowed network.
+func state(t testing.TB, mutate func(*fixture)) *State {
+	d := config.Default()
+	fx := &fixture{
+		opts: Options{TrustedNetworks: d.Milter.TrustedNetworks, RejectReserved: d.Milter.RejectReserved, Reserved: d.Domains.Reserved,
+			SignAuthenticated: d.Milter.DKIM.SignAuthenticated, SignTrusted: d.Milter.DKIM.SignTrusted},
+		keys: keys(t),
+		sign: dkim.Options{HeaderCanon: "relaxed", BodyCanon: "relaxed", Headers: d.Milter.DKIM.Headers, Oversign: d.Milter.DKIM.OversignHeaders},
+		geo: config.Geo{BlockCountries: []string{"RU"}, Source: "mmdb", MMDBFile: countryDB(t),
+			Allow: []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}},
+	}
 	if mutate != nil {
-		mutate(cfg)
+		mutate(fx)
 	}
-	tbl, _, err := dkim.LoadTable(cfg.Milter.DKIM.Keys, false)
+	tbl, _, err := dkim.LoadTable(fx.keys, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := geo.Open(setup.Geo(cfg.Milter.Geo), nil)
+	src, err := geo.Open(setup.Geo(fx.geo), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &State{Cfg: cfg, Keys: tbl, Opts: dkim.OptionsFrom(cfg.Milter.DKIM), Geo: geo.NewBlocker(src, setup.GeoPolicy(cfg.Milter.Geo, nil))}
+	return &State{Opts: fx.opts, Keys: tbl, Sign: fx.sign, Geo: geo.NewBlocker(src, setup.GeoPolicy(fx.geo, nil))}
 }
 
 func serve(t *testing.T, f *Filter) string {
@@ -426,7 +444,7 @@ func TestNotSigned(t *testing.T) {
 func TestSwapKeepsWorking(t *testing.T) {
 	f := New(state(t, nil), zaptest.NewLogger(t))
 	addr := serve(t, f)
-	f.Swap(state(t, func(c *config.Config) { c.Milter.DKIM.Keys = c.Milter.DKIM.Keys[:1] }))
+	f.Swap(state(t, func(fx *fixture) { fx.keys = fx.keys[:1] }))
 	o := run(t, addr, transaction{client: "127.0.0.1", smtpd: true, rcpts: []string{"b@partner.mxd"}, header: hdr, body: "x\r\n"})[0]
 	if n := inserted(o.mods); n != 1 {
 		t.Errorf("after swap to one key: %d signatures", n)

@@ -56,8 +56,9 @@ func TestCountryRules(t *testing.T) {
 			[]string{"rejected by a country rule milter.geo.rules[0] AS 64496"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := state(t, func(c *config.Config) { tc.geo(&c.Milter.Geo) })
-			p := setup.GeoPolicy(st.Cfg.Milter.Geo, nil)
+			var g config.Geo
+			st := state(t, func(fx *fixture) { tc.geo(&fx.geo); g = fx.geo })
+			p := setup.GeoPolicy(g, nil)
 			p.ASN = asnOf
 			old := st.Geo
 			st.Geo = old.Reuse(p)

@@ -16,8 +16,6 @@ import (
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // Issue #10: hostile input never stops the milter. These tests run a real
@@ -140,7 +138,7 @@ func (n *notifyConn) Close() error {
 
 // edOnly is the test state with just the Ed25519 key: signing is cheap.
 func edOnly(t testing.TB) *State {
-	return state(t, func(c *config.Config) { c.Milter.DKIM.Keys = c.Milter.DKIM.Keys[1:] })
+	return state(t, func(fx *fixture) { fx.keys = fx.keys[1:] })
 }
 
 // signOnce runs a whole message from a trusted client through a fresh

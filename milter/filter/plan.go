@@ -52,15 +52,15 @@ const (
 // rotation's keys; nil: every key signs).
 func PlanSigning(st *State, rot *dkim.Rotation, s Sender, from, sigs []string) SignPlan {
 	var p SignPlan
-	ds := st.Cfg.Milter.DKIM
+	o := st.Opts
 	switch {
 	case st.Keys.Len() == 0:
 		p.Why = WhyNoKeys
 		return p
-	case s.Auth != "" && !ds.SignAuthenticated && !((s.Trusted || s.Local) && ds.SignTrusted):
+	case s.Auth != "" && !o.SignAuthenticated && !((s.Trusted || s.Local) && o.SignTrusted):
 		p.Why = WhyAuthOff
 		return p
-	case s.Auth == "" && (s.Trusted || s.Local) && !ds.SignTrusted:
+	case s.Auth == "" && (s.Trusted || s.Local) && !o.SignTrusted:
 		p.Why = WhyTrustedOff
 		return p
 	case s.Auth == "" && !s.Trusted && !s.Local:
@@ -76,7 +76,7 @@ func PlanSigning(st *State, rot *dkim.Rotation, s Sender, from, sigs []string) S
 	all := st.Keys.For(d)
 	if len(all) == 0 {
 		p.Why = WhyNoKeyFor + d
-		if ds.DefaultDomain == "" {
+		if o.DefaultDomain == "" {
 			p.Why += whyNoDefault
 		}
 		return p

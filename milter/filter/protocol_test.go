@@ -8,8 +8,6 @@ import (
 
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap/zaptest"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // serveCounting serves f on a unix socket and counts the packets it
@@ -120,8 +118,8 @@ func TestFailureWithoutReply(t *testing.T) {
 		onError string
 		want    milter.ActionType
 	}{{"accept", milter.ActionAccept}, {"tempfail", milter.ActionTempFail}} {
-		st := state(t, func(c *config.Config) { c.Milter.OnError = tc.onError })
-		st.Opts.HeaderCanon = "bogus" // go-msgauth refuses it
+		st := state(t, func(fx *fixture) { fx.opts.TempfailOnError = tc.onError == "tempfail" })
+		st.Sign.HeaderCanon = "bogus" // go-msgauth refuses it
 		f := New(st, zaptest.NewLogger(t))
 		c, _ := serveCounting(t, f)
 		s := openSession(t, c, "alice")

@@ -16,8 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 // Note is a remark on one line of the OpenDKIM configuration.
@@ -38,9 +36,16 @@ type Result struct {
 	Headers, Oversign  []string
 	Nameservers        []string
 	AllowGroupReadable bool
-	Keys               []config.DKIMKey
+	Keys               []Key
 	Notes              []Note // mapped, with a remark
 	Unmapped           []Note // options and entries with no equivalent
+}
+
+// Key is one key of the KeyTable (or of Domain/Selector/KeyFile), as a
+// [[milter.dkim.keys]] row writes it.
+type Key struct {
+	Domain, Selector, KeyFile string
+	Subdomains                bool
 }
 
 // line is one "Keyword value" line of opendkim.conf.
@@ -298,7 +303,7 @@ func (r *Result) tables(kl, sl line, multiple, subdomains bool) error {
 			continue
 		}
 		if r.hasKey(d, k.selector) {
-			r.addKey(config.DKIMKey{Domain: d, Selector: k.selector, KeyFile: k.file, Subdomains: sub || subdomains})
+			r.addKey(Key{Domain: d, Selector: k.selector, KeyFile: k.file, Subdomains: sub || subdomains})
 			continue
 		}
 		if !multiple && signed[d] {
@@ -306,7 +311,7 @@ func (r *Result) tables(kl, sl line, multiple, subdomains bool) error {
 			continue
 		}
 		signed[d] = true
-		r.addKey(config.DKIMKey{Domain: d, Selector: k.selector, KeyFile: k.file, Subdomains: sub || subdomains})
+		r.addKey(Key{Domain: d, Selector: k.selector, KeyFile: k.file, Subdomains: sub || subdomains})
 	}
 	return nil
 }
@@ -358,7 +363,7 @@ func (r *Result) hasKey(domain, selector string) bool {
 	return false
 }
 
-func (r *Result) addKey(k config.DKIMKey) {
+func (r *Result) addKey(k Key) {
 	for i, o := range r.Keys {
 		if o.Domain == k.Domain && o.Selector == k.Selector {
 			r.Keys[i].Subdomains = o.Subdomains || k.Subdomains
@@ -380,7 +385,7 @@ func (r *Result) singleKey(dl line, opts map[string]line) error {
 		return err
 	}
 	for _, e := range ents {
-		r.addKey(config.DKIMKey{Domain: strings.ToLower(e.key), Selector: sel.value, KeyFile: kf.value, Subdomains: yes(opts["subdomains"].value)})
+		r.addKey(Key{Domain: strings.ToLower(e.key), Selector: sel.value, KeyFile: kf.value, Subdomains: yes(opts["subdomains"].value)})
 	}
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/mxdetour/mxdetour/internal/config"
 )
 
 func write(t *testing.T, dir, name, text string) string {
@@ -40,7 +38,7 @@ func TestFileSigningTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []config.DKIMKey{
+	want := []Key{
 		{Domain: "example.com", Selector: "rsa", KeyFile: "/etc/dkimkeys/rsa.private"},
 		{Domain: "example.com", Selector: "ed", KeyFile: filepath.Join(dir, "keys/ed.private")},
 		{Domain: "example.org", Selector: "s1", KeyFile: "/etc/dkimkeys/org.private", Subdomains: true},
@@ -73,7 +71,7 @@ func TestSingleKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []config.DKIMKey{
+	want := []Key{
 		{Domain: "example.com", Selector: "2020", KeyFile: "/etc/dkimkeys/example.private", Subdomains: true},
 		{Domain: "example.net", Selector: "2020", KeyFile: "/etc/dkimkeys/example.private", Subdomains: true},
 	}

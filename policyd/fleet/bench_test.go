@@ -66,7 +66,7 @@ func BenchmarkDecideCached(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			e := route.New(cfg, res, nil, s)
+			e := route.New(setup.Route(cfg), res, nil, s)
 			bctx := context.Background()
 			e.Decide(bctx, "warm@gmail.mxd")
 			b.ReportAllocs()

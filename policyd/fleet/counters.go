@@ -60,6 +60,7 @@ type Counters struct {
 	owed       *limits.Memory
 	owedPruned time.Time
 	repaying   bool
+	repays     sync.WaitGroup // the repay in flight, for Wait
 }
 
 // NewCounters returns the fleet's counters on conn's Redis, with local as
@@ -192,11 +193,11 @@ func (c *Counters) call(f func(ctx context.Context) error) bool {
 	switch {
 	case own != nil:
 		c.repaying = true
-		go c.repay(own)
+		c.repays.Go(func() { c.repay(own) })
 	case back || !now.Before(c.nextCheck):
 		c.nextCheck = now.Add(c.Check)
 		c.repaying = true
-		go c.repay(nil)
+		c.repays.Go(func() { c.repay(nil) })
 	}
 	return true
 }
@@ -290,6 +291,11 @@ func (c *Counters) repay(own *limits.Snapshot) {
 		c.log.Info("limits: wrote "+what+" to Redis", zap.Int("slots", slots), zap.Int("members", members))
 	}
 }
+
+// Wait waits for a write-back to Redis in flight (repay, at most its 30 s
+// timeout) to end: the daemon calls it at stop, once nothing counts any
+// more, before the connection it shares is closed.
+func (c *Counters) Wait() { c.repays.Wait() }
 
 // Alone reports whether this host is counting without Redis (a gauge).
 func (c *Counters) Alone() bool {

@@ -22,6 +22,7 @@ package limits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -484,6 +485,13 @@ func (l *Limiter) country(ctx context.Context, o *Options, ip netip.Addr) string
 	ctx, cancel := context.WithTimeout(ctx, o.GeoTimeout)
 	defer cancel()
 	cc, err := o.Geo.Country(ctx, ip)
+	if errors.Is(err, geo.ErrClosed) {
+		// A reload replaced the source between loading o and asking:
+		// ask the one in use.
+		if now := l.o.Load(); now.Geo != nil && now.Geo != o.Geo {
+			cc, err = now.Geo.Country(ctx, ip)
+		}
+	}
 	if err != nil {
 		l.log.Debug("country unknown", zap.Stringer("client", ip), zap.Error(err))
 	}

@@ -30,30 +30,29 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
-// Responder answers both protocols from one engine.
+// Responder answers both protocols by the Setup of the moment.
 type Responder struct {
-	engine     atomic.Pointer[route.Engine]
-	timeout    atomic.Int64 // decision deadline, nanoseconds
+	setup      func() *Setup
 	log        *zap.Logger
 	stats      Stats
 	observe    func(d route.Decision, took time.Duration) // metrics; nil when off
-	limits     atomic.Pointer[limits.Limiter]             // outbound limits; nil when off
 	okText     lastAnswer                                 // the last socketmap OK answer logged
 	filterText lastAnswer                                 // the last FILTER answer
-	status     atomic.Pointer[learn.StatusFilter]         // the delivery status filter; nil: none
+}
+
+// Setup is what one configuration decides of the answers. A reload swaps
+// it whole: a request reads it once, and is answered by one Setup from
+// start to end.
+type Setup struct {
+	Engine  *route.Engine
+	Timeout time.Duration       // the decision deadline
+	Status  *learn.StatusFilter // the delivery status filter; nil: every status unchanged
+	Limits  *limits.Limiter     // outbound limits; nil when off
 }
 
 // StatusMap is the socketmap name of the delivery status filter:
 // smtp_delivery_status_filter = socketmap:...:status (learn.StatusFilter).
 const StatusMap = "status"
-
-// SetStatusFilter answers the StatusMap lookups with f from now on (nil:
-// every status unchanged).
-func (r *Responder) SetStatusFilter(f *learn.StatusFilter) { r.status.Store(f) }
-
-// SetLimits makes l count and limit every later policy request (nil: no
-// limits).
-func (r *Responder) SetLimits(l *limits.Limiter) { r.limits.Store(l) }
 
 // Observe registers f to be told of every decision and how long it took
 // (metrics). Call it before serving.
@@ -71,20 +70,16 @@ type Stats struct {
 	DNSFailures, Deadline, Temp atomic.Uint64
 }
 
-// New returns a Responder deciding with e within timeout per request.
-func New(e *route.Engine, timeout time.Duration, log *zap.Logger) *Responder {
-	r := &Responder{log: log}
-	r.engine.Store(e)
-	r.SetTimeout(timeout)
-	return r
+// New returns a Responder that answers each request by the Setup that
+// setup returns then: the daemon's current one, which a reload replaces
+// (one atomic load per request).
+func New(setup func() *Setup, log *zap.Logger) *Responder {
+	return &Responder{setup: setup, log: log}
 }
 
-// SetEngine makes e decide every later request (SIGHUP builds a new
-// engine on the side and swaps it in here).
-func (r *Responder) SetEngine(e *route.Engine) { r.engine.Store(e) }
-
-// SetTimeout changes the decision deadline (SIGHUP).
-func (r *Responder) SetTimeout(d time.Duration) { r.timeout.Store(int64(d)) }
+// Fixed is the setup of a Responder that always answers by s (tests,
+// tools).
+func Fixed(s Setup) func() *Setup { return func() *Setup { return &s } }
 
 // Stats returns the counters.
 func (r *Responder) Stats() *Stats { return &r.stats }
@@ -104,17 +99,18 @@ func (r *Responder) Stats() *Stats { return &r.stats }
 func (r *Responder) Policy(ctx context.Context, req *policy.Request) string {
 	s := scratches.Get().(*scratch)
 	defer s.put()
+	setup := r.setup()
 	var d route.Decision
 	var at time.Time // zero when nothing was decided
 	action := "DUNNO"
 	decided := req.ProtocolState == "RCPT" && req.Recipient != ""
 	if decided {
-		d, at = r.decide(ctx, req.Recipient)
+		d, at = r.decide(setup, req.Recipient)
 		if req.PolicyContext != LimitsOnly {
 			action = r.policyAction(d)
 		}
 	}
-	if l := r.limits.Load(); l != nil {
+	if l := setup.Limits; l != nil {
 		s.lim = limits.Request{
 			Stage: req.ProtocolState, Instance: req.Instance, QueueID: req.QueueID,
 			Sender: req.Sender, Recipient: req.Recipient, RecipientCount: req.RecipientCount,
@@ -168,15 +164,16 @@ const LimitsOnly = "limits"
 // Postfix has it (any case); the wildcard key "*" that trivial-rewrite asks
 // for, and keys that are no mail address, are NOTFOUND.
 func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Reply {
+	setup := r.setup()
 	if name == StatusMap {
-		return r.filterStatus(key)
+		return r.filterStatus(setup.Status, key)
 	}
 	if key == "*" || strings.IndexByte(key, '@') < 0 {
 		return socketmap.NotFound()
 	}
 	s := scratches.Get().(*scratch)
 	defer s.put()
-	d, _ := r.decide(ctx, key)
+	d, _ := r.decide(setup, key)
 	reply := SocketmapReply(d)
 	temp := d.Temporary
 	if temp {
@@ -191,8 +188,7 @@ func (r *Responder) Lookup(ctx context.Context, name, key string) socketmap.Repl
 
 // filterStatus answers the delivery status filter: a permanent refusal
 // of our address becomes temporary, everything else stays (NOTFOUND).
-func (r *Responder) filterStatus(key string) socketmap.Reply {
-	f := r.status.Load()
+func (r *Responder) filterStatus(f *learn.StatusFilter, key string) socketmap.Reply {
 	if f == nil {
 		return socketmap.NotFound()
 	}
@@ -286,16 +282,16 @@ func level(d route.Decision) zapcore.Level {
 	return zap.InfoLevel
 }
 
-// decide decides within the deadline, counts and observes; the caller
-// logs, once it knows its answer. The caller's ctx carries no deadline of
-// its own (the servers pass Background); ours is lazy.
-func (r *Responder) decide(_ context.Context, rcpt string) (route.Decision, time.Time) {
+// decide decides by setup within its deadline, counts and observes; the
+// caller logs, once it knows its answer. The servers' context carries no
+// deadline of its own (they pass Background); ours is lazy.
+func (r *Responder) decide(setup *Setup, rcpt string) (route.Decision, time.Time) {
 	// The decision's context is its own, never pooled: whatever keeps it
 	// past the answer (a lookup's goroutine, one day) finds it ended, not
 	// running on behalf of a later request.
 	dl := new(deadline)
-	now := dl.start(time.Duration(r.timeout.Load()))
-	d := r.engine.Load().DecideAt(dl, rcpt, now)
+	now := dl.start(setup.Timeout)
+	d := setup.Engine.DecideAt(dl, rcpt, now)
 	dl.stop()
 	r.count(d)
 	if r.observe != nil {

@@ -24,7 +24,10 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
-func responder(t testing.TB, log *zap.Logger) *Responder {
+func responder(t testing.TB, log *zap.Logger) *Responder { return limited(t, log, nil) }
+
+// limited is a responder whose answers count for l.
+func limited(t testing.TB, log *zap.Logger, l *limits.Limiter) *Responder {
 	srv := dnstest.New(t, dnstest.Zone{
 		"gmail.mxd":    {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}},
 		"plain.mxd":    {MX: []lookup.MX{{Host: "mx.plain.mxd", Pref: 5}}},
@@ -40,7 +43,7 @@ func responder(t testing.TB, log *zap.Logger) *Responder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(route.New(cfg, r, nil, nil), 300*time.Millisecond, log)
+	return New(Fixed(Setup{Engine: route.New(setup.Route(cfg), r, nil, nil), Timeout: 300 * time.Millisecond, Limits: l}), log)
 }
 
 func TestAnswers(t *testing.T) {
@@ -143,11 +146,10 @@ func BenchmarkLookupCached(b *testing.B) {
 // routes; a provider limit counts by the route's provider; reserved
 // recipients are not counted.
 func TestPolicyLimits(t *testing.T) {
-	r := responder(t, zap.NewNop())
 	l := limits.New(limits.Options{Limits: []limits.Limit{
 		{Key: limits.KeySASL, Max: 2, Window: time.Hour, Provider: "google", Action: limits.Hold},
 	}}, limits.NewMemory(), nil, zap.NewNop())
-	r.SetLimits(l)
+	r := limited(t, zap.NewNop(), l)
 	ctx := context.Background()
 	ask := func(inst, rcpt, pctx string) string {
 		return r.Policy(ctx, &policy.Request{Request: "smtpd_access_policy", ProtocolState: "RCPT", Instance: inst,
@@ -171,11 +173,10 @@ func TestPolicyLimits(t *testing.T) {
 // pickup) reaches the limits with its account and destinations: counted
 // under local_user:NAME, held past the limit, never routed.
 func TestPolicyLocalUser(t *testing.T) {
-	r := responder(t, zap.NewNop())
 	l := limits.New(limits.Options{Limits: []limits.Limit{
 		{Key: limits.KeyLocalUser, Max: 3, Window: time.Hour, Action: limits.Defer},
 	}}, limits.NewMemory(), nil, zap.NewNop())
-	r.SetLimits(l)
+	r := limited(t, zap.NewNop(), l)
 	ask := func(id string, n int) string {
 		return r.Policy(context.Background(), &policy.Request{Request: "smtpd_access_policy", ProtocolState: "END-OF-MESSAGE",
 			Instance: "mxdetour-milter." + id, QueueID: id, RecipientCount: n, Sender: "wp@ours.mxd", PolicyContext: "limits",
@@ -247,7 +248,7 @@ func TestKeptContextEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := &keeper{Resolver: cl}
-	r := New(route.New(cfg, k, nil, nil), time.Minute, zap.NewNop())
+	r := New(Fixed(Setup{Engine: route.New(setup.Route(cfg), k, nil, nil), Timeout: time.Minute}), zap.NewNop())
 	for i := range 2 {
 		r.Lookup(context.Background(), "transport", "a@d"+strconv.Itoa(2*i)+".mxd")
 		r.Policy(context.Background(), &policy.Request{ProtocolState: "RCPT", Recipient: "b@d" + strconv.Itoa(2*i+1) + ".mxd"})

@@ -35,7 +35,7 @@ func TestFactsKept(t *testing.T) {
 	e, _ := newEngine(t, nil, nil, nil)
 	count := &countingResolver{Resolver: e.r}
 	e.r = count
-	e.Swap(e.st.Load().cfg) // a classifier asking through count
+	e.Swap(e.st.Load().o) // a classifier asking through count
 	now := time.Now()
 	e.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -55,7 +55,7 @@ func TestFactsKept(t *testing.T) {
 		t.Errorf("a second later: %d MX lookups, want 2", mx)
 	}
 	e.Explain(ctx, "d@vanity.mxd")
-	e.Swap(e.st.Load().cfg)
+	e.Swap(e.st.Load().o)
 	e.Decide(ctx, "e@vanity.mxd")
 	if mx := count.mx.Load(); mx != 4 {
 		t.Errorf("after explain and reload: %d MX lookups, want 4", mx)

@@ -42,12 +42,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/provider"
-	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/policyd/block"
 )
 
@@ -140,13 +138,42 @@ type Engine struct {
 	st       atomic.Pointer[state]
 }
 
+// Options is what the engine decides with; the daemon's set-up builds it
+// from the configuration file (internal/setup.Route), so that this package
+// knows nothing of the file.
+type Options struct {
+	// Local are our own domains (and their subdomains): never routed.
+	Local []string
+	// Reserved are more names treated as reserved (RFC 2606), besides the
+	// built-in ones: refused at once.
+	Reserved []string
+	// Rules are the static rules, first match wins.
+	Rules []Rule
+	// Providers recognises the provider of a destination's MX.
+	Providers provider.Options
+	// Relay and IPv4 are Postfix transports ("transport:nexthop"); an
+	// empty Relay is a dry run.
+	Relay, IPv4 string
+	// RejectNullMX bounces mail to a null MX (RFC 7505) at once, rather
+	// than letting Postfix find out.
+	RejectNullMX bool
+	// TempOnDNSFailure has the socketmap answer TEMP when the recipient
+	// domain's DNS fails (Decision.Temporary); else direct.
+	TempOnDNSFailure bool
+}
+
+// Rule is a static rule: a recipient Address, or a Domain (with its
+// subdomains), and the Route for it.
+type Rule struct {
+	Domain, Address string
+	Route           Route
+}
+
 // state is everything a reload replaces.
 type state struct {
-	cfg        *config.Config
+	o          Options
 	classifier *provider.Classifier
 	rules      []rule
-	relay      string
-	ipv4       string
 	facts      *factsMemo // DNS facts of recent domains; a reload starts afresh
 }
 
@@ -155,24 +182,22 @@ type rule struct {
 	route           Route
 }
 
-// New returns an engine deciding with cfg. listings and blocks may be nil
+// New returns an engine deciding with o. listings and blocks may be nil
 // (no self-listing checks, no learning).
-func New(cfg *config.Config, r lookup.Resolver, listings Listings, blocks Blocks) *Engine {
+func New(o Options, r lookup.Resolver, listings Listings, blocks Blocks) *Engine {
 	e := &Engine{r: r, listings: listings, blocks: blocks, now: time.Now}
-	e.Swap(cfg)
+	e.Swap(o)
 	return e
 }
 
-// Swap makes cfg the configuration of every later decision.
-func (e *Engine) Swap(cfg *config.Config) {
+// Swap makes o the options of every later decision.
+func (e *Engine) Swap(o Options) {
 	st := &state{
-		cfg:        cfg,
-		classifier: provider.New(setup.Providers(cfg), e.r),
-		relay:      cfg.Transports.Relay,
-		ipv4:       cfg.Transports.IPv4,
+		o:          o,
+		classifier: provider.New(o.Providers, e.r),
 		facts:      newFactsMemo(),
 	}
-	for _, r := range cfg.Rules {
+	for _, r := range o.Rules {
 		dom := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
 		if lit, err := domain.Normalize(dom); err == nil && domain.IsLiteral(lit) {
 			dom = lit // any spelling of the address names it
@@ -180,7 +205,7 @@ func (e *Engine) Swap(cfg *config.Config) {
 		st.rules = append(st.rules, rule{
 			domain:  dom,
 			address: strings.ToLower(r.Address),
-			route:   Route(r.Route),
+			route:   r.Route,
 		})
 	}
 	e.st.Store(st)
@@ -191,7 +216,7 @@ func (e *Engine) Classifier() *provider.Classifier { return e.st.Load().classifi
 
 // DryRun reports whether no relay is configured, so that every decision is
 // only logged and Postfix is always told "direct".
-func (e *Engine) DryRun() bool { return e.st.Load().relay == "" }
+func (e *Engine) DryRun() bool { return e.st.Load().o.Relay == "" }
 
 // Decide returns the route for one recipient address. It returns when ctx
 // ends at the latest (the decision deadline); a DNS answer that comes later
@@ -222,11 +247,11 @@ func (e *Engine) decide(ctx context.Context, recipient string, explain bool, now
 	// Our own domains first: Postfix delivers them itself, even one under
 	// a reserved name (localhost, a test host named under example.net).
 	switch {
-	case domain.Within(dom, st.cfg.Domains.Local):
+	case domain.Within(dom, st.o.Local):
 		d.Route, d.Reason = Direct, ReasonLocal
 		d.why("one of our local domains: never routed")
 		return d
-	case domain.Reserved(dom, st.cfg.Domains.Reserved):
+	case domain.Reserved(dom, st.o.Reserved):
 		return st.reject(d, ReasonReserved, fmt.Sprintf("error:5.1.2 %s is a reserved domain (RFC 2606) and does not receive mail", dom))
 	}
 	if r, ok := st.matchRule(recipient, dom); ok {
@@ -289,7 +314,7 @@ func (e *Engine) decideByMX(ctx context.Context, st *state, d Decision) Decision
 	if isNullMX(d.MX) {
 		d.Reason = ReasonNullMX
 		d.why("null MX (RFC 7505): the domain accepts no mail")
-		if st.cfg.Policyd.NullMX == "reject" {
+		if st.o.RejectNullMX {
 			return st.reject(d, ReasonNullMX, fmt.Sprintf("error:5.1.10 %s does not accept mail (null MX, RFC 7505)", d.Domain))
 		}
 		d.Route = Direct
@@ -453,7 +478,7 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 		d.Route, d.Reason = Direct, ReasonListedNoRoute
 		d.why("provider route: %s; our IPv4 address is listed too, so forcing IPv4 would not help (route when-listed relays)", p.Route)
 		return d
-	case l.V6Listed && !relays && st.ipv4 == "":
+	case l.V6Listed && !relays && st.o.IPv4 == "":
 		d.Route, d.Reason = Direct, ReasonListedNoRoute
 		d.why("provider route: %s; no [transports] ipv4 configured, so only logged", p.Route)
 		return d
@@ -463,7 +488,18 @@ func (e *Engine) whenListed(st *state, d Decision, p *provider.Provider) Decisio
 	}
 	d.Route, d.Reason = Direct, ReasonNotListed
 	if d.explain {
-		d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		for _, u := range l.Unknown {
+			known := "as last known: " + u.Known.String()
+			if u.Known == dnsbl.Unknown {
+				known = "as not listed: nothing known yet"
+			}
+			d.why("whether our address %s is listed on %s is unknown (%s): routed %s", u.Addr, u.Zone, u.Cause, known)
+		}
+		if len(l.Unknown) == 0 {
+			d.why("provider route: %s; none of our addresses is listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		} else {
+			d.why("provider route: %s; none of our addresses is known to be listed on %s", p.Route, strings.Join(p.Zones, ", "))
+		}
 	}
 	return d
 }
@@ -474,20 +510,20 @@ func (st *state) route(d Decision, r Route) Decision {
 	d.Route = r
 	switch r {
 	case IPv4:
-		if st.ipv4 != "" {
-			d.Transport = st.ipv4
+		if st.o.IPv4 != "" {
+			d.Transport = st.o.IPv4
 			return d
 		}
 		d.Route = Relay
 		d.why("no ipv4 transport configured: using the relay")
 		fallthrough
 	case Relay:
-		if st.relay == "" {
+		if st.o.Relay == "" {
 			d.DryRun = true
 			d.why("dry run: no relay transport configured, Postfix is told to go direct")
 			return d
 		}
-		d.Transport = st.relay
+		d.Transport = st.o.Relay
 	}
 	return d
 }
@@ -508,7 +544,7 @@ func (st *state) dnsFailure(d Decision, err error) Decision {
 	if err != nil {
 		d.why("%s", "MX lookup failed: "+err.Error())
 	}
-	if st.cfg.Policyd.OnDNSFailure == "temp" {
+	if st.o.TempOnDNSFailure {
 		d.Temporary = true
 	}
 	return d

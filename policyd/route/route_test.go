@@ -13,11 +13,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
-	"github.com/mxdetour/mxdetour/internal/setup"
+	"github.com/mxdetour/mxdetour/internal/provider"
 	"github.com/mxdetour/mxdetour/policyd/block"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 )
@@ -63,31 +62,57 @@ func testZone() dnstest.Zone {
 	}
 }
 
-func newEngine(t testing.TB, mutate func(*config.Config), listings Listings, blocks Blocks) (*Engine, *dnstest.Server) {
+// testOptions are the options of the tests' engine: the providers of the
+// embedded defaults, our relay, two local domains and three rules.
+func testOptions() Options {
+	zen := []string{"zen.spamhaus.org"}
+	return Options{
+		Local: []string{"local.mxd", "h2.example.net"},
+		Rules: []Rule{
+			{Address: "vip@gmail.mxd", Route: Direct},
+			{Domain: "rule.mxd", Route: Relay},
+			{Domain: "ruled.mxd", Route: Relay},
+		},
+		Providers: provider.Options{ASNZone: "origin.asn.mxd", ASN6Zone: "origin6.asn.mxd", Providers: []provider.Provider{
+			{Name: "default", Zones: zen, Route: provider.IPv4WhenListed},
+			{Name: "google", MXSuffixes: []string{"google.com", "googlemail.com"}, ASNs: []uint32{15169}, Zones: zen, Route: provider.Always},
+			{Name: "microsoft", MXSuffixes: []string{"outlook.com", "protection.outlook.com", "hotmail.com", "mx.microsoft",
+				"protection.office365.us", "protection.partner.outlook.cn"}, ASNs: []uint32{8075}, Zones: zen, Route: provider.Always},
+		}},
+		Relay:            relay,
+		TempOnDNSFailure: true,
+	}
+}
+
+// withProvider changes the provider named in o.
+func withProvider(o *Options, name string, f func(*provider.Provider)) {
+	for i := range o.Providers.Providers {
+		if o.Providers.Providers[i].Name == name {
+			f(&o.Providers.Providers[i])
+		}
+	}
+}
+
+// testLookup are the resolver options of the tests: srv, one attempt.
+func testLookup(srv string) lookup.Options {
+	return lookup.Options{Servers: []string{srv}, Timeout: time.Second, Attempts: 1, CacheSize: 1000,
+		MinTTL: 30 * time.Second, MaxTTL: 24 * time.Hour, NegativeMaxTTL: time.Hour, ErrorTTL: 5 * time.Second, StaleTTL: time.Hour}
+}
+
+func newEngine(t testing.TB, mutate func(*Options), listings Listings, blocks Blocks) (*Engine, *dnstest.Server) {
 	t.Helper()
 	srv := dnstest.New(t, testZone())
 	srv.SetFault("servfail.mxd", dnstest.ServFail)
 	srv.SetFault("hang.mxd", dnstest.Timeout)
-	cfg := config.Default()
-	cfg.DNS.Servers = []string{srv.Addr()}
-	cfg.DNS.Timeout = config.Duration{Duration: time.Second}
-	cfg.DNS.Attempts = 1
-	cfg.DNS.ASNZone, cfg.DNS.ASN6Zone = "origin.asn.mxd", "origin6.asn.mxd"
-	cfg.Transports.Relay = relay
-	cfg.Domains.Local = []string{"local.mxd", "h2.example.net"}
-	cfg.Rules = []config.Rule{
-		{Address: "vip@gmail.mxd", Route: "direct"},
-		{Domain: "rule.mxd", Route: "relay"},
-		{Domain: "ruled.mxd", Route: "relay"},
-	}
+	o := testOptions()
 	if mutate != nil {
-		mutate(cfg)
+		mutate(&o)
 	}
-	r, err := lookup.New(setup.Lookup(cfg.DNS), zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	r, err := lookup.New(testLookup(srv.Addr()), zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(cfg, r, listings, blocks), srv
+	return New(o, r, listings, blocks), srv
 }
 
 // short is what a decision test compares.
@@ -156,8 +181,8 @@ func TestDecide(t *testing.T) {
 // TestDecideLiteral checks that address literals never reach DNS, go
 // direct, and follow a static rule that names them in any spelling.
 func TestDecideLiteral(t *testing.T) {
-	e, srv := newEngine(t, func(c *config.Config) {
-		c.Rules = append(c.Rules, config.Rule{Domain: "[IPv6:2001:DB8:0::2]", Route: "relay"}, config.Rule{Domain: "0.2.1]", Route: "relay"})
+	e, srv := newEngine(t, func(o *Options) {
+		o.Rules = append(o.Rules, Rule{Domain: "[IPv6:2001:DB8:0::2]", Route: Relay}, Rule{Domain: "0.2.1]", Route: Relay})
 	}, nil, nil)
 	for _, tc := range []struct {
 		rcpt string
@@ -186,14 +211,14 @@ func TestDecideLiteral(t *testing.T) {
 
 func TestDecideOptions(t *testing.T) {
 	t.Run("dry run", func(t *testing.T) {
-		e, _ := newEngine(t, func(c *config.Config) { c.Transports.Relay = "" }, nil, nil)
+		e, _ := newEngine(t, func(o *Options) { o.Relay = "" }, nil, nil)
 		d := e.Decide(context.Background(), "a@gmail.mxd")
 		if d.Route != Relay || !d.DryRun || d.Transport != "" || !e.DryRun() {
 			t.Errorf("dry run: got route %s dry %v transport %q", d.Route, d.DryRun, d.Transport)
 		}
 	})
 	t.Run("null MX rejected", func(t *testing.T) {
-		e, _ := newEngine(t, func(c *config.Config) { c.Policyd.NullMX = "reject" }, nil, nil)
+		e, _ := newEngine(t, func(o *Options) { o.RejectNullMX = true }, nil, nil)
 		d := e.Decide(context.Background(), "a@nullmx.mxd")
 		want := short{"nullmx.mxd", "error:5.1.10 nullmx.mxd does not accept mail (null MX, RFC 7505)", "", "", Reject, ReasonNullMX}
 		if diff := cmp.Diff(want, shorten(d)); diff != "" {
@@ -201,16 +226,14 @@ func TestDecideOptions(t *testing.T) {
 		}
 	})
 	t.Run("DNS failure as TEMP", func(t *testing.T) {
-		e, _ := newEngine(t, func(c *config.Config) { c.Policyd.OnDNSFailure = "temp" }, nil, nil)
+		e, _ := newEngine(t, func(o *Options) { o.TempOnDNSFailure = true }, nil, nil)
 		if d := e.Decide(context.Background(), "a@servfail.mxd"); !d.Temporary || d.Route != Direct {
 			t.Errorf("got temporary %v route %s", d.Temporary, d.Route)
 		}
 	})
 	t.Run("provider route never", func(t *testing.T) {
-		e, _ := newEngine(t, func(c *config.Config) {
-			p := c.Providers["google"]
-			p.Route = "never"
-			c.Providers["google"] = p
+		e, _ := newEngine(t, func(o *Options) {
+			withProvider(o, "google", func(p *provider.Provider) { p.Route = "never" })
 		}, nil, nil)
 		if d := e.Decide(context.Background(), "a@gmail.mxd"); d.Route != Direct || d.Provider != "google" {
 			t.Errorf("got route %s provider %q", d.Route, d.Provider)
@@ -294,14 +317,10 @@ func TestDecideWhenListed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var srvAddr string
-			e, srv := newEngine(t, func(c *config.Config) {
-				p := c.Providers["google"]
-				p.Route = "when-listed"
-				c.Providers["google"] = p
-				p = c.Providers[tc.provider]
-				p.Zones = []string{"bl.mxd"}
-				c.Providers[tc.provider] = p
-				c.Transports.IPv4 = tc.ipv4Transport
+			e, srv := newEngine(t, func(o *Options) {
+				withProvider(o, "google", func(p *provider.Provider) { p.Route = provider.WhenListed })
+				withProvider(o, tc.provider, func(p *provider.Provider) { p.Zones = []string{"bl.mxd"} })
+				o.IPv4 = tc.ipv4Transport
 			}, nil, nil)
 			srvAddr = srv.Addr()
 			srv.Set("2.0.0.127.bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}}) // its RFC 5782 test point
@@ -311,14 +330,12 @@ func TestDecideWhenListed(t *testing.T) {
 			if tc.listV6 {
 				srv.Set(lookup.ReverseName(v6)+".bl.mxd", dnstest.Records{A: []string{"127.0.0.2"}})
 			}
-			o := setup.Lookup(config.Default().DNS)
-			o.Servers = []string{srvAddr}
-			r, err := lookup.New(o, zaptest.NewLogger(t))
+			r, err := lookup.New(testLookup(srvAddr), zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			mon := dnsbl.NewMonitor(r, dnsbl.MonitorConfig{IPv4: []netip.Addr{v4}, IPv6: []netip.Addr{v6}, Zones: []string{"bl.mxd"},
-				ErrorCodes: config.Default().DNSBL.ErrorCodes, Interval: time.Hour}, zaptest.NewLogger(t))
+				ErrorCodes: []netip.Prefix{netip.MustParsePrefix("127.255.255.0/24")}, Interval: time.Hour}, zaptest.NewLogger(t))
 			mon.CheckNow(context.Background())
 			e.listings = mon
 			rcpt := map[string]string{"google": "a@gmail.mxd", "default": "c@plain.mxd"}[tc.provider]
@@ -401,8 +418,8 @@ func TestDecideLearnedIPv6(t *testing.T) {
 			for _, b := range tc.blocks {
 				store.Add(b)
 			}
-			e, _ := newEngine(t, func(c *config.Config) {
-				c.Transports.Relay, c.Transports.IPv4 = tc.relay, tc.ipv4
+			e, _ := newEngine(t, func(o *Options) {
+				o.Relay, o.IPv4 = tc.relay, tc.ipv4
 			}, nil, store)
 			d := e.Explain(context.Background(), tc.rcpt)
 			if diff := cmp.Diff(tc.want, shorten(d)); diff != "" {
@@ -427,11 +444,9 @@ func TestDecideProviderWide(t *testing.T) {
 		return block.Block{Domain: dom, MXHost: host, Provider: p, Scope: block.ScopeProvider, Kind: "microsoft-S3150",
 			Route: route, Reply: "550 5.7.1 ... (S3150)", Learned: now, Expires: now.Add(time.Hour)}
 	}
-	whenListed := func(c *config.Config) {
+	whenListed := func(o *Options) {
 		for _, n := range []string{"google", "microsoft"} {
-			p := c.Providers[n]
-			p.Route = "when-listed"
-			c.Providers[n] = p
+			withProvider(o, n, func(p *provider.Provider) { p.Route = provider.WhenListed })
 		}
 	}
 	const ipv4 = "smtp-ipv4:"
@@ -465,7 +480,7 @@ func TestDecideProviderWide(t *testing.T) {
 			for _, b := range tc.blocks {
 				store.Add(b)
 			}
-			e, _ := newEngine(t, func(c *config.Config) { whenListed(c); c.Transports.IPv4 = ipv4 }, nil, store)
+			e, _ := newEngine(t, func(o *Options) { whenListed(o); o.IPv4 = ipv4 }, nil, store)
 			d := e.Explain(context.Background(), tc.rcpt)
 			if diff := cmp.Diff(tc.want, shorten(d)); diff != "" {
 				t.Errorf("(-want +got):\n%s\n%s", diff, strings.Join(d.Detail, "\n"))
@@ -478,5 +493,30 @@ func TestDecideProviderWide(t *testing.T) {
 				t.Errorf("Decide %+v, Explain %+v", shorten(fast), shorten(d))
 			}
 		})
+	}
+}
+
+// fixedListing is a self-check that answers one Listing for any zones.
+type fixedListing dnsbl.Listing
+
+func (f fixedListing) Listing([]string) dnsbl.Listing { return dnsbl.Listing(f) }
+
+// TestExplainUnknownZone: with the self-check unable to learn anything
+// about a zone, `check` says so, and never "none of our addresses is
+// listed"; the route is the one nothing-known gives (direct).
+func TestExplainUnknownZone(t *testing.T) {
+	addr := netip.MustParseAddr("192.0.2.25")
+	unknown := fixedListing{Unknown: []dnsbl.Result{{Zone: "bl.mxd", Addr: addr, State: dnsbl.Unknown,
+		Cause: dnsbl.CauseLookupFailed, Known: dnsbl.Unknown}}}
+	e, _ := newEngine(t, func(o *Options) {
+		withProvider(o, "google", func(p *provider.Provider) { p.Route = provider.WhenListed; p.Zones = []string{"bl.mxd"} })
+	}, unknown, nil)
+	d := e.Explain(context.Background(), "a@gmail.mxd")
+	why := strings.Join(d.Detail, "\n")
+	if d.Route != Direct || d.Reason != ReasonNotListed {
+		t.Errorf("route %s reason %s, want direct, %s", d.Route, d.Reason, ReasonNotListed)
+	}
+	if !strings.Contains(why, "whether our address 192.0.2.25 is listed on bl.mxd is unknown") || strings.Contains(why, "none of our addresses is listed") {
+		t.Errorf("explanation:\n%s", why)
 	}
 }

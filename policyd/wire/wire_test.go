@@ -52,7 +52,7 @@ func serveSocketmap(t *testing.T, ln net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp := respond.New(route.New(cfg, r, nil, nil), cfg.Policyd.DecisionTimeout.Duration, log)
+	resp := respond.New(respond.Fixed(respond.Setup{Engine: route.New(setup.Route(cfg), r, nil, nil), Timeout: cfg.Policyd.DecisionTimeout.Duration}), log)
 	s := socketmap.NewServer(resp, socketmap.Options{}, log)
 	go s.Serve(ln) //nolint:errcheck // ends at Shutdown
 	t.Cleanup(func() { s.Shutdown(context.Background()) })

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"time"
@@ -16,7 +16,7 @@ import (
 // milter sessions (sessions: go-milter's count, the only connection
 // counter it exposes), and what the running state was built without (cur:
 // keys, country source).
-func serveMetrics(addr string, pprof bool, f *filter.Filter, sessions func() uint64, cur func() *built, log *zap.Logger) (*metrics.Server, error) {
+func serveMetrics(addr string, pprof bool, f *filter.Filter, sessions func() uint64, cur func() *Built, version string, log *zap.Logger) (*metrics.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -72,7 +72,7 @@ var (
 
 // stateCollector reads the state in use at each scrape, so a reload
 // leaves no series behind for keys no longer configured.
-func stateCollector(cur func() *built) prometheus.Collector {
+func stateCollector(cur func() *Built) prometheus.Collector {
 	return metrics.Collector{Descs: []*prometheus.Desc{keysDesc, keyDesc, geoDesc, geoAgeDesc, geoMaxAgeDesc, geoStaleDesc}, Fn: func(ch chan<- prometheus.Metric) {
 		b := cur()
 		n := map[dkim.KeyState]int{dkim.Loaded: 0, dkim.Kept: 0, dkim.Failed: 0}
@@ -89,7 +89,7 @@ func stateCollector(cur func() *built) prometheus.Collector {
 			ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, float64(v), string(state))
 		}
 		ch <- prometheus.MustNewConstMetric(geoDesc, prometheus.GaugeValue, 1, string(b.geo))
-		maxAge := b.st.Cfg.Milter.Geo.MaxAge.Duration
+		maxAge := b.cfg.Milter.Geo.MaxAge.Duration
 		ch <- prometheus.MustNewConstMetric(geoMaxAgeDesc, prometheus.GaugeValue, maxAge.Seconds())
 		if age, stale := b.st.Geo.Stale(maxAge, time.Now()); !b.st.Geo.Built().IsZero() {
 			ch <- prometheus.MustNewConstMetric(geoAgeDesc, prometheus.GaugeValue, age.Seconds())

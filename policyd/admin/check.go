@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"encoding/json"
@@ -13,14 +13,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/policyd/respond"
 	"github.com/mxdetour/mxdetour/policyd/route"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
-// checkResult is one argument's decision as `check -json` prints it.
-type checkResult struct {
+// CheckResult is one argument's decision as `check -json` prints it.
+type CheckResult struct {
 	Input     string      `json:"input"`
 	Domain    string      `json:"domain"`
 	Route     route.Route `json:"route"`
@@ -59,9 +61,9 @@ type checkBlock struct {
 	Until  time.Time `json:"until"`
 }
 
-// checkCommand prints, per address or domain, the decision, the answer each
+// Check prints, per address or domain, the decision, the answer each
 // protocol would give and why. It exits 0 when every argument was decided.
-func checkCommand(args []string, stdout, stderr io.Writer) int {
+func Check(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-policyd check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file")
@@ -70,31 +72,31 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "usage: mxdetour-policyd check [-config FILE] [-json] ADDRESS|DOMAIN ...")
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	cfg, _, err := config.LoadDefault(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return daemon.ExitConfig
 	}
-	d, err := parts(cfg, zap.NewNop())
+	s, err := server.Open(cfg, zap.NewNop())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	// A person is waiting, not Postfix: give DNS its full time.
 	wait := time.Duration(cfg.DNS.Attempts+1)*cfg.DNS.Timeout.Duration + time.Second
-	rt := d.runtime()
-	if rt.monitor != nil {
+	g := s.Current()
+	if m := g.Monitor(); m != nil {
 		ctx, cancel := ctxTimeout(wait)
-		rt.monitor.CheckNow(ctx)
+		m.CheckNow(ctx)
 		cancel()
 	}
-	var results []checkResult
+	var results []CheckResult
 	code := 0
 	for _, arg := range fs.Args() {
 		addr := arg
@@ -102,13 +104,13 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 			addr = "postmaster@" + arg
 		}
 		ctx, cancel := ctxTimeout(wait)
-		dec := rt.engine.Explain(ctx, addr)
+		dec := g.Engine().Explain(ctx, addr)
 		cancel()
 		if dec.Reason == route.ReasonNoDomain {
-			code = exitFailure
+			code = daemon.ExitFailure
 		}
 		r := describe(arg, dec)
-		r.Blocklists = listings(rt, dec.Provider)
+		r.Blocklists = listings(g, dec.Provider)
 		results = append(results, r)
 	}
 	if *asJSON {
@@ -123,7 +125,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func describe(input string, d route.Decision) checkResult {
+func describe(input string, d route.Decision) CheckResult {
 	why := d.Detail
 	if why == nil {
 		why = []string{}
@@ -133,7 +135,7 @@ func describe(input string, d route.Decision) checkResult {
 		b = &checkBlock{Domain: d.Block.Domain, MXHost: d.Block.MXHost, Kind: d.Block.Kind,
 			Route: d.Block.Via(), Until: d.Block.Expires.UTC()}
 	}
-	return checkResult{
+	return CheckResult{
 		Input: input, Domain: d.Domain, Route: d.Route, Transport: d.Transport,
 		Reason: string(d.Reason), Provider: d.Provider, Method: d.Method, MX: d.MX,
 		Policy:    "action=" + respond.PolicyAction(d),
@@ -143,13 +145,13 @@ func describe(input string, d route.Decision) checkResult {
 }
 
 // listings are our addresses' states on the zones provider uses.
-func listings(rt *runtime, provider string) []checkListing {
-	p, ok := rt.cfg.Providers[provider]
-	if rt.monitor == nil || !ok {
+func listings(g *server.Generation, provider string) []checkListing {
+	p, ok := g.Config().Providers[provider]
+	if g.Monitor() == nil || !ok {
 		return nil
 	}
 	var out []checkListing
-	for _, r := range rt.monitor.Results() {
+	for _, r := range g.Monitor().Results() {
 		if !slices.Contains(p.Zones, r.Zone) {
 			continue
 		}
@@ -168,7 +170,7 @@ func listings(rt *runtime, provider string) []checkListing {
 	return out
 }
 
-func printResult(w io.Writer, r checkResult) {
+func printResult(w io.Writer, r CheckResult) {
 	fmt.Fprintf(w, "%s\n", r.Input)
 	fmt.Fprintf(w, "  domain:    %s\n", r.Domain)
 	route := string(r.Route)

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"bytes"
@@ -18,7 +18,8 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
-	"github.com/mxdetour/mxdetour/policyd/respond"
+	"github.com/mxdetour/mxdetour/policyd/admin"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
 // TestSelfCheckUnknown: with a resolver that answers NXDOMAIN to every
@@ -32,26 +33,25 @@ func TestSelfCheckUnknown(t *testing.T) {
 	srv := dnstest.New(t, z)
 	srv.SetNegativeTTL(0) // the recovery is seen at the next check
 	mport := testutil.FreePort(t)
-	path, _, _ := writeConfig(t, srv.Addr(), fmt.Sprintf("[domains]\nfrom_postfix = false\n[self]\nipv4 = [\"192.0.2.25\"]\n[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
+	path := writeConfig(t, srv.Addr(), fmt.Sprintf("[domains]\nfrom_postfix = false\n[self]\nipv4 = [\"192.0.2.25\"]\n[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
 	cfg, _, err := config.LoadDefault(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	d, err := parts(cfg, zap.New(core))
+	d, err := server.Open(cfg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.alerts = alert.New(alert.Options{}, zap.New(core).Named("alert")) // logs each alert, sends none
-	rt := d.runtime()
-	d.resp = respond.New(rt.engine, cfg.Policyd.DecisionTimeout.Duration, zap.NewNop())
-	if err := d.serveMetrics(cfg); err != nil {
+	d.UseAlerter(alert.New(alert.Options{}, zap.New(core).Named("alert"))) // logs each alert, sends none
+	d.UseResponders(zap.NewNop())
+	if err := d.ServeMetrics(cfg); err != nil {
 		t.Fatal(err)
 	}
-	defer d.metrics.Close()
+	defer d.CloseMetrics()
 	checks := func(n int) {
 		for range n {
-			rt.monitor.CheckNow(context.Background())
+			d.Current().Monitor().CheckNow(context.Background())
 		}
 	}
 	alerts := func(kind string) []observer.LoggedEntry {
@@ -110,10 +110,10 @@ func metricsHave(t *testing.T, port int, want ...string) {
 func checkSays(t *testing.T, path, state, cause, routedAs, text string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if code := checkCommand([]string{"-config", path, "-json", "c@plain.mxd"}, &stdout, &stderr); code != 0 {
+	if code := admin.Check([]string{"-config", path, "-json", "c@plain.mxd"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("check -json: exit %d: %s", code, stderr.String())
 	}
-	var res []checkResult
+	var res []admin.CheckResult
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func checkSays(t *testing.T, path, state, cause, routedAs, text string) {
 		t.Errorf("check -json blocklist %+v, want %s, cause %q, routed as %q", l, state, cause, routedAs)
 	}
 	stdout.Reset()
-	if code := checkCommand([]string{"-config", path, "c@plain.mxd"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), text) {
+	if code := admin.Check([]string{"-config", path, "c@plain.mxd"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), text) {
 		t.Errorf("check: exit %d, output lacks %q:\n%s%s", code, text, stdout.String(), stderr.String())
 	}
 }

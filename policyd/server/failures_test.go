@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/policyd/policy"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
 // The daemon joins what the learner reads in the delivery log to the
@@ -33,16 +34,16 @@ func TestFailureRatioFromTheLog(t *testing.T) {
 	cfg.Learn.StateFile = filepath.Join(dir, "state.json")
 	cfg.Learn.Requeue = false
 	cfg.Compromise.Failures = true
-	d, err := start(cfg, zaptest.NewLogger(t))
+	d, err := server.Start(cfg, server.Options{Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.stop(context.Background())
+	defer d.Stop(context.Background())
 	n := 0
 	submit := func(user string) (string, string) {
 		n++
 		id := fmt.Sprintf("A%04dB", n)
-		return id, d.resp.Policy(context.Background(), &policy.Request{Request: "smtpd_access_policy", ProtocolState: "END-OF-MESSAGE",
+		return id, d.Responder().Policy(context.Background(), &policy.Request{Request: "smtpd_access_policy", ProtocolState: "END-OF-MESSAGE",
 			Instance: "milter:" + id, QueueID: id, LocalUser: user, Sender: user + "@ours.test", RecipientCount: 1})
 	}
 	f, err := os.OpenFile(logFile, os.O_APPEND|os.O_WRONLY, 0)

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"cmp"
@@ -14,12 +14,14 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/policyd/fleet"
 	"github.com/mxdetour/mxdetour/policyd/learn"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
-// blocksCommand lists the blocks learned from the delivery log, or forgets
+// Blocks lists the blocks learned from the delivery log, or forgets
 // some: `blocks [-config FILE] [-json]`, `blocks [-config FILE] forget
 // DOMAIN|PROVIDER`. Each block shows its kind (the rule that recognised
 // the refusal) and its route: "relay" for a refusal of our IP, "ipv4" for
@@ -28,7 +30,7 @@ import (
 // [providers.NAME] name) forgets every block learned from its hosts. With a [fleet], `blocks` lists the blocks of every host
 // from Redis, each with the host that learned it, and `blocks forget`
 // forgets on every host.
-func blocksCommand(args []string, stdout, stderr io.Writer) int {
+func Blocks(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-policyd blocks", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file")
@@ -37,12 +39,12 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	cfg, _, err := config.LoadDefault(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	// Problems with the state file (set aside, previous copy used) are
 	// for the person running the command to see.
@@ -51,12 +53,12 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 	store, err := learn.OpenStore(cfg.Learn.StateFile, log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
-	fc, name, err := openFleet(cfg)
+	fc, name, err := server.OpenFleet(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	if fc != nil {
 		defer fc.Close()
@@ -69,12 +71,12 @@ func blocksCommand(args []string, stdout, stderr io.Writer) int {
 		d, err := domain.Normalize(fs.Arg(1))
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return exitFailure
+			return daemon.ExitFailure
 		}
 		return forget(store, fc, d, stdout, stderr)
 	case fs.NArg() != 0:
 		fmt.Fprintln(stderr, "usage: mxdetour-policyd blocks [-config FILE] [-json] [forget DOMAIN|PROVIDER]")
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	blocks := store.List(time.Now())
 	if fc != nil {
@@ -117,13 +119,13 @@ func forget(store *learn.Store, fc *fleet.Conn, d string, stdout, stderr io.Writ
 	if here {
 		if err := store.Save(); err != nil {
 			fmt.Fprintln(stderr, err)
-			return exitFailure
+			return daemon.ExitFailure
 		}
 	}
 	if fc == nil {
 		if !here {
 			fmt.Fprintf(stderr, "no learned block for %s\n", d)
-			return exitFailure
+			return daemon.ExitFailure
 		}
 		fmt.Fprintf(stdout, "forgot %s; a running mxdetour-policyd drops it within 10 seconds, or at once on reload (SIGHUP)\n", d)
 		return 0
@@ -141,11 +143,11 @@ func forget(store *learn.Store, fc *fleet.Conn, d string, stdout, stderr io.Writ
 		} else {
 			fmt.Fprintln(stderr, err)
 		}
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	if !here && n == 0 {
 		fmt.Fprintf(stderr, "no learned block for %s on any host\n", d)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	fmt.Fprintf(stdout, "forgot %s on every host of the fleet (%d hosts had learned it); running daemons drop it within a second\n", d, n)
 	return 0
@@ -171,7 +173,7 @@ func forgetProvider(store *learn.Store, fc *fleet.Conn, name string, stdout, std
 	}
 	if len(domains) == 0 {
 		fmt.Fprintf(stderr, "no learned block from provider %s\n", name)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	slices.Sort(domains)
 	code := 0

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 const explainUsage = `usage: mxdetour-milter explain -from ADDR [-auth USER] [-client IP|local] [-to ADDR[,ADDR...]] [-config FILE]
@@ -26,10 +27,10 @@ const explainUsage = `usage: mxdetour-milter explain -from ADDR [-auth USER] [-c
   -client local is mail Postfix posts itself: the sendmail command, bounces and notices.
 `
 
-// explain answers "what would the milter do with this message?" from the
+// Explain answers "what would the milter do with this message?" from the
 // configuration, the keys and the country data, as the daemon loads them,
 // and the rotation state the daemon keeps.
-func explain(args []string, stdout, stderr io.Writer) int {
+func Explain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, explainUsage, "\nflags:\n"); fs.PrintDefaults() }
@@ -79,15 +80,14 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	}
 	q.Trusted = q.Client.IsValid() && inTrusted(q.Client, cfg.Milter.TrustedNetworks)
 
-	b := newState(cfg, zap.NewNop(), nil)
-	defer b.st.Geo.Close()
-	defer b.st.Pickup.Close()
+	b := server.Build(cfg, zap.NewNop(), nil)
+	defer b.Close()
 	rot, rotNote := explainRotation(cfg.Milter.DKIM)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	e := filter.Explain(ctx, b.st, rot, q)
+	e := filter.Explain(ctx, b.State(), rot, q)
 	printExplanation(stdout, orEmbedded(used), q, cfg, e)
-	for _, p := range b.problems() {
+	for _, p := range b.Problems() {
 		fmt.Fprintf(stdout, "note: %v\n", p)
 	}
 	if rotNote != "" && len(e.Sign.Waiting) > 0 {

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"time"
@@ -18,33 +18,33 @@ import (
 // each was last checked, whether each zone passes its test points, learned
 // blocks, and the protocol servers' connection and request counters by
 // listener.
-func (d *policyd) serveMetrics(cfg *config.Config) error {
+func (s *Server) serveMetrics(cfg *config.Config) error {
 	addr := cfg.Metrics.PolicydListen
 	if addr == "" {
 		return nil
 	}
-	reg := metrics.NewRegistry(version)
+	reg := metrics.NewRegistry(s.version)
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxdetour_policyd_decisions_total",
 		Help: "Decisions by route and provider."}, []string{"route", "provider", "reason"})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mxdetour_policyd_decision_seconds",
 		Help: "Time to decide.", Buckets: []float64{.00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1}})
 	reg.MustRegister(decisions, latency)
-	d.resp.Observe(func(dec route.Decision, took time.Duration) {
+	s.resp.Observe(func(dec route.Decision, took time.Duration) {
 		decisions.WithLabelValues(string(dec.Route), dec.Provider, string(dec.Reason)).Inc()
 		latency.Observe(took.Seconds())
 	})
-	metrics.Lookups(reg, "mxdetour_policyd", func() lookup.Stats { return d.runtime().resolver.Stats() })
+	metrics.Lookups(reg, "mxdetour_policyd", func() lookup.Stats { return s.Current().resolver.Stats() })
 	metrics.Connections(reg, "mxdetour_policyd", func() []metrics.Listener {
-		if l := d.listeners.Load(); l != nil {
+		if l := s.listeners.Load(); l != nil {
 			return *l
 		}
 		return nil
 	})
-	st := d.resp.Stats()
+	st := s.resp.Stats()
 	metrics.Counter(reg, "mxdetour_policyd_deadline_answers_total", "Answers given as direct because DNS was slower than decision_timeout.", func() float64 { return float64(st.Deadline.Load()) })
 	metrics.Counter(reg, "mxdetour_policyd_dry_run_total", "Decisions to relay answered as direct because no relay is configured.", func() float64 { return float64(st.DryRun.Load()) })
-	if d.store != nil {
-		metrics.Gauge(reg, "mxdetour_policyd_learned_blocks", "Blocks learned from the delivery log, not expired.", func() float64 { return float64(len(d.store.List(time.Now()))) })
+	if s.store != nil {
+		metrics.Gauge(reg, "mxdetour_policyd_learned_blocks", "Blocks learned from the delivery log, not expired.", func() float64 { return float64(len(s.store.List(time.Now()))) })
 	}
 	{
 		desc := prometheus.NewDesc("mxdetour_policyd_listed", "1 when our address is listed on the zone, 0 when clean, -1 when unknown "+
@@ -54,7 +54,7 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 		zone := prometheus.NewDesc("mxdetour_policyd_blocklist_zone_usable",
 			"1 when the zone passes its RFC 5782 test points (127.0.0.2 listed, 127.0.0.1 not), 0 when its answers are unknown; cause says why.", []string{"zone", "cause"}, nil)
 		reg.MustRegister(metrics.Collector{Descs: []*prometheus.Desc{desc, checked, zone}, Fn: func(ch chan<- prometheus.Metric) {
-			m := d.runtime().monitor
+			m := s.Current().monitor
 			if m == nil {
 				return
 			}
@@ -74,25 +74,25 @@ func (d *policyd) serveMetrics(cfg *config.Config) error {
 			}
 		}})
 	}
-	if d.fleet != nil {
+	if s.fleet != nil {
 		metrics.Gauge(reg, "mxdetour_policyd_fleet_connected", "1 while the fleet's Redis answers and this host is in step, else 0.", func() float64 {
-			if d.fleet.Connected() {
+			if s.fleet.Connected() {
 				return 1
 			}
 			return 0
 		})
-		metrics.Counter(reg, "mxdetour_policyd_fleet_received_total", "Blocks learned by other hosts that changed this host's store.", func() float64 { return float64(d.fleet.Received()) })
-		metrics.Counter(reg, "mxdetour_policyd_fleet_publish_failures_total", "Blocks learned here that could not be shared at once (shared when Redis answers).", func() float64 { return float64(d.fleet.PublishFailures()) })
+		metrics.Counter(reg, "mxdetour_policyd_fleet_received_total", "Blocks learned by other hosts that changed this host's store.", func() float64 { return float64(s.fleet.Received()) })
+		metrics.Counter(reg, "mxdetour_policyd_fleet_publish_failures_total", "Blocks learned here that could not be shared at once (shared when Redis answers).", func() float64 { return float64(s.fleet.PublishFailures()) })
 	}
-	if d.counters != nil {
+	if s.counters != nil {
 		metrics.Gauge(reg, "mxdetour_policyd_limits_counting_alone", "1 while the fleet's Redis does not answer and this host counts its limits alone, else 0.", func() float64 {
-			if d.counters.Alone() {
+			if s.counters.Alone() {
 				return 1
 			}
 			return 0
 		})
 	}
-	srv, err := metrics.Serve(addr, reg, cfg.Metrics.Pprof, d.log.Named("metrics"))
-	d.metrics = srv
+	srv, err := metrics.Serve(addr, reg, cfg.Metrics.Pprof, s.log.Named("metrics"))
+	s.metrics = srv
 	return err
 }

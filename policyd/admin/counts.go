@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"encoding/json"
@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/policyd/fleet"
 	"github.com/mxdetour/mxdetour/policyd/limits"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
 
 // liveCounts is what `holds counts KEY` prints.
@@ -24,28 +26,28 @@ type liveCounts struct {
 // save its counters (it looks for requests every second).
 var saveWait = 3 * time.Second
 
-// countsCommand shows key's live counts against each [[limits]] entry
+// counts shows key's live counts against each [[limits]] entry
 // that counts it, from the store the daemon counts in, counting nothing:
 // with a [fleet], the shared counters in Redis; else the daemon's memory,
 // which it saves to its state file when asked (a request file beside it,
 // as `holds release` asks for a reset). A daemon that does not answer
 // within saveWait is not running: its state file holds what it will
 // count from at its next start.
-func countsCommand(cfg *config.Config, key string, asJSON bool, stdout, stderr io.Writer) int {
+func counts(cfg *config.Config, key string, asJSON bool, stdout, stderr io.Writer) int {
 	subject, err := limits.ParseSubject(key)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return daemon.ExitConfig
 	}
-	o := limitOptions(cfg, nil)
+	o := server.LimitOptions(cfg, nil)
 	if len(o.Limits) == 0 {
 		fmt.Fprintln(stderr, "no [[limits]] are configured")
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	lc, err := readCounts(cfg, &o, subject, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -60,7 +62,7 @@ func countsCommand(cfg *config.Config, key string, asJSON bool, stdout, stderr i
 func readCounts(cfg *config.Config, o *limits.Options, subject string, stderr io.Writer) (*liveCounts, error) {
 	lc := &liveCounts{Key: subject}
 	if cfg.Fleet.RedisURL != "" {
-		conn, _, err := openFleet(cfg)
+		conn, _, err := server.OpenFleet(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -74,7 +76,7 @@ func readCounts(cfg *config.Config, o *limits.Options, subject string, stderr io
 		}
 		fmt.Fprintf(stderr, "the fleet's Redis does not answer (%v): showing what this host counted\n", view.Err())
 	}
-	path := limitsState(cfg)
+	path := server.LimitsState(cfg)
 	if path == "" {
 		return nil, fmt.Errorf("learn.state_file is no absolute path: limits keep no state")
 	}

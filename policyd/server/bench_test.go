@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"bufio"
@@ -24,15 +24,16 @@ import (
 	"github.com/mxdetour/mxdetour/policyd/limits"
 	"github.com/mxdetour/mxdetour/policyd/policy"
 	"github.com/mxdetour/mxdetour/policyd/respond"
+	"github.com/mxdetour/mxdetour/policyd/server"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
 // BenchmarkSocketmapCached measures the whole daemon path for cached
 // decisions: socket, codec, decision, log line (to /dev/null), answer.
 func BenchmarkSocketmapCached(b *testing.B) {
-	d, log := benchDaemon(b, zone())
+	resp, log := benchResponder(b, zone(), nil)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	s := socketmap.NewServer(d.resp, socketmap.Options{}, log)
+	s := socketmap.NewServer(resp, socketmap.Options{}, log)
 	go s.Serve(ln)
 	defer s.Shutdown(context.Background())
 	b.ReportAllocs()
@@ -65,7 +66,7 @@ func BenchmarkSocketmapCached(b *testing.B) {
 func BenchmarkPolicy(b *testing.B) {
 	for _, name := range []string{"bare", "two-limits", "two-limits-redis"} {
 		b.Run(name, func(b *testing.B) {
-			d, log := benchDaemon(b, zone())
+			log := benchLogger(b)
 			var lim *limits.Limiter
 			if name != "bare" {
 				var store limits.Store = limits.NewMemory()
@@ -90,10 +91,10 @@ func BenchmarkPolicy(b *testing.B) {
 					store = c
 				}
 				lim = twoLimits(store, log)
-				d.resp.SetLimits(lim)
 			}
+			resp, _ := benchResponder(b, zone(), lim)
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")
-			s := policy.NewServer(d.resp, policy.Options{}, log)
+			s := policy.NewServer(resp, policy.Options{}, log)
 			go s.Serve(ln)
 			defer s.Shutdown(context.Background())
 			b.ReportAllocs()
@@ -138,21 +139,22 @@ func BenchmarkPolicy(b *testing.B) {
 	}
 }
 
-// benchDaemon is the daemon's parts deciding with z's DNS server, relay
-// configured, learning off, and a responder logging to /dev/null.
-func benchDaemon(b *testing.B, z dnstest.Zone) (*policyd, *zap.Logger) {
+// benchResponder is a responder deciding as the daemon does with z's DNS
+// server, relay configured, learning off, limiting with lim (nil: none),
+// and logging to /dev/null.
+func benchResponder(b *testing.B, z dnstest.Zone, lim *limits.Limiter) (*respond.Responder, *zap.Logger) {
 	srv := dnstest.New(b, z)
 	cfg := config.Default()
 	cfg.DNS.Servers = []string{srv.Addr()}
 	cfg.Transports.Relay = "relay:[mx03.example.net]:587"
 	cfg.Learn.Enabled = false
 	log := benchLogger(b)
-	d, err := parts(cfg, log)
+	s, err := server.Open(cfg, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	d.resp = respond.New(d.runtime().engine, cfg.Policyd.DecisionTimeout.Duration, log)
-	return d, log
+	setup := respond.Setup{Engine: s.Current().Engine(), Timeout: cfg.Policyd.DecisionTimeout.Duration, Limits: lim}
+	return respond.New(respond.Fixed(setup), log), log
 }
 
 // twoLimits are the benchmarks' outbound limits, never reached: per login
@@ -189,9 +191,9 @@ func benchLogger(b *testing.B) *zap.Logger {
 // In the daemon the same work costs several times more (cold caches
 // between the system calls); this is the part of it we control.
 func BenchmarkHandler(b *testing.B) {
-	d, log := benchDaemon(b, dnstest.BenchZone(100))
+	log := benchLogger(b)
 	lim := twoLimits(limits.NewMemory(), log)
-	d.resp.SetLimits(lim)
+	resp, _ := benchResponder(b, dnstest.BenchZone(100), lim)
 	var conn atomic.Int64
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -213,7 +215,7 @@ func BenchmarkHandler(b *testing.B) {
 			if err := policy.ReadRequest(br, &req, 8192); err != nil {
 				b.Fatal(err)
 			}
-			if a := d.resp.Policy(context.Background(), &req); a == "" {
+			if a := resp.Policy(context.Background(), &req); a == "" {
 				b.Fatal("no answer")
 			}
 		}

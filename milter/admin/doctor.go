@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
-	"github.com/mxdetour/mxdetour/milter/filter"
+	"github.com/mxdetour/mxdetour/milter/server"
 )
 
 const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
@@ -27,9 +27,9 @@ const doctorUsage = "usage: mxdetour-milter doctor [-config FILE] [-json]\n" +
 	"  and that the country data ([milter.geo]) loads and is younger than max_age;\n" +
 	"  exit 0 ok, 1 warning, 2 critical (as Nagios plugins)\n"
 
-// doctor checks DNS against the configuration: every key's record, SPF,
+// Doctor checks DNS against the configuration: every key's record, SPF,
 // DMARC, reverse DNS and the HELO name, one line each with its fix.
-func doctor(args []string, stdout, stderr io.Writer) int {
+func Doctor(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage, "\nflags:\n"); fs.PrintDefaults() }
@@ -51,7 +51,7 @@ func doctor(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	keys, _, err := dkim.Load(cfg.Milter.DKIM) // rows and key_dir
+	keys, _, err := dkim.Load(server.KeyTable(cfg.Milter.DKIM)) // rows and key_dir
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n(the doctor compares each record with the private key: run it as root or as the milter's user)\n", err)
 		return exitConfig
@@ -157,32 +157,4 @@ func outbound(s config.Self) []netip.Addr {
 		addrs = append(v4, v6...)
 	}
 	return addrs
-}
-
-// rotationInterval is how often the milter looks for new records (tests
-// shorten it).
-var rotationInterval = dkim.RotationCheckInterval
-
-// startRotation starts the milter's side of key rotation: the key check
-// of the doctor, at once and every dkim.RotationCheckInterval, against
-// the keys in use (keys is read at each check, so reloads are followed),
-// and hands the rotation to f. [milter.dkim] rotation_overlap,
-// rotation_state_file and rotation_selectors, and [dns], are read here
-// once: they change on restart. stop ends the checks and waits for the
-// one under way.
-func startRotation(f *filter.Filter, cfg *config.Config, keys func() *dkim.Table, log *zap.Logger) (stop func(), err error) {
-	res, err := lookup.New(setup.Lookup(cfg.DNS), log.Named("lookup"))
-	if err != nil {
-		return nil, err
-	}
-	r := dkim.NewRotation(cfg.Milter.DKIM.RotationOverlap.Duration, cfg.Milter.DKIM.RotationStateFile, log.Named("rotation")).
-		Alternate(cfg.Milter.DKIM.RotationSelectors == "alternate")
-	f.Rotate(r)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Run(ctx, res, keys, rotationInterval)
-	}()
-	return func() { cancel(); <-done }, nil
 }

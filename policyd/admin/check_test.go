@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 )
 
@@ -35,10 +36,10 @@ func TestCheckAddressLiteral(t *testing.T) {
 			"domain:    [ipv6:2001:db8::1]", "route:     direct", "reason:    address-literal",
 			"why:       address literal: Postfix delivers straight to 2001:db8::1"}},
 		{"192.0.2.1", 0, []string{"route:     direct", "reason:    numeric-domain", "write it as [192.0.2.1]"}},
-		{"user@[192.0.2.256]", exitFailure, []string{"reason:    no-domain", `address literal "[192.0.2.256]"`}},
+		{"user@[192.0.2.256]", daemon.ExitFailure, []string{"reason:    no-domain", `address literal "[192.0.2.256]"`}},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := checkCommand([]string{"-config", cfg, tc.arg}, &stdout, &stderr)
+		code := Check([]string{"-config", cfg, tc.arg}, &stdout, &stderr)
 		out := stdout.String()
 		if code != tc.code {
 			t.Errorf("check %s: exit %d, want %d\n%s%s", tc.arg, code, tc.code, out, stderr.String())

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -8,17 +8,18 @@ import (
 	"io"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/policyd/wire"
 )
 
-// wireCommand is `mxdetour-policyd wire`: Postfix wired for what the
+// Wire is `mxdetour-policyd wire`: Postfix wired for what the
 // configuration asks, through postconf (policyd/wire).
-func wireCommand(args []string, stdout, stderr io.Writer) int {
+func Wire(args []string, stdout, stderr io.Writer) int {
 	return wiring("wire", args, stdout, stderr)
 }
 
-// unwireCommand is `mxdetour-policyd unwire`: what wire did, undone.
-func unwireCommand(args []string, stdout, stderr io.Writer) int {
+// Unwire is `mxdetour-policyd unwire`: what wire did, undone.
+func Unwire(args []string, stdout, stderr io.Writer) int {
 	return wiring("unwire", args, stdout, stderr)
 }
 
@@ -40,12 +41,12 @@ func wiring(name string, args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxdetour-policyd %s: unknown argument %q\n", name, fs.Arg(0))
 		fs.Usage()
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	o := wire.Options{ConfigDir: *pfDir, DryRun: *dryRun, Out: stdout}
 	var err error
@@ -57,7 +58,7 @@ func wiring(name string, args []string, stdout, stderr io.Writer) int {
 		cfg, _, lerr := config.LoadDefault(*cfgPath)
 		if lerr != nil {
 			fmt.Fprintln(stderr, lerr)
-			return exitConfig
+			return daemon.ExitConfig
 		}
 		err = wire.Wire(context.Background(), wantOf(cfg), o)
 	}
@@ -65,9 +66,9 @@ func wiring(name string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxdetour-policyd %s: %v\n", name, err)
 		var ce wire.ConfigError
 		if errors.As(err, &ce) {
-			return exitConfig
+			return daemon.ExitConfig
 		}
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	return 0
 }

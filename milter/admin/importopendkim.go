@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ const importUsage = "usage: mxdetour-milter import-opendkim FILE\n" +
 
 // importOpenDKIM prints the mxdetour.toml sections equivalent to an
 // OpenDKIM configuration.
-func importOpenDKIM(args []string, stdout, stderr io.Writer) int {
+func ImportOpenDKIM(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter import-opendkim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, importUsage) }

@@ -1,8 +1,7 @@
-package main
+package admin
 
-// Outbound limits: the daemon's limiter (built from [[limits]] and
-// [compromise], kept across reloads) and the `holds` command that lists
-// and releases what it held.
+// `holds`: the messages the outbound limits held, listed by key and
+// released; `holds counts` (counts.go).
 
 import (
 	"bufio"
@@ -14,155 +13,16 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/mxdetour/mxdetour/internal/config"
-	"github.com/mxdetour/mxdetour/internal/geo"
-	"github.com/mxdetour/mxdetour/internal/lookup"
-	"github.com/mxdetour/mxdetour/internal/setup"
-	"github.com/mxdetour/mxdetour/policyd/fleet"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/policyd/learn"
 	"github.com/mxdetour/mxdetour/policyd/limits"
+	"github.com/mxdetour/mxdetour/policyd/server"
 )
-
-// limitsState is where the limiter keeps its state: limits.json beside
-// learn's state file; "" (none) when that is no absolute path.
-func limitsState(cfg *config.Config) string {
-	if !filepath.IsAbs(cfg.Learn.StateFile) {
-		return ""
-	}
-	return limits.StatePath(cfg.Learn.StateFile)
-}
-
-// limitOptions maps [[limits]], [compromise] and milter.trusted_networks;
-// src is the country source (nil: countries are not counted).
-func limitOptions(cfg *config.Config, src geo.Source) limits.Options {
-	o := limits.Options{Trusted: cfg.Milter.TrustedNetworks, Geo: src}
-	for _, l := range cfg.Limits {
-		o.Limits = append(o.Limits, limits.Limit{Key: limits.KeyType(l.Key), Max: l.Max, Window: l.Window.Duration,
-			Provider: l.DestinationProvider, Action: limits.Action(l.Action), Exempt: l.Exempt, Raise: l.Raise})
-	}
-	if c := cfg.Compromise; c.Enabled {
-		o.Compromise = limits.Compromise{MaxCountries: c.MaxCountries, MaxClients: c.MaxClients, Window: c.Window.Duration}
-	}
-	if c := cfg.Compromise; c.Failures {
-		o.Failures = limits.Failures{Ratio: c.FailureRatio, Min: c.FailureMin, Window: c.FailureWindow.Duration}
-	}
-	return o
-}
-
-// limitsGeo opens the country source of [milter.geo] for the compromise
-// signal; nil when the signal is off or no source is set. It reuses old
-// when neither the source nor the resolver changed.
-type limitsGeo struct {
-	opts geo.Options
-	r    *lookup.Client
-	src  geo.Source
-}
-
-func openLimitsGeo(cfg *config.Config, r *lookup.Client, old *limitsGeo) (*limitsGeo, error) {
-	if !cfg.Compromise.Enabled {
-		return nil, nil
-	}
-	g := &limitsGeo{opts: setup.Geo(cfg.Milter.Geo), r: r}
-	if old != nil && old.r == r && reflect.DeepEqual(old.opts, g.opts) {
-		return old, nil
-	}
-	src, err := geo.Open(g.opts, r)
-	if err != nil {
-		return nil, fmt.Errorf("compromise: %w", err)
-	}
-	g.src = src
-	return g, nil
-}
-
-func (g *limitsGeo) source() geo.Source {
-	if g == nil {
-		return nil
-	}
-	return g.src
-}
-
-// startLimits builds the limiter, loads its state, hands it to the
-// policy responder and starts saving.
-func (d *policyd) startLimits(cfg *config.Config) error {
-	g, err := openLimitsGeo(cfg, d.runtime().resolver, nil)
-	if err != nil {
-		return configError{err}
-	}
-	d.limitsGeo = g
-	var store limits.Store = limits.NewMemory()
-	if cfg.Fleet.RedisURL != "" {
-		// With a fleet every host counts into the same Redis keys (a
-		// reload keeps the store, as it keeps [fleet]), through the
-		// fleet's connection; without learning there is no fleet to
-		// share, and the counters open their own.
-		conn := (*fleet.Conn)(nil)
-		if d.fleet != nil {
-			conn = d.fleet.Conn
-		} else {
-			if conn, _, err = openFleet(cfg); err != nil {
-				return configError{err}
-			}
-			d.countersConn = conn
-		}
-		d.counters = fleet.NewCounters(conn, limits.NewMemory(), d.log.Named("limits"))
-		store = d.counters
-	}
-	d.limiter = limits.New(limitOptions(cfg, g.source()), store, d.alerts, d.log.Named("limits"))
-	if path := limitsState(cfg); path != "" {
-		if err := d.limiter.Open(path); err != nil {
-			return err
-		}
-	}
-	d.limiter.Run()
-	d.limited.Store(d.limiter)
-	d.resp.SetLimits(d.limiter)
-	if d.limiter.Active() {
-		d.log.Info("outbound limits on", zap.Int("limits", len(cfg.Limits)), zap.Bool("compromise", cfg.Compromise.Enabled),
-			zap.Bool("failure_ratio", cfg.Compromise.Failures))
-	}
-	return nil
-}
-
-// delivered hands the learner's delivery results to the limits'
-// failure-ratio signal; cls tells the failures that are refusals of our
-// address, which are not the account's.
-func (d *policyd) delivered(cls *learn.Classifier) func(learn.Delivery) {
-	return func(dv learn.Delivery) {
-		if l := d.limited.Load(); l != nil {
-			l.Delivered(limits.Result{QueueID: dv.QueueID, Recipient: dv.Recipient, Status: dv.Status, DSN: dv.DSN, At: dv.Time},
-				func() bool { return cls.Classify(dv).Block })
-		}
-	}
-}
-
-// reloadLimits applies next's limits; the counters stay.
-func (d *policyd) reloadLimits(next *config.Config, rt *runtime) {
-	g, err := openLimitsGeo(next, rt.resolver, d.limitsGeo)
-	if err != nil {
-		d.log.Error("reload: the compromise signal keeps its country source", zap.Error(err))
-		g = d.limitsGeo
-	}
-	d.limitsGeo = g
-	d.limiter.Configure(limitOptions(next, g.source()))
-}
-
-// stopLimits saves the counters.
-func (d *policyd) stopLimits() {
-	if d.limiter != nil {
-		d.limiter.Stop()
-	}
-	if d.countersConn != nil {
-		d.countersConn.Close()
-	}
-}
 
 const holdsUsage = "usage: mxdetour-policyd holds [-config FILE] [-json] [release KEY | counts KEY]"
 
@@ -188,7 +48,7 @@ type rcptRec struct {
 	Address string `json:"address"`
 }
 
-// holdsCommand lists the messages the limits held, by key, or releases
+// Holds lists the messages the limits held, by key, or releases
 // one key's: `holds [-config FILE] [-json]`, `holds release KEY`; `holds
 // counts KEY` shows a key's live counts (counts.go).
 //
@@ -197,7 +57,7 @@ type rcptRec struct {
 // of every message it holds, learned from the transaction's next request
 // (second RCPT, DATA or END-OF-MESSAGE), in its state file; this command
 // joins those records with Postfix's hold queue.
-func holdsCommand(args []string, stdout, stderr io.Writer) int {
+func Holds(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-policyd holds", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file")
@@ -206,43 +66,43 @@ func holdsCommand(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	if fs.NArg() > 0 && fs.Arg(0) == "counts" {
 		// Flags may follow the word too: `holds counts -json local_user=alice`.
 		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return exitConfig
+			return daemon.ExitConfig
 		}
 		if fs.NArg() != 1 {
 			fmt.Fprintln(stderr, holdsUsage)
-			return exitConfig
+			return daemon.ExitConfig
 		}
 		cfg, _, err := config.LoadDefault(*cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
-			return exitConfig
+			return daemon.ExitConfig
 		}
-		return countsCommand(cfg, fs.Arg(0), *asJSON, stdout, stderr)
+		return counts(cfg, fs.Arg(0), *asJSON, stdout, stderr)
 	}
 	release := fs.NArg() == 2 && fs.Arg(0) == "release"
 	if fs.NArg() != 0 && !release {
 		fmt.Fprintln(stderr, holdsUsage)
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	cfg, _, err := config.LoadDefault(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return daemon.ExitConfig
 	}
-	path := limitsState(cfg)
+	path := server.LimitsState(cfg)
 	if path == "" {
 		fmt.Fprintln(stderr, "learn.state_file is no absolute path: limits keep no state")
-		return exitConfig
+		return daemon.ExitConfig
 	}
 	groups, other, err := heldMail(cfg, path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	if release {
 		return releaseKey(cfg, path, fs.Arg(1), groups, stdout, stderr)
@@ -344,7 +204,7 @@ func releaseKey(cfg *config.Config, path, key string, groups []heldGroup, stdout
 	key, err := resolveKey(key, groups)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	var ids []string
 	for _, g := range groups {
@@ -357,7 +217,7 @@ func releaseKey(cfg *config.Config, path, key string, groups []heldGroup, stdout
 	if len(ids) > 0 {
 		if _, err := postfixCmd(cfg, "postsuper", []byte(strings.Join(ids, "\n")+"\n"), "-H", "-"); err != nil {
 			fmt.Fprintln(stderr, err)
-			return exitFailure
+			return daemon.ExitFailure
 		}
 		for _, id := range ids { // released mail waits for the next queue run otherwise
 			if _, err := postfixCmd(cfg, "postqueue", nil, "-i", id); err != nil {
@@ -367,7 +227,7 @@ func releaseKey(cfg *config.Config, path, key string, groups []heldGroup, stdout
 	}
 	if err := limits.RequestRelease(path, key); err != nil {
 		fmt.Fprintf(stderr, "released %d messages, but the windows of %s could not be reset: %v\n", len(ids), key, err)
-		return exitFailure
+		return daemon.ExitFailure
 	}
 	fmt.Fprintf(stdout, "released %d held messages of %s %s; its windows are reset (a running mxdetour-policyd applies it within a second, a stopped one when it starts)\n",
 		len(ids), key, strings.Join(ids, " "))

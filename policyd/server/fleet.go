@@ -1,7 +1,6 @@
-package main
+package server
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -29,8 +28,8 @@ func fleetOptions(cfg *config.Config) (fleet.Options, error) {
 	return o, nil
 }
 
-// checkFleet is checkDeps' part for [fleet]: the URL as go-redis reads it
-// and the password file.
+// checkFleet is CheckCanStart's part for [fleet]: the URL as go-redis
+// reads it and the password file.
 func checkFleet(cfg *config.Config) error {
 	if cfg.Fleet.RedisURL == "" {
 		return nil
@@ -46,26 +45,26 @@ func checkFleet(cfg *config.Config) error {
 	return c.Close()
 }
 
-// startFleet shares the blocks of store with the other hosts until ctx
-// ends, when [fleet] redis_url is set; nil otherwise.
-func startFleet(ctx context.Context, cfg *config.Config, store *learn.Store, log *zap.Logger) (*fleet.Fleet, error) {
+// startFleet returns the fleet that shares the blocks of store with the
+// other hosts once it runs, when [fleet] redis_url is set; nil otherwise.
+func startFleet(cfg *config.Config, store *learn.Store, log *zap.Logger) (*fleet.Fleet, error) {
 	if cfg.Fleet.RedisURL == "" || store == nil {
 		return nil, nil
 	}
 	o, err := fleetOptions(cfg)
 	if err != nil {
-		return nil, configError{err}
+		return nil, ConfigError{err}
 	}
 	f, err := fleet.New(o, store, log)
 	if err != nil {
-		return nil, configError{fmt.Errorf("fleet.%w", err)}
+		return nil, ConfigError{fmt.Errorf("fleet.%w", err)}
 	}
-	go f.Run(ctx)
 	return f, nil
 }
 
-// openFleet connects a command to the fleet; nil without one.
-func openFleet(cfg *config.Config) (*fleet.Conn, string, error) {
+// OpenFleet connects a command to the fleet, and names this host in it;
+// nil without a fleet.
+func OpenFleet(cfg *config.Config) (*fleet.Conn, string, error) {
 	if cfg.Fleet.RedisURL == "" {
 		return nil, "", nil
 	}
