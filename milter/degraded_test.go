@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,14 +13,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/d--j/go-milter"
 	msgdkim "github.com/emersion/go-msgauth/dkim"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
+	"github.com/mxdetour/mxdetour/internal/geo/geotest"
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
@@ -51,24 +50,8 @@ func keygenTXT(t *testing.T, dir, domain, selector, alg string) (file, txt strin
 
 // countryDB writes a country database placing 203.0.113.0/24 in RU.
 func countryDB(t *testing.T, dir string) string {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, _ := net.ParseCIDR("203.0.113.0/24")
-	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}}); err != nil {
-		t.Fatal(err)
-	}
 	p := filepath.Join(dir, "country.mmdb")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
+	geotest.WriteDB(t, p, time.Time{}, map[string]string{"203.0.113.0/24": "RU"})
 	return p
 }
 

@@ -11,15 +11,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/d--j/go-milter"
 	msgdkim "github.com/emersion/go-msgauth/dkim"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mxdetour/mxdetour/internal/config"
 	"github.com/mxdetour/mxdetour/internal/geo"
+	"github.com/mxdetour/mxdetour/internal/geo/geotest"
 	"github.com/mxdetour/mxdetour/internal/setup"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 )
@@ -50,13 +50,8 @@ func keys(t testing.TB) []dkim.KeyRow {
 }
 
 func countryDB(t testing.TB) string {
-	tree, _ := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
-	_, n, _ := net.ParseCIDR("203.0.113.0/24")
-	tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}})
 	p := filepath.Join(t.TempDir(), "c.mmdb")
-	f, _ := os.Create(p)
-	tree.WriteTo(f)
-	f.Close()
+	geotest.WriteDB(t, p, time.Time{}, map[string]string{"203.0.113.0/24": "RU"})
 	return p
 }
 

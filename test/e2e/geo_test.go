@@ -2,35 +2,19 @@ package e2e
 
 import (
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
-
+	"github.com/mxdetour/mxdetour/internal/geo/geotest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 )
 
 // writeCountryDB writes a MaxMind-format country database placing the
 // documentation networks in countries.
 func writeCountryDB(t *testing.T, path string, nets map[string]string) {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
-	must(t, err)
-	for cidr, cc := range nets {
-		_, n, err := net.ParseCIDR(cidr)
-		must(t, err)
-		must(t, tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(cc)}}))
-	}
-	f, err := os.Create(path)
-	must(t, err)
-	defer f.Close()
-	_, err = tree.WriteTo(f)
-	must(t, err)
+	geotest.WriteDB(t, path, time.Time{}, nets)
 }
 
 // Scenario 4: a client whose address maps to a blocked country is refused
