@@ -20,6 +20,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/policyd/admin"
 	"github.com/mxdetour/mxdetour/policyd/block"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 )
 
 // The README's recipe against the running binary: the daemon learns
@@ -33,7 +34,7 @@ func TestBlocksForgetThenReload(t *testing.T) {
 		z["mx."+d] = dnstest.Records{A: []string{"192.0.2.30"}}
 	}
 	srv := dnstest.New(t, z)
-	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	dir := filepath.Dir(cfg)
 	mailLog := filepath.Join(dir, "mail.log")
 	os.WriteFile(mailLog, nil, 0o640)
@@ -116,8 +117,8 @@ func TestBlocksForgetThenReload(t *testing.T) {
 // IPv6 address only sends over IPv4, a block from a state file written
 // before routes existed needs the relay.
 func TestBlocksAndCheckShowRoute(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "") // with an ipv4 transport
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "") // with an ipv4 transport
 	now := time.Now().UTC()
 	ts := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
 	state := `{"version": 1, "offset": {}, "blocks": [

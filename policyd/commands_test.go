@@ -18,11 +18,12 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
 	"github.com/mxdetour/mxdetour/policyd/admin"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 )
 
 func TestCheckCommand(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	out, err := exec.Command(bin, "check", "-config", cfg, "-json", "alice@gmail.mxd", "plain.mxd", "x@example.org", "nullmx.mxd").CombinedOutput()
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
@@ -53,8 +54,8 @@ func TestCheckCommand(t *testing.T) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	good, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	good, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	// Without mxdetour-milter (bin's directory has none; PATH is empty)
 	// the output says what was left unchecked.
 	alone := exec.Command(bin, "-check-config", "-config", good)
@@ -68,7 +69,7 @@ func TestCheckConfig(t *testing.T) {
 		strings.Count(string(out), "\n") != 1 {
 		t.Errorf("-self-only on a good config: %v, want one line:\n%s", err, out)
 	}
-	bad, _, _ := writeConfig(t, srv.Addr(), "[policyd.extra]\n")
+	bad, _, _ := policydtest.WriteConfig(t, srv.Addr(), "[policyd.extra]\n")
 	out, err := exec.Command(bin, "-check-config", "-config", bad).CombinedOutput()
 	if code := exitCode(err); code != 78 {
 		t.Errorf("bad config: exit %d (%v), want 78", code, err)
@@ -76,7 +77,7 @@ func TestCheckConfig(t *testing.T) {
 	if !strings.Contains(string(out), "mxdetour.toml:18: policyd.extra: unknown key") {
 		t.Errorf("bad config message:\n%s", out)
 	}
-	pat, _, _ := writeConfig(t, srv.Addr(), "")
+	pat, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	data, _ := os.ReadFile(pat)
 	os.WriteFile(pat, []byte(strings.Replace(string(data), "[learn]\n", "[learn]\npatterns = [\"(\"]\n", 1)), 0o644)
 	out, err = exec.Command(bin, "-check-config", "-config", pat).CombinedOutput()
@@ -96,8 +97,8 @@ func TestCheckConfigChecksMilterPart(t *testing.T) {
 			t.Fatalf("build %s: %v\n%s", pkg, err, b)
 		}
 	}
-	srv := dnstest.New(t, zone())
-	good, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	good, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	out, err := exec.Command(pol, "-check-config", "-config", good).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "mxdetour-milter -check-config:\n") || !strings.Contains(string(out), "OK (0 DKIM keys; ") ||
 		strings.Contains(string(out), "not checked") {
@@ -107,7 +108,7 @@ func TestCheckConfigChecksMilterPart(t *testing.T) {
 	if err := os.WriteFile(pub, []byte("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bad, _, _ := writeConfig(t, srv.Addr(), fmt.Sprintf("[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey_file = %q\n", pub))
+	bad, _, _ := policydtest.WriteConfig(t, srv.Addr(), fmt.Sprintf("[[milter.dkim.keys]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey_file = %q\n", pub))
 	out, err = exec.Command(pol, "-check-config", "-config", bad).CombinedOutput()
 	if code := exitCode(err); code != 78 || !strings.Contains(string(out), pub) {
 		t.Errorf("a public key as key_file: exit %d, want 78 naming %s:\n%s", code, pub, out)
@@ -133,9 +134,9 @@ func exitCode(err error) int {
 }
 
 func TestMetrics(t *testing.T) {
-	srv := dnstest.New(t, zone())
+	srv := dnstest.New(t, policydtest.Zone())
 	mport := testutil.FreePort(t)
-	cfg, _, smap := writeConfig(t, srv.Addr(), fmt.Sprintf("[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), fmt.Sprintf("[metrics]\npolicyd_listen = \"127.0.0.1:%d\"\n", mport))
 	startDaemon(t, cfg, smap)
 	c, _ := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
 	defer c.Close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 )
 
 // TestBrokenConfigFailsOpen: started by systemd (its sockets passed) with
@@ -22,8 +23,8 @@ import (
 // the same process (same pid, same sockets), while a reload of a file
 // still broken keeps it answering.
 func TestBrokenConfigFailsOpen(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	good, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +92,8 @@ func TestBrokenConfigFailsOpen(t *testing.T) {
 // TestBrokenConfigByHandExits: run by hand (no sockets from systemd), a
 // file it cannot use still stops the daemon with 78 at once.
 func TestBrokenConfigByHandExits(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "[policyd.typo]\n")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "[policyd.typo]\n")
 	done := make(chan error, 1)
 	cmd := exec.Command(bin, "-config", cfg)
 	go func() { done <- cmd.Run() }()
@@ -122,8 +123,8 @@ func dialPolicy(t *testing.T, addr, rcpt string) string {
 // here the compromise signal's country data that does not exist (it said
 // OK, and the start exited 78).
 func TestCheckConfigAsStart(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "[compromise]\nenabled = true\n[milter.geo]\nsource = \"mmdb\"\nmmdb_file = \"/nonexistent/country.mmdb\"\n")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "[compromise]\nenabled = true\n[milter.geo]\nsource = \"mmdb\"\nmmdb_file = \"/nonexistent/country.mmdb\"\n")
 	out, err := exec.Command(bin, "-check-config", "-self-only", "-config", cfg).CombinedOutput()
 	if exitCode(err) != 78 || !strings.Contains(string(out), "/nonexistent/country.mmdb") {
 		t.Errorf("-check-config -self-only: %v\n%s", err, out)

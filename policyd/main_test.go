@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -36,48 +36,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func zone() dnstest.Zone {
-	return dnstest.Zone{
-		"gmail.mxd":    {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}},
-		"m365.mxd":     {MX: []lookup.MX{{Host: "m365-mxd.mail.protection.outlook.com", Pref: 0}}},
-		"plain.mxd":    {MX: []lookup.MX{{Host: "mx.plain.mxd", Pref: 10}}},
-		"mx.plain.mxd": {A: []string{"192.0.2.20"}},
-		"hang.mxd":     {MX: []lookup.MX{{Host: "gmail-smtp-in.l.google.com", Pref: 5}}},
-		"nullmx.mxd":   {MX: []lookup.MX{{Host: ".", Pref: 0}}},
-		// The default providers' zone passes its RFC 5782 test point:
-		// our addresses' "not listed" on it is believed.
-		"2.0.0.127.zen.spamhaus.org": {A: []string{"127.0.0.2"}},
-	}
-}
-
-func writeConfig(t *testing.T, dns string, extra string) (path string, policy, smap int) {
-	policy, smap = testutil.FreePort(t), testutil.FreePort(t)
-	dir := t.TempDir()
-	path = filepath.Join(dir, "mxdetour.toml")
-	cfg := fmt.Sprintf(`[log]
-level = "info"
-[dns]
-servers = [%q]
-timeout = "2s"
-attempts = 1
-asn_zone = "origin.asn.mxd"
-[policyd]
-policy_listen = "127.0.0.1:%d"
-socketmap_listen = "127.0.0.1:%d"
-decision_timeout = "200ms"
-[transports]
-relay = "relay:[mx03.example.net]:587"
-ipv4 = "smtp-ipv4:"
-[learn]
-state_file = %q
-log_file = %q
-%s`, dns, policy, smap, filepath.Join(dir, "state.json"), filepath.Join(dir, "mail.log"), extra)
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, policy, smap
 }
 
 func startDaemon(t *testing.T, cfg string, port int) *exec.Cmd {
@@ -126,9 +84,9 @@ func askPolicy(t *testing.T, r *bufio.Reader, c net.Conn, rcpt string) string {
 }
 
 func TestDaemonAnswersBothProtocols(t *testing.T) {
-	srv := dnstest.New(t, zone())
+	srv := dnstest.New(t, policydtest.Zone())
 	srv.SetFault("hang.mxd", dnstest.Timeout)
-	cfg, policy, smap := writeConfig(t, srv.Addr(), "")
+	cfg, policy, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	startDaemon(t, cfg, smap)
 
 	c, _ := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", smap))
@@ -167,8 +125,8 @@ func TestDaemonAnswersBothProtocols(t *testing.T) {
 }
 
 func TestDaemonManyClients(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	startDaemon(t, cfg, smap)
 	var wg sync.WaitGroup
 	for i := range 100 {

@@ -19,6 +19,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/lookup"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 )
 
 // TestReloadSwapsTheRuntime: SIGHUP applies every reloadable part of a new
@@ -26,7 +27,7 @@ import (
 // on the connections Postfix already holds, and a broken file keeps the
 // running configuration.
 func TestReloadSwapsTheRuntime(t *testing.T) {
-	srv := dnstest.New(t, zone())
+	srv := dnstest.New(t, policydtest.Zone())
 	var mu sync.Mutex
 	var hooks []alert.Payload
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -39,7 +40,7 @@ func TestReloadSwapsTheRuntime(t *testing.T) {
 		hooks = append(hooks, p)
 	}))
 	defer hook.Close()
-	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	base, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)

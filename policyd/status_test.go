@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -16,8 +17,8 @@ import (
 // back temporary with the same text; a refusal of the recipient, and a
 // refusal from our own relay, stay as they are (NOTFOUND).
 func TestStatusFilterMap(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	startDaemon(t, cfg, smap)
 	const block = "5.7.1 host mx.victim.zz[192.0.2.99] said: 554 5.7.1 Service unavailable; Client host [198.51.100.2] blocked using zen.spamhaus.org (in reply to RCPT TO command)"
 	for _, tc := range []struct{ key, want string }{

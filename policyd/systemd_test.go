@@ -16,6 +16,7 @@ import (
 	"github.com/mxdetour/mxdetour/internal/daemon/daemontest"
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
 	"github.com/mxdetour/mxdetour/internal/testutil"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 	"github.com/mxdetour/mxdetour/policyd/socketmap"
 )
 
@@ -23,8 +24,8 @@ import (
 // know end with 78 (EX_CONFIG; the unit does not restart) and the usage,
 // never with a running daemon; -h is no error.
 func TestExitCodes(t *testing.T) {
-	cfg, _, _ := writeConfig(t, "127.0.0.1:9", "")
-	bad, _, _ := writeConfig(t, "127.0.0.1:9", "[policyd.extra]\n")
+	cfg, _, _ := policydtest.WriteConfig(t, "127.0.0.1:9", "")
+	bad, _, _ := policydtest.WriteConfig(t, "127.0.0.1:9", "[policyd.extra]\n")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -76,8 +77,8 @@ func TestSocketActivation(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate is not installed (Debian: systemd)")
 	}
-	srv := dnstest.New(t, zone())
-	cfg, policyPort, smapPort := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, policyPort, smapPort := policydtest.WriteConfig(t, srv.Addr(), "")
 	activated := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	p := daemontest.Start(t, exec.Command(tool, "-l", activated, "--fdname=socketmap", bin, "-config", cfg))
 	testutil.Eventually(t, "the tool listening", func() bool { return strings.Contains(p.Output(), "Listening on") })
@@ -99,8 +100,8 @@ func TestSocketActivation(t *testing.T) {
 // holds (as systemd holds a socket unit's), Postfix's connections wait in
 // the kernel's queue and are answered by the new process; none is refused.
 func TestRestartQueues(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	sock := daemontest.Listen(t, "socketmap")
 	first := daemontest.Start(t, daemontest.Command(t, bin, []string{"-config", cfg}, sock))
 	if got := dialAsk(t, sock.Addr(), "alice@gmail.mxd"); got != "OK relay:[mx03.example.net]:587" {
@@ -135,8 +136,8 @@ func TestRestartQueues(t *testing.T) {
 // WATCHDOG_USEC, RELOADING=1 and READY=1 around SIGHUP (a failed reload
 // says so in STATUS=), STOPPING=1 at SIGTERM.
 func TestNotifyAndWatchdog(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, _ := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, _ := policydtest.WriteConfig(t, srv.Addr(), "")
 	n := daemontest.ListenNotify(t)
 	cmd := exec.Command(bin, "-config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000")
@@ -177,8 +178,8 @@ func canDial(addr string) bool {
 // (learned blocks in memory only, said at error level): routing must not
 // stop for it.
 func TestMissingStateDirectory(t *testing.T) {
-	srv := dnstest.New(t, zone())
-	cfg, _, smap := writeConfig(t, srv.Addr(), "")
+	srv := dnstest.New(t, policydtest.Zone())
+	cfg, _, smap := policydtest.WriteConfig(t, srv.Addr(), "")
 	data, _ := os.ReadFile(cfg)
 	missing := filepath.Join(t.TempDir(), "gone", "state.json")
 	data = regexp.MustCompile(`(?m)^state_file = .*$`).ReplaceAll(data, []byte(fmt.Sprintf("state_file = %q", missing)))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/lookup/dnstest"
+	"github.com/mxdetour/mxdetour/policyd/policydtest"
 	"github.com/mxdetour/mxdetour/policyd/wire/wiretest"
 )
 
@@ -25,8 +26,8 @@ func runBin(t *testing.T, args ...string) (string, int) {
 // stock files.
 func TestWireCommand(t *testing.T) {
 	in := wiretest.New(t, "", "")
-	dns := dnstest.New(t, zone())
-	cfg, policy, smap := writeConfig(t, dns.Addr(), "[[limits]]\nkey = \"sasl_username\"\nmax = 100\nwindow = \"1h\"\n")
+	dns := dnstest.New(t, policydtest.Zone())
+	cfg, policy, smap := policydtest.WriteConfig(t, dns.Addr(), "[[limits]]\nkey = \"sasl_username\"\nmax = 100\nwindow = \"1h\"\n")
 	startDaemon(t, cfg, smap)
 	pristine := in.Snapshot()
 
@@ -52,8 +53,8 @@ func TestWireCommand(t *testing.T) {
 }
 
 func TestWireCommandUsage(t *testing.T) {
-	cfg, _, _ := writeConfig(t, "127.0.0.1:9", "")
-	bad, _, _ := writeConfig(t, "127.0.0.1:9", "[transports.extra]\n")
+	cfg, _, _ := policydtest.WriteConfig(t, "127.0.0.1:9", "")
+	bad, _, _ := policydtest.WriteConfig(t, "127.0.0.1:9", "[transports.extra]\n")
 	for _, tc := range []struct {
 		args []string
 		want string
