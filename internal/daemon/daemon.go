@@ -20,6 +20,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -364,4 +365,17 @@ func RestartOnly(settings ...Setting) []string {
 		}
 	}
 	return keys
+}
+
+// ParseFlags parses a command's arguments into fs. When ok is false the
+// command ends at once with code: 0 after -h (the usage was printed, as
+// asked), ExitConfig after a flag that does not parse.
+func ParseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return ExitConfig, false
+	}
+	return 0, true
 }

@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/dnsbl"
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/internal/lookup"
@@ -35,11 +35,8 @@ func Doctor(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage, "\nflags:\n"); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists)")
 	asJSON := fs.Bool("json", false, "print the findings as JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxdetour-milter doctor: unknown argument %q\n", fs.Arg(0))

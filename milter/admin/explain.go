@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/geo"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/filter"
@@ -47,11 +47,8 @@ func Explain(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 || *from == "" {
 		if fs.NArg() > 0 {

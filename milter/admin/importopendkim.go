@@ -1,11 +1,11 @@
 package admin
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/milter/opendkim"
 )
 
@@ -20,11 +20,8 @@ func ImportOpenDKIM(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxdetour-milter import-opendkim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, importUsage) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		if fs.NArg() > 1 {

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/milter/dkim"
 	"github.com/mxdetour/mxdetour/milter/server"
@@ -47,11 +47,8 @@ func Keygen(args []string, stdout, stderr io.Writer) int {
 	next := fs.Bool("next", false, "write the next key of the domain's rotation, as named in the config")
 	cfgPath := fs.String("config", "", "with -next: configuration file (default "+config.DefaultPath+")")
 	owner := fs.String("owner", dkim.DefaultOwner(), "give the key file to this user (default: "+dkim.DaemonUser+" when it exists and we run as root)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	d, err := domain.Normalize(*dom)
 	bad := err != nil || fs.NArg() > 0 || (!*next && *sel == "") || (!*next && *cfgPath != "")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mxdetour/mxdetour/internal/config"
+	"github.com/mxdetour/mxdetour/internal/daemon"
 	"github.com/mxdetour/mxdetour/internal/domain"
 	"github.com/mxdetour/mxdetour/internal/postfix"
 	"github.com/mxdetour/mxdetour/milter/dkim"
@@ -39,11 +40,8 @@ func keygenAll(args []string, stdout, stderr io.Writer) int {
 	edSel := fs.String("ed25519-selector", "ed"+year, "selector of the Ed25519 keys")
 	bits := fs.Int("bits", 2048, "RSA key size")
 	owner := fs.String("owner", dkim.DefaultOwner(), "give the key files to this user (default: "+dkim.DaemonUser+" when it exists and we run as root)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxdetour-milter keygen -all: unknown argument %q\n", fs.Arg(0))

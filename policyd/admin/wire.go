@@ -37,11 +37,8 @@ func wiring(name string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: mxdetour-policyd %s [-config FILE] [-postfix-config DIR] [-dry-run]\n", name)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return daemon.ExitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxdetour-policyd %s: unknown argument %q\n", name, fs.Arg(0))
