@@ -113,7 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *checkOnly {
 		st, err := server.Check(cfg, log)
 		if err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", orEmbedded(used), err)
+			fmt.Fprintf(stderr, "%s: %v\n", config.Source(used), err)
 			return exitConfig
 		}
 		st.Geo.Close()
@@ -125,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rest = "; not checked here: learn patterns, state_file and [fleet] (mxdetour-policyd -check-config)"
 		}
 		fmt.Fprintf(stdout, "%s: OK (%d DKIM keys; checked: every key of the file; each DKIM key file loads as a private key; the country data opens%s)\n",
-			orEmbedded(used), st.Keys.Len(), rest)
+			config.Source(used), st.Keys.Len(), rest)
 		return 0
 	}
 	d, err := server.New(*cfgPath, cfg, level, log, version)
@@ -141,11 +141,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return 0
-}
-
-func orEmbedded(path string) string {
-	if path == "" {
-		return "embedded defaults"
-	}
-	return path
 }

@@ -111,7 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		} else {
 			// One line: systemctl reload runs this, and the journal and
 			// mail.log take each line for an event of its own.
-			fmt.Fprintf(stdout, "%s: OK (checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file; [compromise]'s country data)\n", orEmbedded(used))
+			fmt.Fprintf(stdout, "%s: OK (checked: every key of the file; learn patterns and state_file; [fleet]'s URL and password file; [compromise]'s country data)\n", config.Source(used))
 		}
 		if *selfOnly {
 			return rc
@@ -151,7 +151,7 @@ func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log
 	if err != nil {
 		return err
 	}
-	log.Info("started", zap.String("version", version), zap.String("config", orEmbedded(used)))
+	log.Info("started", zap.String("version", version), zap.String("config", config.Source(used)))
 	if s.DryRun() {
 		log.Warn("dry run: no relay transport configured ([transports] relay); decisions are logged and Postfix is always told to go direct")
 	}
@@ -163,13 +163,6 @@ func serve(cfg *config.Config, used, flagPath string, level zap.AtomicLevel, log
 		Grace:   10 * time.Second,
 		Log:     log,
 	})
-}
-
-func orEmbedded(path string) string {
-	if path == "" {
-		return "embedded defaults"
-	}
-	return path
 }
 
 // checkMilterPart has mxdetour-milter check what only it can (the DKIM

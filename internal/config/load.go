@@ -63,6 +63,15 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration as Go does ("1m0s").
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
+// Source names the configuration LoadDefault read, for messages: the
+// path it returned, or "embedded defaults" for "".
+func Source(used string) string {
+	if used == "" {
+		return "embedded defaults"
+	}
+	return used
+}
+
 // LoadDefault loads path; with path "" it loads DefaultPath if that file
 // exists and otherwise returns Default(). It returns the path it read, ""
 // for the embedded defaults.

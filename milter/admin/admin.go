@@ -14,11 +14,3 @@ const (
 	exitFailure = daemon.ExitFailure
 	exitConfig  = daemon.ExitConfig
 )
-
-// orEmbedded names the configuration used: its file, or the defaults.
-func orEmbedded(path string) string {
-	if path == "" {
-		return "embedded defaults"
-	}
-	return path
-}

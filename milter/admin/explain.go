@@ -83,7 +83,7 @@ func Explain(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	e := filter.Explain(ctx, b.State(), rot, q)
-	printExplanation(stdout, orEmbedded(used), q, cfg, e)
+	printExplanation(stdout, config.Source(used), q, cfg, e)
 	for _, p := range b.Problems() {
 		fmt.Fprintf(stdout, "note: %v\n", p)
 	}

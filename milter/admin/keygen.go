@@ -165,7 +165,7 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 		}
 	}
 	if len(rows) == 0 {
-		return r, fmt.Errorf("%s has no key for %s: make its first with keygen -domain %s -selector S", orEmbedded(used), r.domain, r.domain)
+		return r, fmt.Errorf("%s has no key for %s: make its first with keygen -domain %s -selector S", config.Source(used), r.domain, r.domain)
 	}
 	tbl, _, err := dkim.LoadTable(rows, cfg.Milter.DKIM.AllowGroupReadable)
 	if err != nil {
@@ -179,20 +179,20 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 	}
 	switch len(fams) {
 	case 0:
-		return r, fmt.Errorf("%s has no %s key for %s", orEmbedded(used), r.algorithm, r.domain)
+		return r, fmt.Errorf("%s has no %s key for %s", config.Source(used), r.algorithm, r.domain)
 	case 1:
 	default:
 		var names []string
 		for _, f := range fams {
 			names = append(names, f[len(f)-1].Selector+" ("+f[0].Algorithm+")")
 		}
-		return r, fmt.Errorf("%s has several keys for %s: %s; say which with -algorithm, or -selector", orEmbedded(used), r.domain, strings.Join(names, ", "))
+		return r, fmt.Errorf("%s has several keys for %s: %s; say which with -algorithm, or -selector", config.Source(used), r.domain, strings.Join(names, ", "))
 	}
 	fam := fams[0]
 	cur := fam[len(fam)-1]
 	if cfg.Milter.DKIM.RotationSelectors == "alternate" && len(fam) > 1 && r.selector == "" {
 		// Two fixed selectors: the new key goes over the retired one.
-		if cur, err = standby(cfg, fam, orEmbedded(used)); err != nil {
+		if cur, err = standby(cfg, fam, config.Source(used)); err != nil {
 			return r, err
 		}
 		r.replace = cur.File
@@ -225,7 +225,7 @@ func nextKey(r keyRequest, cfgPath string) (keyRequest, error) {
 	}
 	for _, k := range tbl.Keys() {
 		if k.Selector == r.selector {
-			return r, fmt.Errorf("%s already has a key with selector %s for %s", orEmbedded(used), r.selector, r.domain)
+			return r, fmt.Errorf("%s already has a key with selector %s for %s", config.Source(used), r.selector, r.domain)
 		}
 	}
 	return r, nil

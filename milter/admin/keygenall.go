@@ -74,7 +74,7 @@ func keygenAll(args []string, stdout, stderr io.Writer) int {
 		dc.KeyDir, _ = filepath.Abs(*dir)
 	}
 	if dc.KeyDir == "" {
-		return fail(exitConfig, "%s sets no [milter.dkim] key_dir: set it (e.g. /etc/mxdetour/dkim) or give -dir", orEmbedded(used))
+		return fail(exitConfig, "%s sets no [milter.dkim] key_dir: set it (e.g. /etc/mxdetour/dkim) or give -dir", config.Source(used))
 	}
 	tpl, err := dkim.ParseTemplate(dc.KeyFileTemplate)
 	if err != nil {
@@ -130,7 +130,7 @@ func keygenAll(args []string, stdout, stderr io.Writer) int {
 	if len(todo) > 0 {
 		how := "systemctl reload mxdetour-milter"
 		if dc.KeyDir != filepath.Clean(cfg.Milter.DKIM.KeyDir) {
-			how = "set [milter.dkim] key_dir = \"" + dc.KeyDir + "\" in " + orEmbedded(used) + ", then " + how
+			how = "set [milter.dkim] key_dir = \"" + dc.KeyDir + "\" in " + config.Source(used) + ", then " + how
 		}
 		fmt.Fprintf(stdout, "; publish these records, then %s: the milter reads key_dir at reload and signs with the new keys\n", how)
 	}
