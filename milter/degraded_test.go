@@ -102,18 +102,24 @@ func send(t *testing.T, addr, client string, rcpts ...string) exchange {
 	if err != nil {
 		t.Fatal(err)
 	}
+	x.signed = queued(mods, testHeader, testBody)
+	return x
+}
+
+// queued is the message as Postfix queues it after the milter: the
+// headers the milter inserted, then header and body as sent.
+func queued(mods []milter.ModifyAction, header [][2]string, body string) []byte {
 	var b bytes.Buffer
 	for _, m := range mods {
 		if m.Type == milter.ActionInsertHeader {
 			b.WriteString(m.HeaderName + ":" + strings.ReplaceAll(m.HeaderValue, "\n", "\r\n") + "\r\n")
 		}
 	}
-	for _, h := range testHeader {
+	for _, h := range header {
 		b.WriteString(h[0] + ":" + h[1] + "\r\n")
 	}
-	b.WriteString("\r\n" + testBody)
-	x.signed = b.Bytes()
-	return x
+	b.WriteString("\r\n" + body)
+	return b.Bytes()
 }
 
 // verified checks msg's signatures with go-msgauth, fetching keys from

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -256,17 +255,7 @@ func sendFrom(t *testing.T, addr, d string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	for _, m := range mods {
-		if m.Type == milter.ActionInsertHeader {
-			b.WriteString(m.HeaderName + ":" + strings.ReplaceAll(m.HeaderValue, "\n", "\r\n") + "\r\n")
-		}
-	}
-	for _, h := range header {
-		b.WriteString(h[0] + ":" + h[1] + "\r\n")
-	}
-	b.WriteString("\r\n" + testBody)
-	return b.Bytes()
+	return queued(mods, header, testBody)
 }
 
 // TestKeygenNextInKeyDir: the next key of a rotation in key_dir takes
