@@ -79,11 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	checkOnly := fs.Bool("check-config", false, "validate the whole configuration (the [milter] part through mxdetour-milter) and exit")
 	selfOnly := fs.Bool("self-only", false, "with -check-config: check only what mxdetour-policyd uses (its unit's reload)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitConfig
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxdetour-policyd: unknown argument %q\n", fs.Arg(0))

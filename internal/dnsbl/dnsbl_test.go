@@ -45,7 +45,7 @@ func healthyZone() dnstest.Zone {
 		entry(netip.MustParseAddr("127.0.0.1"), "broken.mxd"): {A: []string{"127.0.0.2"}},
 		entry(cleanV4, "broken.mxd"):                          {A: []string{"127.0.0.2"}},
 		// An IPv6-only list: its test entries are IPv4-mapped, in nibbles.
-		nibbles(testListed6) + ".v6.mxd": {A: []string{"127.0.0.2"}},
+		lookup.ReverseNibbles(testListed6) + ".v6.mxd": {A: []string{"127.0.0.2"}},
 		// Spamhaus refusing a public resolver: an error code for every name.
 		testPoint("refused.mxd"): {A: []string{"127.255.255.254"}},
 		// A zone that exists but no longer publishes anything.

@@ -74,7 +74,7 @@ func CheckZone(ctx context.Context, r lookup.Resolver, zone string, errorCodes [
 	listed, notListed := testListed, testNotListed
 	pos := query(ctx, r, zone, lookup.ReverseName(listed)+"."+zone, errorCodes)
 	if pos.State == Clean {
-		if pos6 := query(ctx, r, zone, nibbles(testListed6)+"."+zone, errorCodes); pos6.State == Listed {
+		if pos6 := query(ctx, r, zone, lookup.ReverseNibbles(testListed6)+"."+zone, errorCodes); pos6.State == Listed {
 			pos, listed, notListed = pos6, testListed6, testNotListed6
 		}
 	}
@@ -88,7 +88,7 @@ func CheckZone(ctx context.Context, r lookup.Resolver, zone string, errorCodes [
 	}
 	name := lookup.ReverseName(notListed) + "." + zone
 	if notListed.Is4In6() {
-		name = nibbles(notListed) + "." + zone
+		name = lookup.ReverseNibbles(notListed) + "." + zone
 	}
 	switch neg := query(ctx, r, zone, name, errorCodes); neg.State {
 	case Unknown:
@@ -116,16 +116,4 @@ func missingTestEntry(ctx context.Context, r lookup.Resolver, zone string) (Caus
 		}
 	}
 	return CauseZoneMissing, fmt.Errorf("%s does not exist (NXDOMAIN), nor its test entry 127.0.0.2: the list is gone or the zone name is misspelt", zone)
-}
-
-// nibbles is the reverse nibble form of ip as 16 bytes, IPv4-mapped
-// addresses included (lookup.ReverseName unmaps them).
-func nibbles(ip netip.Addr) string {
-	a := ip.As16()
-	const hex = "0123456789abcdef"
-	b := make([]byte, 0, 63)
-	for i := 15; i >= 0; i-- {
-		b = append(b, hex[a[i]&0xf], '.', hex[a[i]>>4], '.')
-	}
-	return string(b[:len(b)-1])
 }

@@ -366,6 +366,13 @@ func ReverseName(ip netip.Addr) string {
 		a := ip.As4()
 		return fmt.Sprintf("%d.%d.%d.%d", a[3], a[2], a[1], a[0])
 	}
+	return ReverseNibbles(ip)
+}
+
+// ReverseNibbles returns the reversed nibbles of ip as 16 bytes, without
+// a zone; an IPv4(-mapped) address stays mapped (::ffff:7f00:2), as
+// RFC 5782 §5's IPv6 test points are written.
+func ReverseNibbles(ip netip.Addr) string {
 	a := ip.As16()
 	const hex = "0123456789abcdef"
 	b := make([]byte, 0, 63)

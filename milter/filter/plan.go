@@ -82,9 +82,11 @@ func PlanSigning(st *State, rot *dkim.Rotation, s Sender, from, sigs []string) S
 		return p
 	}
 	p.Keys = rot.Signers(all)
-	for _, k := range all {
-		if !containsKey(p.Keys, k) {
-			p.Waiting = append(p.Waiting, k)
+	if len(p.Keys) < len(all) { // else none waits: no search per signed message
+		for _, k := range all {
+			if !containsKey(p.Keys, k) {
+				p.Waiting = append(p.Waiting, k)
+			}
 		}
 	}
 	if len(p.Keys) == 0 {

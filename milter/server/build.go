@@ -29,8 +29,7 @@ func Check(cfg *config.Config, log *zap.Logger) (*filter.State, error) {
 	if len(probs) == 0 {
 		return b.st, nil
 	}
-	b.st.Geo.Close()
-	b.st.Pickup.Close()
+	b.Close()
 	errs := make([]error, len(probs))
 	for i, p := range probs {
 		errs[i] = fmt.Errorf("  %w", p)

@@ -273,11 +273,7 @@ func (l *Limiter) failing(o *Options, subj *subjectSet, now time.Time) *verdict 
 		return nil
 	}
 	return &verdict{action: Hold, name: "failure ratio (%)", count: failed * 100 / total, max: int(f.Ratio * 100),
-		window: f.Window, subject: s, key: failuresKey(f.Window, s)}
-}
-
-func failuresKey(w time.Duration, subject string) string {
-	return "compromise/failures/" + w.String() + "|" + subject
+		window: f.Window, subject: s, key: compromiseKey("failures", f.Window, s)}
 }
 
 // noteSubmitter joins the request's queue id to its account, once per

@@ -582,7 +582,7 @@ func (l *Limiter) Reset(subject string) {
 		l.store.Reset(compromiseKey("countries", w, subject))
 	}
 	if w := o.Failures.Window; w > 0 {
-		l.store.Reset(failuresKey(w, subject))
+		l.store.Reset(compromiseKey("failures", w, subject))
 	}
 	l.profiles.forget(subject)
 	l.held.forget(subject)

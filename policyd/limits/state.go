@@ -263,6 +263,9 @@ func (l *Limiter) applyReleases() {
 // (`holds counts`), then removes them: a request gone means the file
 // holds the counts of that moment.
 func (l *Limiter) applySaves() {
+	if l.path == "" {
+		return
+	}
 	files, _ := filepath.Glob(l.path + ".save-*")
 	if len(files) == 0 {
 		return

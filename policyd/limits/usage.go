@@ -80,9 +80,3 @@ func Usages(o *Options, c Counter, subject string, now time.Time) []Usage {
 	}
 	return out
 }
-
-// Usages is Usages for the limiter's own options and store: what the
-// running daemon counts.
-func (l *Limiter) Usages(subject string) []Usage {
-	return Usages(l.o.Load(), l.store, subject, l.now())
-}
